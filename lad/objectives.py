@@ -1,0 +1,403 @@
+"""Policy objectives: LAD (every f-divergence of the paper) and the GRPO family, behind one registry.
+
+Every entry of ``POLICY_LOSSES`` is a pure function of tensors
+
+    fn(log_prob, old_log_prob, advantages, response_mask, *, norm=None, **params) -> (loss, metrics)
+
+where ``log_prob``, ``old_log_prob``, ``response_mask`` are [B, T], ``advantages`` is [B] (one per
+sequence) or [B, T], ``loss`` is a scalar tensor and ``metrics`` a dict of floats. ``norm`` carries
+the normalisers of the *whole* mini-batch, so that losses summed over micro-batches equal the
+full-batch loss exactly (gradient accumulation without bias).
+
+LAD (arXiv 2602.20132): with u = kappa * A, l = log pi_theta - log pi_old and x = exp(l - u), the
+per-sample loss is exp(u) * f(x) for an f-divergence generator f. Each generator is written in
+log space as a function of (l, u) so nothing overflows for |l|, |u| up to the clamp.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+LOG2 = math.log(2.0)
+
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+RATIO_LEVELS = ("token", "sequence")
+
+
+# --------------------------------------------------------------------------------------------
+# f-divergence generators
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """An f-divergence generator in three forms.
+
+    ``f`` and ``f_prime`` take x = ratio / exp(u) (used by tests and documentation);
+    ``weighted`` takes (l, u) and returns exp(u) * f(exp(l - u)) computed in log space, the
+    per-sample LAD loss. Its derivative in l is f'(x) * ratio.
+    """
+
+    name: str
+    f: Callable[[torch.Tensor], torch.Tensor]
+    f_prime: Callable[[torch.Tensor], torch.Tensor]
+    weighted: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    # True when f'(1) = 0, i.e. the gradient vanishes once the ratio reaches exp(u).
+    self_braking: bool
+
+
+def _js_weighted(l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    # exp(u) f(x) = 1/2 [ratio (l - u) - (ratio + e^u) (log(1 + x) - log 2)], log(1 + x) = logaddexp(l - u, 0)
+    d = l - u
+    log1p_x = torch.logaddexp(d, torch.zeros_like(d))
+    return 0.5 * (torch.exp(l) * d - (torch.exp(l) + torch.exp(u)) * (log1p_x - LOG2))
+
+
+def _js_f(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (x * torch.log(x) - (x + 1) * torch.log((x + 1) / 2))
+
+
+DIVERGENCES: dict[str, Divergence] = {
+    d.name: d
+    for d in (
+        Divergence(
+            name="js",
+            f=_js_f,
+            f_prime=lambda x: 0.5 * torch.log(2 * x / (x + 1)),
+            weighted=_js_weighted,
+            self_braking=True,
+        ),
+        Divergence(
+            name="hd",
+            f=lambda x: 0.5 * (torch.sqrt(x) - 1) ** 2,
+            f_prime=lambda x: 0.5 * (1 - 1 / torch.sqrt(x)),
+            # exp(u) * 1/2 (sqrt(x) - 1)^2 = 1/2 (e^{l/2} - e^{u/2})^2
+            weighted=lambda l, u: 0.5 * (torch.exp(0.5 * l) - torch.exp(0.5 * u)) ** 2,
+            self_braking=True,
+        ),
+        Divergence(
+            name="tv",
+            f=lambda x: torch.abs(x - 1),
+            f_prime=lambda x: torch.sign(x - 1),
+            weighted=lambda l, u: torch.abs(torch.exp(l) - torch.exp(u)),
+            self_braking=True,
+        ),
+        Divergence(
+            name="kl",
+            f=lambda x: x * torch.log(x),
+            f_prime=lambda x: torch.log(x) + 1,
+            weighted=lambda l, u: torch.exp(l) * (l - u),
+            self_braking=False,
+        ),
+        Divergence(
+            name="rkl",
+            f=lambda x: -torch.log(x),
+            f_prime=lambda x: -1 / x,
+            # The paper's reference form: exp(u) * (-log x) = -exp(u) * l + exp(u) * u, and the
+            # second term does not depend on theta.
+            weighted=lambda l, u: -torch.exp(u) * l,
+            self_braking=False,
+        ),
+        Divergence(
+            name="jf",
+            f=lambda x: (x - 1) * torch.log(x),
+            f_prime=lambda x: torch.log(x) + 1 - 1 / x,
+            weighted=lambda l, u: (torch.exp(l) - torch.exp(u)) * (l - u),
+            self_braking=True,
+        ),
+        Divergence(
+            name="ps",
+            f=lambda x: (x - 1) ** 2 / x,
+            f_prime=lambda x: 1 - 1 / x**2,
+            # exp(u) (x - 1)^2 / x = ratio - 2 e^u + e^{2u - l}
+            weighted=lambda l, u: torch.exp(l) - 2 * torch.exp(u) + torch.exp(2 * u - l),
+            self_braking=True,
+        ),
+    )
+}
+
+
+def get_divergence(name: str) -> Divergence:
+    try:
+        return DIVERGENCES[name]
+    except KeyError:
+        raise ValueError(f"unknown divergence {name!r}; expected one of {sorted(DIVERGENCES)}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation, exact under micro-batching
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Normalisers of the whole mini-batch a micro-batch belongs to.
+
+    Pass the same ``BatchNorm`` to every micro-batch of a mini-batch and sum the micro-batch
+    losses: the sum equals the loss of the whole mini-batch computed at once. Left as ``None``,
+    each count is taken from the tensors at hand (the micro-batch is the whole batch).
+
+    num_tokens: response tokens in the mini-batch (token-mean).
+    num_seqs: sequences in the mini-batch (every seq-mean mode, and ratio_level="sequence").
+    """
+
+    num_tokens: float | None = None
+    num_seqs: float | None = None
+
+    @staticmethod
+    def of(response_mask: torch.Tensor) -> "BatchNorm":
+        """The normalisers of a full mini-batch, to hand to each of its micro-batches."""
+        return BatchNorm(num_tokens=float(response_mask.sum()), num_seqs=float(response_mask.shape[0]))
+
+
+def aggregate(
+    loss_mat: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str,
+    *,
+    norm: BatchNorm | None = None,
+    norm_constant: float | None = None,
+) -> torch.Tensor:
+    """Reduce a [B, T] per-token loss to a scalar, with verl's meanings of the modes.
+
+    token-mean: sum over all response tokens / number of response tokens (DAPO).
+    seq-mean-token-mean: mean over sequences of each sequence's token mean (original GRPO).
+    seq-mean-token-sum: mean over sequences of each sequence's token sum.
+    seq-mean-token-sum-norm: mean over sequences of token sum / norm_constant (Dr. GRPO); the
+        constant defaults to T, the padded response length, and should be the max response length.
+    """
+    norm = norm or BatchNorm()
+    mask = response_mask.to(loss_mat.dtype)
+    masked = torch.where(response_mask.bool(), loss_mat, torch.zeros_like(loss_mat))
+    num_seqs = norm.num_seqs if norm.num_seqs is not None else loss_mat.shape[0]
+    if loss_agg_mode == "token-mean":
+        num_tokens = norm.num_tokens if norm.num_tokens is not None else mask.sum()
+        return masked.sum() / torch.clamp(torch.as_tensor(num_tokens, dtype=loss_mat.dtype), min=1.0)
+    if loss_agg_mode == "seq-mean-token-mean":
+        seq_len = torch.clamp(mask.sum(dim=-1), min=1.0)
+        return (masked.sum(dim=-1) / seq_len).sum() / num_seqs
+    if loss_agg_mode == "seq-mean-token-sum":
+        return masked.sum() / num_seqs
+    if loss_agg_mode == "seq-mean-token-sum-norm":
+        constant = norm_constant if norm_constant is not None else loss_mat.shape[-1]
+        return masked.sum() / (num_seqs * constant)
+    raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; expected one of {list(LOSS_AGG_MODES)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_shapes(log_prob, old_log_prob, advantages, response_mask) -> None:
+    if log_prob.shape != old_log_prob.shape or log_prob.shape != response_mask.shape or log_prob.dim() != 2:
+        raise ValueError(
+            "log_prob, old_log_prob and response_mask must share one [B, T] shape; got "
+            f"{tuple(log_prob.shape)}, {tuple(old_log_prob.shape)}, {tuple(response_mask.shape)}"
+        )
+    if advantages.shape not in (log_prob.shape[:1], log_prob.shape):
+        raise ValueError(
+            f"advantages must be [B]={tuple(log_prob.shape[:1])} or [B, T]={tuple(log_prob.shape)}; "
+            f"got {tuple(advantages.shape)}"
+        )
+
+
+def _token_advantages(advantages: torch.Tensor, response_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B] or [B, T] advantages as [B, T], zero (not garbage) on padding."""
+    adv = advantages.unsqueeze(-1).expand(response_mask.shape) if advantages.dim() == 1 else advantages
+    return torch.where(response_mask.bool(), adv.to(dtype), torch.zeros((), dtype=dtype))
+
+
+def _log_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """log pi_theta - log pi_old, zero on padding so that padded values (even inf or nan) stay inert."""
+    return torch.where(response_mask.bool(), log_prob - old_log_prob, torch.zeros((), dtype=log_prob.dtype))
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    mask = mask.to(values.dtype)
+    return float((values * mask).sum() / torch.clamp(mask.sum(), min=1.0))
+
+
+def _masked_max(values: torch.Tensor, mask: torch.Tensor) -> float:
+    if not bool(mask.any()):
+        return 0.0
+    return float(values[mask.bool()].max())
+
+
+def _ratio_metrics(l: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    ratio = torch.exp(l)
+    return {
+        "ratio_mean": _masked_mean(ratio, mask),
+        "ratio_max": _masked_max(ratio, mask),
+        # k3 estimator of KL(pi_old || pi_theta) on samples from pi_old: non-negative, low variance.
+        "approx_kl": _masked_mean(torch.expm1(l) - l, mask),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# LAD
+# --------------------------------------------------------------------------------------------
+
+
+def lad_policy_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    divergence: str = "js",
+    kappa: float = 4.0,
+    ratio_level: str = "token",
+    loss_agg_mode: str = "token-mean",
+    clamp: float = 20.0,
+    norm: BatchNorm | None = None,
+    norm_constant: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """LAD loss and its diagnostics (registry entry ``lad``); see ``lad_loss`` for the arguments."""
+    _check_shapes(log_prob, old_log_prob, advantages, response_mask)
+    div = get_divergence(divergence)
+    if ratio_level not in RATIO_LEVELS:
+        raise ValueError(f"unknown ratio_level {ratio_level!r}; expected one of {list(RATIO_LEVELS)}")
+    mask = response_mask.to(log_prob.dtype)
+    token_l = _log_ratio(log_prob, old_log_prob, response_mask)
+    token_adv = _token_advantages(advantages, response_mask, log_prob.dtype)
+
+    if ratio_level == "token":
+        l = torch.clamp(token_l, -clamp, clamp)
+        u = torch.clamp(kappa * token_adv, -clamp, clamp)
+        loss = aggregate(div.weighted(l, u), mask, loss_agg_mode, norm=norm, norm_constant=norm_constant)
+        metric_mask = mask
+    else:
+        # One advantage per sequence: the masked mean of a [B, T] input (equal to the sequence's
+        # advantage when it was broadcast).
+        seq_adv = token_adv.sum(-1) / mask.sum(-1).clamp(min=1.0)
+        l = torch.clamp(token_l.sum(dim=-1), -clamp, clamp)
+        u = torch.clamp(kappa * seq_adv, -clamp, clamp)
+        metric_mask = (mask.sum(dim=-1) > 0).to(log_prob.dtype)
+        num_seqs = norm.num_seqs if norm and norm.num_seqs is not None else log_prob.shape[0]
+        loss = (div.weighted(l, u) * metric_mask).sum() / num_seqs
+
+    with torch.no_grad():
+        metrics = _ratio_metrics(l, metric_mask)
+        metrics["x_mean"] = _masked_mean(torch.exp(l - u), metric_mask)
+        metrics["past_target_frac"] = _masked_mean((l > u).to(l.dtype), metric_mask)
+    return loss, metrics
+
+
+def lad_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    divergence: str = "js",
+    kappa: float = 4.0,
+    ratio_level: str = "token",
+    loss_agg_mode: str = "token-mean",
+    clamp: float = 20.0,
+) -> torch.Tensor:
+    """The LAD policy loss E_{y ~ pi_old}[exp(u) f(x)], u = kappa A, x = exp(l - u).
+
+    log_prob, old_log_prob, response_mask: [B, T]; advantages: [B] or [B, T].
+    divergence: js (default), hd, tv, kl, rkl, jf, ps. kappa = 1/eta (paper default 4 for math).
+    ratio_level: "token" (per-token l, sequence advantage broadcast) or "sequence" (l summed over
+        the response, one loss per sequence, averaged over sequences; loss_agg_mode is unused).
+    loss_agg_mode: see ``aggregate``. clamp bounds l and u before any exp.
+    For micro-batch-exact gradient accumulation use ``lad_policy_loss`` with a ``BatchNorm``.
+    """
+    loss, _ = lad_policy_loss(
+        log_prob,
+        old_log_prob,
+        advantages,
+        response_mask,
+        divergence=divergence,
+        kappa=kappa,
+        ratio_level=ratio_level,
+        loss_agg_mode=loss_agg_mode,
+        clamp=clamp,
+    )
+    return loss
+
+
+# --------------------------------------------------------------------------------------------
+# GRPO family
+# --------------------------------------------------------------------------------------------
+
+
+def ppo_clip_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    clip_ratio_c: float | None = 3.0,
+    loss_agg_mode: str = "seq-mean-token-mean",
+    clamp: float = 20.0,
+    norm: BatchNorm | None = None,
+    norm_constant: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO clipped surrogate, per token: max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high)).
+
+    Dual clip (clip_ratio_c > 1, None to disable): for A < 0 the loss is capped at -A * c, so a
+    token whose ratio has exploded cannot dominate the update. Defaults are GRPO's
+    (symmetric 0.2, sequence-mean of token-means).
+    """
+    _check_shapes(log_prob, old_log_prob, advantages, response_mask)
+    if clip_ratio_c is not None and clip_ratio_c <= 1.0:
+        raise ValueError(f"clip_ratio_c must be > 1 (or None to disable dual clip); got {clip_ratio_c}")
+    mask = response_mask.to(log_prob.dtype)
+    adv = _token_advantages(advantages, response_mask, log_prob.dtype)
+    l = torch.clamp(_log_ratio(log_prob, old_log_prob, response_mask), -clamp, clamp)
+    ratio = torch.exp(l)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    per_token = torch.maximum(unclipped, clipped)
+    dual_clipped = torch.zeros_like(per_token, dtype=torch.bool)
+    if clip_ratio_c is not None:
+        cap = -adv * clip_ratio_c
+        dual_clipped = (adv < 0) & (per_token > cap)
+        per_token = torch.where(adv < 0, torch.minimum(per_token, cap), per_token)
+    loss = aggregate(per_token, mask, loss_agg_mode, norm=norm, norm_constant=norm_constant)
+    with torch.no_grad():
+        metrics = _ratio_metrics(l, mask)
+        metrics["clip_frac"] = _masked_mean((clipped > unclipped).to(l.dtype), mask)
+        metrics["dual_clip_frac"] = _masked_mean(dual_clipped.to(l.dtype), mask)
+    return loss, metrics
+
+
+def grpo_loss(*args, **kwargs):
+    """GRPO: PPO clip with symmetric 0.2 and sequence-mean of token-means."""
+    return ppo_clip_loss(*args, **kwargs)
+
+
+def dr_grpo_loss(*args, loss_agg_mode: str = "seq-mean-token-sum-norm", **kwargs):
+    """Dr. GRPO: PPO clip, token sums divided by a constant (pair it with mean-only advantages)."""
+    return ppo_clip_loss(*args, loss_agg_mode=loss_agg_mode, **kwargs)
+
+
+def dapo_loss(*args, clip_low: float = 0.2, clip_high: float = 0.28, loss_agg_mode: str = "token-mean", **kwargs):
+    """DAPO: clip-higher (0.2 / 0.28) and token-mean aggregation."""
+    return ppo_clip_loss(*args, clip_low=clip_low, clip_high=clip_high, loss_agg_mode=loss_agg_mode, **kwargs)
+
+
+PolicyLoss = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+
+POLICY_LOSSES: dict[str, PolicyLoss] = {
+    "lad": lad_policy_loss,
+    "grpo": grpo_loss,
+    "dr_grpo": dr_grpo_loss,
+    "dapo": dapo_loss,
+}
+
+
+def get_policy_loss(name: str) -> PolicyLoss:
+    try:
+        return POLICY_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy loss {name!r}; expected one of {sorted(POLICY_LOSSES)}") from None
