@@ -1,0 +1,270 @@
+"""Models and tokenizers: load and save Hugging Face causal LMs, and build tiny ones from a config.
+
+Tests, CI and the local demo cannot run real checkpoints, so ``build_tiny_model`` makes a Qwen2
+model of about 1M or 10M parameters with a byte-level BPE tokenizer trained here, on the spot,
+with ``tokenizers`` on the task text, and a ChatML chat template. Nothing is downloaded.
+
+Loading never reaches a model hub unless the caller names one explicitly with ``hf://org/name``:
+a bare name that is not a local directory is an error, so a typo in a path cannot turn into a
+multi-gigabyte download.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+from pydantic import BaseModel, Field
+
+HUB_SCHEME = "hf://"
+S3_SCHEME = "s3://"
+
+PAD_TOKEN = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+SPECIAL_TOKENS = (PAD_TOKEN, IM_START, IM_END)
+
+# ChatML, the format of Qwen chat models, so tiny and real models share one prompt layout.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+CARD_FILE = "lad_card.json"
+
+# Tokenizer classes that mean "a plain tokenizers.json": transformers 5 would otherwise pick the
+# model type's own class (Qwen2Tokenizer for a qwen2 directory) and re-derive different ids.
+_PLAIN_TOKENIZER_CLASSES = {"PreTrainedTokenizerFast", "TokenizersBackend"}
+
+
+class TinyPreset(BaseModel):
+    """Shape of a tiny Qwen2 model; the vocabulary size comes from the trained tokenizer."""
+
+    hidden_size: int = Field(gt=0)
+    num_hidden_layers: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    max_position_embeddings: int = Field(1024, gt=0)
+    vocab_size: int = Field(512, gt=len(SPECIAL_TOKENS) + 256, description="BPE target vocabulary (256 bytes + merges + specials)")
+
+
+TINY_PRESETS: dict[str, TinyPreset] = {
+    # about 0.9M parameters with tied embeddings
+    "1m": TinyPreset(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=384),
+    # about 10M parameters
+    "10m": TinyPreset(hidden_size=256, num_hidden_layers=10, num_attention_heads=8, num_key_value_heads=4, intermediate_size=1024),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizer
+# --------------------------------------------------------------------------------------------
+
+
+def task_corpus() -> list[str]:
+    """Text the tiny tokenizer learns its merges from: the prompt templates and task vocabulary.
+
+    Byte-level BPE encodes any text whatever the corpus; the corpus only decides which character
+    sequences become single tokens, i.e. how short the task sequences get.
+    """
+    from lad.data.templates import PromptTemplate
+
+    tpl = PromptTemplate()
+    texts = [tpl.system or "", tpl.math, tpl.code, tpl.starter]
+    texts.append("0123456789 + - * / = ( ) . , : ; \\boxed{} ```python\n```")
+    texts.append("def return if else elif for while in range len int str list dict True False None and or not")
+    texts.append("system user assistant answer expression numbers target each number once")
+    return texts
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
+    """A byte-level BPE tokenizer with the ChatML specials and chat template, trained on ``corpus``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=IM_END, pad_token=PAD_TOKEN, bos_token=None, chat_template=CHAT_TEMPLATE
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# tiny model factory
+# --------------------------------------------------------------------------------------------
+
+
+def build_tiny_model(preset: str = "1m", *, seed: int = 0, corpus: Optional[Iterable[str]] = None):
+    """A freshly initialised tiny Qwen2 causal LM and its locally trained tokenizer.
+
+    ``preset`` is a key of ``TINY_PRESETS``; ``seed`` fixes the initial weights (the global RNG
+    is left as it was); ``corpus`` defaults to ``task_corpus()``.
+    """
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    if preset not in TINY_PRESETS:
+        raise ValueError(f"unknown tiny model preset {preset!r}; expected one of {sorted(TINY_PRESETS)}")
+    shape = TINY_PRESETS[preset]
+    tokenizer = train_tokenizer(task_corpus() if corpus is None else corpus, vocab_size=shape.vocab_size)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+# --------------------------------------------------------------------------------------------
+# load / save
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_model_dir(uri_or_path: str | Path) -> tuple[str, bool]:
+    """(local directory or hub id, is_hub) for a model reference; s3:// is fetched to the local cache."""
+    ref = str(uri_or_path)
+    if ref.startswith(HUB_SCHEME):
+        name = ref[len(HUB_SCHEME):]
+        if not name:
+            raise ValueError(f"model {ref!r}: expected hf://org/name")
+        return name, True
+    if ref.startswith(S3_SCHEME):
+        from lad.storage import get_dir
+
+        return str(get_dir(ref)), False
+    path = Path(ref)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model {ref!r}: no such directory (to download from the Hugging Face Hub, write hf://{ref})"
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model directory {ref!r} has no config.json; expected a Hugging Face model directory")
+    return str(path), False
+
+
+def load_tokenizer(source: str, *, hub: bool = False):
+    """The tokenizer of a model directory (or hub id), with its chat template.
+
+    A tokenizer saved as a plain ``tokenizer.json`` (the tiny models' case) is loaded with
+    ``PreTrainedTokenizerFast`` so its ids are exactly those it was trained with.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if not hub:
+        cfg_path = Path(source) / "tokenizer_config.json"
+        cls = json.loads(cfg_path.read_text()).get("tokenizer_class") if cfg_path.is_file() else None
+        if cls in _PLAIN_TOKENIZER_CLASSES:
+            return PreTrainedTokenizerFast.from_pretrained(source, local_files_only=True)
+    return AutoTokenizer.from_pretrained(source, local_files_only=not hub)
+
+
+def load_model(uri_or_path: str | Path, *, dtype: Optional[torch.dtype] = None):
+    """(model, tokenizer) from a Hugging Face model directory, an s3:// URI or ``hf://org/name``."""
+    from transformers import AutoModelForCausalLM
+
+    source, hub = resolve_model_dir(uri_or_path)
+    tokenizer = load_tokenizer(source, hub=hub)
+    kwargs: dict[str, Any] = {"local_files_only": not hub}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    return model, tokenizer
+
+
+def read_card(path: str | Path) -> dict:
+    """The card ``save_model`` wrote into a model directory ({} when there is none)."""
+    p = Path(path) / CARD_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def render_card(card: dict, model: torch.nn.Module) -> str:
+    """The README.md of a saved model: what it was trained from, on what, how, and how it scored."""
+    lines = ["---", "library_name: transformers", "tags: [lad, causal-lm]"]
+    if card.get("base_model"):
+        lines.append(f"base_model: {json.dumps(str(card['base_model']))}")
+    lines += ["---", "", f"# {card.get('name', 'LAD model')}", ""]
+    lines.append(f"Architecture: {model.config.model_type}, {parameter_count(model):,} parameters.")
+    lines.append("")
+    for key, title in (("base_model", "Base model"), ("data", "Data"), ("config", "Training config"), ("metrics", "Metrics")):
+        lines += [f"## {title}", ""]
+        value = card.get(key)
+        if value is None or value == {} or value == []:
+            lines.append("(not recorded)")
+        elif isinstance(value, (dict, list)):
+            lines += ["```json", json.dumps(value, indent=2, sort_keys=True, default=str), "```"]
+        else:
+            lines.append(str(value))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_model(model: torch.nn.Module, tokenizer, path: str | Path, card: dict) -> str:
+    """Save model, tokenizer and card in Hugging Face format; atomic (temp dir, then rename).
+
+    ``card`` holds ``base_model``, ``data``, ``config`` and ``metrics`` (any may be absent); it is
+    written both as README.md and as machine-readable ``lad_card.json``. An s3:// ``path`` is
+    written locally first and uploaded with ``lad.storage.put_dir``. Returns ``path``.
+    """
+    ref = str(path)
+    if ref.startswith(S3_SCHEME):
+        import tempfile
+
+        from lad.storage import put_dir
+
+        with tempfile.TemporaryDirectory(prefix="lad-model-") as tmp:
+            local = Path(tmp) / "model"
+            save_model(model, tokenizer, local, card)
+            put_dir(local, ref)
+        return ref
+    final = Path(ref)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        model.save_pretrained(tmp_dir)
+        tokenizer.save_pretrained(tmp_dir)
+        (tmp_dir / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
+        (tmp_dir / "README.md").write_text(render_card(card, model))
+        if final.exists():
+            # Replace an older save: move it aside first so a crash never leaves neither copy.
+            old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
+            final.rename(old)
+            tmp_dir.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp_dir.rename(final)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+    return ref
