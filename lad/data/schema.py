@@ -1,0 +1,147 @@
+"""The canonical record: one row of the train/eval parquet, compatible with verl's RL dataset format.
+
+    {"data_source": "math500",
+     "prompt": [{"role": "system", ...}, {"role": "user", ...}],
+     "ability": "math" | "code",
+     "reward_model": {"style": "rule", "ground_truth": "..."},
+     "extra_info": {"index": 0, "split": "test", "tests": ..., "entry_point": ..., ...}}
+
+For code rows ``extra_info.tests`` is a JSON string: a list of test cases in the sandbox's format,
+
+    {"type": "stdin", "input": str, "output": str}
+    {"type": "call", "entry_point": str, "args": list, "expected": any, "atol": float}
+    {"type": "assert", "code": str}
+
+and ``reward_model.ground_truth`` holds the same JSON (verl's code reward functions read it there).
+For countdown rows the ground truth is the JSON string {"numbers": [...], "target": N}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+# How a code row's tests decide pass/fail: one test-case type, "mixed" when a row has several kinds,
+# and "reference" when some expected values must come from running extra_info.reference_solution
+# (HumanEval+ "plus" inputs, which ship without expected outputs).
+RowTestType = Literal["stdin", "call", "assert", "mixed", "reference"]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("message content is blank")
+        return v
+
+
+class RewardModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    style: Literal["rule"] = "rule"
+    ground_truth: str = Field(min_length=1)
+
+
+class StdinTest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["stdin"]
+    input: str
+    output: str
+
+
+class CallTest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["call"]
+    entry_point: str = Field(min_length=1)
+    args: list[Any]
+    # None only for tests whose expected value comes from the row's reference solution.
+    expected: Any = None
+    atol: float = 0.0
+
+
+class AssertTest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["assert"]
+    code: str = Field(min_length=1)
+
+
+TestCase = StdinTest | CallTest | AssertTest
+
+
+class ExtraInfo(BaseModel):
+    # Sources keep their own metadata here (subject, level, url, ...), so extra keys are allowed.
+    model_config = ConfigDict(extra="allow")
+
+    index: int = Field(ge=0)
+    split: str = Field(min_length=1)
+    tests: Optional[str] = None
+    entry_point: Optional[str] = None
+    starter_code: Optional[str] = None
+    test_type: Optional[RowTestType] = None
+    reference_solution: Optional[str] = None
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_source: str = Field(min_length=1)
+    prompt: list[Message] = Field(min_length=1)
+    ability: Literal["math", "code"]
+    reward_model: RewardModel
+    extra_info: ExtraInfo
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Record":
+        if self.prompt[-1].role != "user":
+            raise ValueError("the last prompt message must be the user's")
+        if self.ability == "code":
+            info = self.extra_info
+            if info.tests is None or info.test_type is None:
+                raise ValueError("code rows need extra_info.tests and extra_info.test_type")
+            cases = parse_tests(info.tests)
+            if not cases:
+                raise ValueError("extra_info.tests holds no test case")
+            if info.test_type == "reference":
+                if not info.reference_solution:
+                    raise ValueError("test_type 'reference' needs extra_info.reference_solution")
+            elif any(isinstance(c, CallTest) and c.expected is None for c in cases):
+                raise ValueError("a call test has no expected value and the row has no reference solution")
+        return self
+
+
+_TEST_CASE = TypeAdapter(TestCase)
+
+
+def parse_tests(text: str) -> list[TestCase]:
+    """Parse a JSON test list; raises ValueError saying which case is malformed."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"tests are not valid JSON: {err}") from None
+    if not isinstance(raw, list):
+        raise ValueError(f"tests must be a JSON list, got {type(raw).__name__}")
+    out = []
+    for i, case in enumerate(raw):
+        try:
+            out.append(_TEST_CASE.validate_python(case))
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ValueError(f"test case {i}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return out
+
+
+def row_test_type(cases: list[dict]) -> str:
+    """The row-level test type of a list of test-case dicts."""
+    kinds = {c["type"] for c in cases}
+    return kinds.pop() if len(kinds) == 1 else "mixed"

@@ -1,0 +1,142 @@
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from math_verify import parse, verify
+
+from lad.data.schema import Record
+from lad.data.synthetic import TASKS, check_countdown, demonstration, generate
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_seeded_deterministic_and_distinct(task):
+    a = generate(task, 50, seed=3, difficulty=2)
+    assert a == generate(task, 50, seed=3, difficulty=2)
+    assert a != generate(task, 50, seed=4, difficulty=2)
+    prompts = [r["prompt"][-1]["content"] for r in a]
+    assert len(set(prompts)) == 50
+    assert [r["extra_info"]["index"] for r in a] == list(range(50))
+    for r in a:
+        Record.model_validate(r)
+        assert r["data_source"] == f"synthetic/{task}"
+        assert r["prompt"][0]["role"] == "system"
+        assert r["extra_info"]["split"] == "train"
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_held_out_split_never_shares_a_problem_with_train(task):
+    train = {r["prompt"][-1]["content"] for r in generate(task, 400, seed=0, difficulty=1)}
+    test = generate(task, 100, seed=0, difficulty=1, split="test")
+    assert {r["extra_info"]["split"] for r in test} == {"test"}
+    assert train.isdisjoint(r["prompt"][-1]["content"] for r in test)
+
+
+def test_countdown_checker_exact():
+    truth = json.dumps({"numbers": [3, 7, 9, 9], "target": 30})
+    assert check_countdown("(7 + 3) * (9 / 9 + 2) ", truth) is False  # 2 is not given
+    assert check_countdown("(7 + 3) * 3", truth) is False  # 3 used twice
+    assert check_countdown("(9 + 9 + 3) + 7 + 2 - 2", truth) is False
+    assert check_countdown("(7 + 3) * 9 / 3", truth) is False
+    assert check_countdown("3 * 7 + 9", truth) is True
+    assert check_countdown("9 * 3 + 9 / 9 * 3", truth) is False  # second 3
+    assert check_countdown("9 + 9 + 3 * 7 - 9", truth) is False  # three 9s
+    assert check_countdown("3 × 7 + 9", truth) is True
+    assert check_countdown("3 ** 2 + 21", truth) is False  # power is not an allowed operator
+    assert check_countdown("9 / (9 - 9)", truth) is False
+    assert check_countdown("3 * 7 +", truth) is False
+    assert check_countdown("(9 / 9 + 9) * 3", truth) is False  # three 9s
+    assert check_countdown("7 / 3 * 9 + 9", truth) is True  # 7/3 * 9 = 21 exactly in fractions
+    assert check_countdown("7 / 3 * 9 + 9", json.dumps({"numbers": [3, 7, 9, 9], "target": 31})) is False
+
+
+@pytest.mark.parametrize("difficulty,count", [(1, 3), (2, 4), (3, 4)])
+def test_countdown_demonstrations_are_correct(difficulty, count):
+    records = generate("countdown", 200, seed=1, difficulty=difficulty)
+    for r in records:
+        truth = r["reward_model"]["ground_truth"]
+        assert len(json.loads(truth)["numbers"]) == count
+        demo = demonstration(r)
+        m = re.fullmatch(r"\\boxed\{(.+)\}", demo)
+        assert m, demo
+        assert check_countdown(m.group(1), truth), (demo, truth)
+    ops = "".join(demonstration(r) for r in records)
+    assert ("*" in ops) == (difficulty > 1)
+    assert ("/" in ops) == (difficulty > 2)
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_arithmetic_demonstrations_reason_correctly_and_verify(difficulty):
+    for r in generate("arithmetic", 100, seed=2, difficulty=difficulty):
+        demo = demonstration(r)
+        steps = re.findall(r"(-?\d+) ([-+*]) (\d+) = (-?\d+)\.", demo)
+        ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+        assert steps and all(ops[o](int(a), int(b)) == int(c) for a, o, b, c in steps)
+        # one sentence per step in the problem, besides the opening and the question
+        problem = r["prompt"][-1]["content"].split("\n\n")[0]
+        assert problem.count(".") + problem.count("?") == difficulty + 2
+        truth = r["reward_model"]["ground_truth"]
+        assert int(truth) >= 0
+        assert demo.endswith(f"\\boxed{{{truth}}}.")
+        assert verify(parse(f"${truth}$"), parse(demo))
+
+
+def _run_code_tests(records, solutions):
+    """Run each solution against its record's call tests in one fresh interpreter; verdict per record."""
+    payload = [{"code": s, "tests": json.loads(r["extra_info"]["tests"])} for r, s in zip(records, solutions)]
+    script = (
+        "import json, sys\n"
+        "out = []\n"
+        "for item in json.load(sys.stdin):\n"
+        "    ns = {}\n"
+        "    try:\n"
+        "        exec(item['code'], ns)\n"
+        "        out.append(all(ns[t['entry_point']](*t['args']) == t['expected'] for t in item['tests']))\n"
+        "    except Exception:\n"
+        "        out.append(False)\n"
+        "print(json.dumps(out))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(payload), capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_code_demonstrations_pass_their_tests_and_wrong_code_fails(difficulty):
+    records = generate("code", 60, seed=5, difficulty=difficulty)
+    codes = []
+    for r in records:
+        info = r["extra_info"]
+        assert info["test_type"] == "call" and info["entry_point"] == "f"
+        assert r["reward_model"]["ground_truth"] == info["tests"]
+        m = re.fullmatch(r"```python\n(.*)```", demonstration(r), flags=re.S)
+        assert m and m.group(1).startswith(info["starter_code"])
+        codes.append(m.group(1))
+    assert _run_code_tests(records, codes) == [True] * 60
+    # the tests catch solutions whose first constant is off by one
+    wrong = [re.sub(r"\d+", lambda m: str(int(m.group()) - 1), c, count=1) for c in codes]
+    assert _run_code_tests(records, wrong) == [False] * 60
+
+
+def test_vocabulary_is_small():
+    words = set()
+    for task in TASKS:
+        for difficulty in (1, 2, 3):
+            for r in generate(task, 300, seed=0, difficulty=difficulty):
+                text = " ".join(m["content"] for m in r["prompt"]) + " " + demonstration(r)
+                words.update(w for w in re.findall(r"[A-Za-z_]+", text))
+    assert len(words) < 200, sorted(words)
+
+
+def test_bad_arguments_are_named(monkeypatch):
+    with pytest.raises(ValueError, match="unknown synthetic task 'sudoku'"):
+        generate("sudoku", 3, seed=0)
+    with pytest.raises(ValueError, match="difficulty must be one of"):
+        generate("countdown", 3, seed=0, difficulty=7)
+    # a task with only 20 problems cannot give 30 distinct ones
+    monkeypatch.setitem(TASKS, "arithmetic", lambda rng, d: (f"What is {rng.randint(1, 20)} + 0?", "1", {}))
+    assert len(generate("arithmetic", 10, seed=0)) == 10
+    with pytest.raises(ValueError, match="'arithmetic' at difficulty 1 ran out of distinct 'train' problems"):
+        generate("arithmetic", 30, seed=0)
+    with pytest.raises(ValueError, match="needs a synthetic record"):
+        demonstration({"data_source": "math500", "extra_info": {}})
