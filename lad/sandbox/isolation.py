@@ -1,0 +1,135 @@
+"""How a sandboxed process is launched: the bubblewrap command line, or none (trusted use).
+
+Only the interpreter, its standard library and the shared libraries they load are visible
+(read-only); /tmp is a private size-capped tmpfs; there is no network, and the user, pid, ipc
+and uts namespaces are new. Everything is derived from the interpreter itself at start-up."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lad.sandbox.config import SandboxConfig
+
+SANDBOX_UID = 1000  # uid/gid inside the user namespace
+WORKDIR = "/tmp"
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
+class IsolationError(RuntimeError):
+    """The sandbox cannot be set up (missing bubblewrap, interpreter, or namespaces)."""
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    executable: str  # as called inside the sandbox
+    binds: tuple[tuple[str, str], ...]  # (host path, sandbox path), read-only
+    masks: tuple[str, ...]  # directories inside the binds hidden behind an empty read-only tmpfs
+
+
+_PROBE = """
+import json, os, sys, sysconfig
+paths = sysconfig.get_paths()
+print(json.dumps({"executable": os.path.realpath(sys.executable), "stdlib": paths["stdlib"],
+                  "platstdlib": paths["platstdlib"], "dynload": sysconfig.get_config_var("DESTSHARED") or "",
+                  "site": sorted({paths["purelib"], paths["platlib"]}), "version": list(sys.version_info[:2])}))
+"""
+
+_LDD_LINE = re.compile(r"(?:=>\s*)?(/\S+)\s+\(0x")
+
+
+def default_python() -> str:
+    for candidate in ("/usr/local/bin/python3", "/usr/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise IsolationError("no python3 in /usr/local/bin or /usr/bin; set the sandbox's python explicitly")
+
+
+def _shared_libraries(files: list[str]) -> set[str]:
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        raise IsolationError("ldd is missing (Debian package libc-bin); it lists the interpreter's shared libraries")
+    libs: set[str] = set()
+    for start in range(0, len(files), 64):
+        out = subprocess.run([ldd, *files[start:start + 64]], capture_output=True, text=True).stdout
+        libs.update(m.group(1) for m in _LDD_LINE.finditer(out))
+    return libs
+
+
+@functools.lru_cache(maxsize=8)
+def discover_interpreter(python: str) -> Interpreter:
+    """Ask the (trusted) interpreter where its standard library and libraries live."""
+    if not os.access(python, os.X_OK):
+        raise IsolationError(f"sandbox interpreter {python!r} is not an executable file")
+    try:
+        info = json.loads(subprocess.run([python, "-I", "-S", "-c", _PROBE], capture_output=True, text=True,
+                                         check=True, timeout=30).stdout)
+    except (subprocess.SubprocessError, ValueError) as err:
+        raise IsolationError(f"cannot query the sandbox interpreter {python!r}: {err}") from err
+    if tuple(info["version"]) < (3, 8):
+        raise IsolationError(f"sandbox interpreter {python!r} is Python {info['version']}; 3.8 or newer is required")
+    exe = info["executable"]
+    dirs = [d for d in dict.fromkeys([info["stdlib"], info["platstdlib"], info["dynload"]]) if d and os.path.isdir(d)]
+    extensions = [str(p) for p in Path(info["dynload"]).glob("*.so")] if info["dynload"] else []
+    binds: dict[str, str] = {exe: exe}
+    for lib in sorted(_shared_libraries([exe, *extensions])):
+        binds[lib] = lib  # where the loader looks (ld.so.cache paths, the ELF interpreter path)
+    if os.path.exists("/etc/ld.so.cache"):
+        binds["/etc/ld.so.cache"] = "/etc/ld.so.cache"
+    for d in dirs:
+        if not any(d.startswith(parent + "/") for parent in dirs if parent != d):
+            binds[d] = d
+    masks = tuple(s for s in info["site"] if os.path.isdir(s) and any(s.startswith(d + "/") for d in dirs))
+    return Interpreter(executable=exe, binds=tuple((os.path.realpath(h), s) for h, s in binds.items()), masks=masks)
+
+
+def bwrap_command(cfg: SandboxConfig, interp: Interpreter, argv: list[str]) -> list[str]:
+    bwrap = shutil.which(cfg.bwrap)
+    if bwrap is None:
+        raise IsolationError(f"bubblewrap ({cfg.bwrap!r}) is not installed: apt-get install bubblewrap, "
+                             "or start with --isolation none for trusted local use only")
+    cmd = [bwrap, "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+           "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+           "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv"]
+    for key, value in ENV.items():
+        cmd += ["--setenv", key, value]
+    for host, inside in interp.binds:
+        cmd += ["--ro-bind", host, inside]
+    for mask in interp.masks:
+        cmd += ["--tmpfs", mask, "--remount-ro", mask]
+    cmd += ["--proc", "/proc", "--dev", "/dev",
+            "--size", str(cfg.tmpfs_mb << 20), "--tmpfs", WORKDIR, "--chdir", WORKDIR, "--"]
+    return cmd + argv
+
+
+def host_user(cfg: SandboxConfig) -> dict:
+    """Popen arguments that drop root to ``host_uid`` so the kernel enforces RLIMIT_NPROC."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": cfg.host_uid, "group": cfg.host_uid, "extra_groups": []}
+
+
+Launcher = Callable[[list[str]], tuple[list[str], dict]]
+
+
+def make_launcher(cfg: SandboxConfig) -> tuple[str, Launcher]:
+    """(interpreter inside, launcher); the launcher turns interpreter argv into a command plus
+    Popen arguments. Raises IsolationError when the configured isolation is unavailable."""
+    python = cfg.python or default_python()
+    if cfg.isolation == "none":
+        def plain(argv: list[str]) -> tuple[list[str], dict]:
+            return argv, {"env": dict(ENV), **host_user(cfg)}
+        return python, plain
+    interp = discover_interpreter(python)
+    bwrap_command(cfg, interp, [])  # fail now, not per request, when bwrap is missing
+
+    def sandboxed(argv: list[str]) -> tuple[list[str], dict]:
+        return bwrap_command(cfg, interp, argv), {"env": {}, **host_user(cfg)}
+    return interp.executable, sandboxed

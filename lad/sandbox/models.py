@@ -1,0 +1,86 @@
+"""Request and response schemas of the sandbox API (shared by the service, the client and the
+local executor)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["ok", "runtime_error", "timeout", "memory_limit", "output_limit", "sandbox_error"]
+VerdictStatus = Literal["passed", "failed", "timeout", "runtime_error", "memory_limit", "output_limit", "sandbox_error"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunRequest(_Strict):
+    code: str = Field(description="Python 3 program, run as __main__")
+    stdin: str = ""
+    timeout_s: Optional[float] = Field(None, gt=0, description="wall-clock limit; default from the service config")
+    memory_mb: Optional[int] = Field(None, gt=0, description="address-space limit; default from the service config")
+
+
+class RunResult(BaseModel):
+    status: RunStatus
+    exit_code: Optional[int] = None
+    stdout: str = ""
+    stderr: str = ""
+    wall_s: float = 0.0
+    truncated: bool = False
+    isolation: str = "bwrap"
+
+
+class StdinTest(_Strict):
+    type: Literal["stdin"]
+    input: str = ""
+    output: str
+    atol: Optional[float] = Field(None, ge=0, description="compare numeric tokens with this absolute tolerance")
+
+
+class CallTest(_Strict):
+    """Call ``entry_point(*args)`` and compare with ``expected`` (EvalPlus rules: exact, else
+    numeric closeness with ``atol``; floats get atol 1e-6 when none is given). Leave ``expected``
+    out to record the returned value in the verdict's ``output`` instead."""
+
+    type: Literal["call"]
+    entry_point: str = Field(min_length=1)
+    args: list[Any] = Field(default_factory=list)
+    expected: Any = None
+    atol: float = Field(0.0, ge=0)
+
+
+class AssertTest(_Strict):
+    """Test code run against the program's namespace; it passes when it raises nothing.
+    It runs in the program's own process (as HumanEval's check does), so unlike call and stdin
+    tests a hostile program can tamper with it."""
+
+    type: Literal["assert"]
+    code: str
+
+
+Test = Annotated[Union[StdinTest, CallTest, AssertTest], Field(discriminator="type")]
+
+
+class EvaluateRequest(_Strict):
+    code: str
+    tests: list[Test] = Field(min_length=1)
+    timeout_s: Optional[float] = Field(None, gt=0, description="wall-clock limit per test")
+    memory_mb: Optional[int] = Field(None, gt=0)
+
+
+class Verdict(BaseModel):
+    status: VerdictStatus
+    wall_s: float = 0.0
+    detail: str = ""
+    output: Any = None
+
+
+class EvaluateResult(BaseModel):
+    status: Literal["ok", "sandbox_error"]
+    passed: int
+    total: int
+    verdicts: list[Verdict]
+    wall_s: float = 0.0
+    isolation: str = "bwrap"
