@@ -6,7 +6,7 @@ import sys
 import pytest
 from math_verify import parse, verify
 
-from lad.data.schema import Record
+from lad.data.schema import Problem, Record
 from lad.data.synthetic import TASKS, check_countdown, demonstration, generate
 
 
@@ -110,7 +110,7 @@ def test_code_demonstrations_pass_their_tests_and_wrong_code_fails(difficulty):
         assert info["test_type"] == "call" and info["entry_point"] == "f"
         assert r["reward_model"]["ground_truth"] == info["tests"]
         m = re.fullmatch(r"```python\n(.*)```", demonstration(r), flags=re.S)
-        assert m and m.group(1).startswith(info["starter_code"])
+        assert m and m.group(1).startswith(info["signature"])
         codes.append(m.group(1))
     assert _run_code_tests(records, codes) == [True] * 60
     # the tests catch solutions whose first constant is off by one
@@ -134,9 +134,9 @@ def test_bad_arguments_are_named(monkeypatch):
     with pytest.raises(ValueError, match="difficulty must be one of"):
         generate("countdown", 3, seed=0, difficulty=7)
     # a task with only 20 problems cannot give 30 distinct ones
-    monkeypatch.setitem(TASKS, "arithmetic", lambda rng, d: (f"What is {rng.randint(1, 20)} + 0?", "1", {}))
+    monkeypatch.setitem(TASKS, "arithmetic", lambda rng, d: Problem("math", f"What is {rng.randint(1, 20)} + 0?", "1"))
     assert len(generate("arithmetic", 10, seed=0)) == 10
     with pytest.raises(ValueError, match="'arithmetic' at difficulty 1 ran out of distinct 'train' problems"):
         generate("arithmetic", 30, seed=0)
     with pytest.raises(ValueError, match="needs a synthetic record"):
-        demonstration({"data_source": "math500", "extra_info": {}})
+        demonstration({"data_source": "math500", "extra_info": {"index": 0}})

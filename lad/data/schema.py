@@ -19,9 +19,15 @@ For countdown rows the ground truth is the JSON string {"numbers": [...], "targe
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from lad.data.templates import PromptTemplate
 
 # How a code row's tests decide pass/fail: one test-case type, "mixed" when a row has several kinds,
 # and "reference" when some expected values must come from running extra_info.reference_solution
@@ -145,3 +151,51 @@ def row_test_type(cases: list[dict]) -> str:
     """The row-level test type of a list of test-case dicts."""
     kinds = {c["type"] for c in cases}
     return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+@dataclass
+class Problem:
+    """What a source adapter or generator extracts from one raw row, before the template is applied."""
+
+    ability: Literal["math", "code"]
+    problem: str
+    ground_truth: str = ""  # math: the answer (countdown: its JSON spec); code: the tests' JSON, set by build_record
+    tests: Optional[list[dict]] = None
+    entry_point: Optional[str] = None
+    starter_code: Optional[str] = None
+    test_type: Optional[str] = None
+    reference_solution: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)  # source metadata, kept in extra_info
+
+    def text(self) -> str:
+        """The problem as the model reads it, without the template: what dedup and decontamination compare."""
+        return f"{self.problem}\n{self.starter_code}" if self.starter_code else self.problem
+
+
+def build_record(problem: Problem, *, data_source: str, index: int, split: str, template: "PromptTemplate") -> dict:
+    """The validated canonical record of a problem; raises pydantic.ValidationError or ValueError."""
+    ground_truth = problem.ground_truth
+    tests = None
+    if problem.ability == "code":
+        if not problem.tests:
+            raise ValueError("a code problem needs tests")
+        tests = json.dumps(problem.tests)
+        ground_truth = tests
+    info = {
+        **problem.extra,
+        "index": index,
+        "split": split,
+        "tests": tests,
+        "entry_point": problem.entry_point,
+        "starter_code": problem.starter_code,
+        "test_type": problem.test_type,
+        "reference_solution": problem.reference_solution,
+    }
+    record = {
+        "data_source": data_source,
+        "prompt": template.render(problem.ability, problem.problem, problem.starter_code),
+        "ability": problem.ability,
+        "reward_model": {"style": "rule", "ground_truth": ground_truth},
+        "extra_info": info,
+    }
+    return Record.model_validate(record).model_dump()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
-from lad.data.schema import Record
+from lad.data.schema import Problem, build_record
 from lad.data.templates import PromptTemplate
 
 DIFFICULTIES = (1, 2, 3)
@@ -46,7 +46,7 @@ _CD_SETTINGS = {  # difficulty -> (how many numbers, largest number, operators, 
 }
 
 
-def _countdown(rng: random.Random, difficulty: int) -> tuple[str, str, dict]:
+def _countdown(rng: random.Random, difficulty: int) -> Problem:
     count, top, ops, max_target = _CD_SETTINGS[difficulty]
     while True:
         numbers = [rng.randint(1, top) for _ in range(count)]
@@ -72,7 +72,7 @@ def _countdown(rng: random.Random, difficulty: int) -> tuple[str, str, dict]:
         "and each number at most once. Write the expression."
     )
     truth = json.dumps({"numbers": numbers, "target": target})
-    return problem, truth, {"solution": expression}
+    return Problem("math", problem, truth, extra={"solution": expression})
 
 
 def _wrap(expr: str) -> str:
@@ -120,7 +120,7 @@ _ITEMS = ("apples", "pens", "books", "cards", "shells", "stamps", "coins", "eggs
 _BOXES = ("bags", "boxes", "packs", "jars")
 
 
-def _arithmetic(rng: random.Random, difficulty: int) -> tuple[str, str, dict]:
+def _arithmetic(rng: random.Random, difficulty: int) -> Problem:
     name, other = rng.sample(_NAMES, 2)
     item = rng.choice(_ITEMS)
     top = 10 * difficulty + 10
@@ -153,7 +153,7 @@ def _arithmetic(rng: random.Random, difficulty: int) -> tuple[str, str, dict]:
             steps.append(f"{total} * 2 = {total * 2}.")
             total *= 2
     sentences.append(f"How many {item} does {name} have now?")
-    return " ".join(sentences), str(total), {"solution": " ".join(steps)}
+    return Problem("math", " ".join(sentences), str(total), extra={"solution": " ".join(steps)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ _CODE_SPECS: dict[int, tuple[_Spec, ...]] = {
 _CODE_TESTS = 5
 
 
-def _code(rng: random.Random, difficulty: int) -> tuple[str, str, dict]:
+def _code(rng: random.Random, difficulty: int) -> Problem:
     spec = rng.choice(_CODE_SPECS[difficulty])
     k, m = sorted(rng.sample(range(2, 100), 2))  # ordered, so "greater than k and less than m" is never empty
     # boundaries first, so solutions off by one fail: x = k, the empty list, a list around k and m
@@ -230,35 +230,30 @@ def _code(rng: random.Random, difficulty: int) -> tuple[str, str, dict]:
     ]
     problem = f"Write a Python function f({spec.arg}) that {spec.text.format(k=k, m=m)}."
     solution = f"def f({spec.arg}):\n    {spec.body.format(k=k, m=m)}\n"
-    tests_json = json.dumps(tests)
-    extra = {
-        "tests": tests_json,
-        "entry_point": "f",
-        "starter_code": f"def f({spec.arg}):",
-        "test_type": "call",
-        "solution": solution,
-    }
-    return problem, tests_json, extra
+    # the starter code stays out of the prompt (the problem names the signature) to keep prompts short
+    return Problem(
+        "code", problem, tests=tests, entry_point="f", test_type="call",
+        extra={"solution": solution, "signature": f"def f({spec.arg}):"},
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # registry and public API
 # --------------------------------------------------------------------------------------------
 
-TASKS: dict[str, Callable[[random.Random, int], tuple[str, str, dict]]] = {
+TASKS: dict[str, Callable[[random.Random, int], Problem]] = {
     "countdown": _countdown,
     "arithmetic": _arithmetic,
     "code": _code,
 }
-ABILITY = {"countdown": "math", "arithmetic": "math", "code": "code"}
 
 
 def _bucket(task: str, difficulty: int, problem: str) -> int:
     return hashlib.sha256(f"{task}|{difficulty}|{problem}".encode()).digest()[0] % 10
 
 
-def generate(task: str, n: int, *, seed: int, difficulty: int = 1, split: str = "train") -> list[dict]:
-    """``n`` distinct canonical records of a synthetic task (see the module docstring)."""
+def problems(task: str, n: int, *, seed: int, difficulty: int = 1, split: str = "train") -> list[Problem]:
+    """``n`` distinct problems of a synthetic task, before a template is applied (see the module docstring)."""
     if task not in TASKS:
         raise ValueError(f"unknown synthetic task {task!r}; expected one of {sorted(TASKS)}")
     if difficulty not in DIFFICULTIES:
@@ -267,44 +262,44 @@ def generate(task: str, n: int, *, seed: int, difficulty: int = 1, split: str = 
         raise ValueError(f"n must be >= 0, got {n}")
     held_out = split != "train"
     rng = random.Random(f"lad.synthetic|{task}|{seed}|{difficulty}|{split}")
-    records: list[dict] = []
+    out: list[Problem] = []
     seen: set[str] = set()
     misses = 0
-    while len(records) < n:
+    while len(out) < n:
         if misses >= _MAX_MISSES:
             raise ValueError(
                 f"synthetic task {task!r} at difficulty {difficulty} ran out of distinct {split!r} problems "
-                f"after {len(records)} of {n}; ask for fewer or raise the difficulty"
+                f"after {len(out)} of {n}; ask for fewer or raise the difficulty"
             )
-        problem, truth, extra = TASKS[task](rng, difficulty)
-        if problem in seen or (_bucket(task, difficulty, problem) >= 10 - _HELD_OUT_BUCKETS) != held_out:
+        problem = TASKS[task](rng, difficulty)
+        if problem.problem in seen or (_bucket(task, difficulty, problem.problem) >= 10 - _HELD_OUT_BUCKETS) != held_out:
             misses += 1
             continue
         misses = 0
-        seen.add(problem)
-        ability = ABILITY[task]
-        record = {
-            "data_source": f"synthetic/{task}",
-            "prompt": TEMPLATE.render(ability, problem),
-            "ability": ability,
-            "reward_model": {"style": "rule", "ground_truth": truth},
-            "extra_info": {"index": len(records), "split": split, "difficulty": difficulty, **extra},
-        }
-        records.append(Record.model_validate(record).model_dump())
-    return records
+        seen.add(problem.problem)
+        problem.extra.update(task=task, difficulty=difficulty)
+        out.append(problem)
+    return out
+
+
+def generate(task: str, n: int, *, seed: int, difficulty: int = 1, split: str = "train") -> list[dict]:
+    """``n`` distinct canonical records of a synthetic task, with the default prompt template."""
+    return [
+        build_record(p, data_source=f"synthetic/{task}", index=i, split=split, template=TEMPLATE)
+        for i, p in enumerate(problems(task, n, seed=seed, difficulty=difficulty, split=split))
+    ]
 
 
 def demonstration(record: dict) -> str:
     """A correct assistant response to a synthetic record, in the answer format the rewards parse."""
-    source = record.get("data_source", "")
-    solution = record.get("extra_info", {}).get("solution")
-    if not source.startswith("synthetic/") or solution is None:
-        raise ValueError(f"demonstration needs a synthetic record with extra_info.solution, got data_source {source!r}")
-    task = source.split("/", 1)[1]
+    info = record.get("extra_info") or {}
+    task, solution = info.get("task"), info.get("solution")
+    if task not in TASKS or solution is None:
+        raise ValueError(
+            f"demonstration needs a synthetic record (extra_info.task and .solution), got data_source {record.get('data_source')!r}"
+        )
     if task == "countdown":
         return f"\\boxed{{{solution}}}"
     if task == "arithmetic":
         return f"{solution} The answer is \\boxed{{{record['reward_model']['ground_truth']}}}."
-    if task == "code":
-        return f"```python\n{solution}```"
-    raise ValueError(f"no demonstration format for synthetic task {task!r}")
+    return f"```python\n{solution}```"
