@@ -14,6 +14,10 @@ from rich.table import Table
 app = typer.Typer(help="LAD post-training: objectives, experiments and pipeline stages.", no_args_is_help=True)
 console = Console()
 
+from lad.sandbox.cli import sandbox_app  # noqa: E402
+
+app.add_typer(sandbox_app, name="sandbox")
+
 
 @app.callback()
 def main() -> None:

@@ -1,0 +1,53 @@
+"""``lad sandbox ...`` commands."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+sandbox_app = typer.Typer(help="Sandboxed code execution service.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@sandbox_app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8080, help="TCP port"),
+    workers: int = typer.Option(2, help="programs executed at once (each in its own sandbox)"),
+    queue: int = typer.Option(64, help="requests allowed to wait for a worker before 429"),
+    isolation: str = typer.Option("bwrap", help="bwrap, or none for trusted local use (reported in every response)"),
+    python: Optional[str] = typer.Option(None, help="interpreter inside the sandbox (default /usr/local/bin/python3 "
+                                                      "or /usr/bin/python3)"),
+    max_body_mb: int = typer.Option(64, help="larger request bodies are answered 413"),
+    max_timeout_s: float = typer.Option(60.0, help="largest timeout_s a request may ask for"),
+    max_memory_mb: int = typer.Option(4096, help="largest memory_mb a request may ask for"),
+    log_level: str = typer.Option("warning", help="uvicorn log level"),
+) -> None:
+    """Serve POST /v1/run, POST /v1/evaluate, GET /healthz and GET /metrics. A bearer token is
+    required on every request except /healthz when $LAD_SANDBOX_TOKEN is set."""
+    import uvicorn
+
+    from lad.sandbox.config import SandboxConfig
+    from lad.sandbox.isolation import IsolationError
+    from lad.sandbox.service import ServiceConfig, create_app
+
+    try:
+        cfg = ServiceConfig(sandbox=SandboxConfig(isolation=isolation, python=python, max_timeout_s=max_timeout_s,
+                                                  max_memory_mb=max_memory_mb),
+                            workers=workers, queue=queue, max_body_bytes=max_body_mb << 20)
+    except ValidationError as err:
+        for e in err.errors():
+            console.print(f"[red]error:[/red] option {'.'.join(map(str, e['loc']))}: {e['msg']}")
+        raise typer.Exit(2)
+    try:
+        app = create_app(cfg)
+    except IsolationError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2)
+    if cfg.sandbox.isolation == "none":
+        console.print("[yellow]warning:[/yellow] isolation none: programs run unsandboxed; trusted code only")
+    console.print(f"lad sandbox: http://{host}:{port} ({workers} workers, isolation {cfg.sandbox.isolation})")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

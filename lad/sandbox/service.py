@@ -1,0 +1,145 @@
+"""The sandbox HTTP service: FastAPI app with bounded concurrency, auth, limits and metrics."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from typing import Optional
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, Field
+
+from lad.sandbox.config import SandboxConfig
+from lad.sandbox.executor import Executor, RequestError
+from lad.sandbox.models import EvaluateRequest, EvaluateResult, RunRequest, RunResult
+
+TOKEN_ENV = "LAD_SANDBOX_TOKEN"
+OPEN_PATHS = {"/healthz"}  # readiness probes carry no token and learn nothing from it
+
+
+class ServiceConfig(BaseModel):
+    """The service around the executor."""
+
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    workers: int = Field(2, gt=0, description="requests executed at once")
+    queue: int = Field(64, ge=0, description="requests allowed to wait for a worker; more are answered 429")
+    max_body_bytes: int = Field(64 << 20, gt=0, description="larger request bodies are answered 413")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 429")
+    token: Optional[str] = Field(None, description=f"bearer token required on every request; default from ${TOKEN_ENV}")
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("lad_sandbox_requests", "HTTP requests by path and status code",
+                                ["path", "code"], registry=self.registry)
+        self.verdicts = Counter("lad_sandbox_verdicts", "test verdicts returned by /v1/evaluate",
+                                ["status"], registry=self.registry)
+        self.runs = Counter("lad_sandbox_runs", "run statuses returned by /v1/run", ["status"], registry=self.registry)
+        self.queue = Gauge("lad_sandbox_queue_depth", "requests waiting for a worker", registry=self.registry)
+        self.busy = Gauge("lad_sandbox_busy_workers", "requests executing now", registry=self.registry)
+        self.latency = Histogram("lad_sandbox_request_seconds", "request latency (queue wait included)", ["path"],
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+                                 registry=self.registry)
+
+
+def _field_message(err: dict) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+    return f"{loc}: {err.get('msg', 'invalid')}"
+
+
+def create_app(config: Optional[ServiceConfig] = None, executor: Optional[Executor] = None) -> FastAPI:
+    """Build the app. Raises IsolationError when bwrap isolation is configured but unavailable."""
+    cfg = config or ServiceConfig()
+    token = cfg.token if cfg.token is not None else os.environ.get(TOKEN_ENV) or None
+    ex = executor or Executor(cfg.sandbox)
+    limiter = anyio.CapacityLimiter(cfg.workers)
+    metrics = _Metrics()
+    state = {"admitted": 0}
+
+    app = FastAPI(title="lad sandbox", version="1")
+    app.state.executor = ex
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        path = request.url.path
+        start = time.monotonic()
+        response = await _guarded(request, call_next, path)
+        metrics.requests.labels(path=path, code=str(response.status_code)).inc()
+        if path.startswith("/v1/"):
+            metrics.latency.labels(path=path).observe(time.monotonic() - start)
+        return response
+
+    async def _guarded(request: Request, call_next, path: str):
+        if token is not None and path not in OPEN_PATHS:
+            supplied = request.headers.get("authorization", "")
+            if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+                return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit():
+                return JSONResponse({"detail": "a Content-Length header is required"}, status_code=411)
+            if int(length) > cfg.max_body_bytes:
+                return JSONResponse({"detail": f"request body of {length} bytes exceeds the limit of "
+                                               f"{cfg.max_body_bytes} bytes"}, status_code=413)
+            if state["admitted"] >= cfg.workers + cfg.queue:
+                return JSONResponse({"detail": "all workers busy and the queue is full; retry later"},
+                                    status_code=429, headers={"Retry-After": str(cfg.retry_after_s)})
+            state["admitted"] += 1
+            metrics.queue.set(max(0, state["admitted"] - cfg.workers))
+            try:
+                return await call_next(request)
+            finally:
+                state["admitted"] -= 1
+                metrics.queue.set(max(0, state["admitted"] - cfg.workers))
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        return JSONResponse({"detail": "; ".join(_field_message(e) for e in errors[:20]),
+                             "errors": [{"field": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg")}
+                                        for e in errors[:20]]}, status_code=422)
+
+    @app.exception_handler(RequestError)
+    async def refused(_: Request, exc: RequestError):
+        return JSONResponse({"detail": str(exc), "errors": [{"field": f"body.{exc.field}", "msg": str(exc)}]},
+                            status_code=422)
+
+    async def _execute(fn, req):
+        metrics.busy.inc()
+        try:
+            return await anyio.to_thread.run_sync(fn, req, limiter=limiter)
+        finally:
+            metrics.busy.dec()
+
+    @app.post("/v1/run", response_model=RunResult)
+    async def run(req: RunRequest) -> RunResult:
+        result = await _execute(ex.run, req)
+        metrics.runs.labels(status=result.status).inc()
+        return result
+
+    @app.post("/v1/evaluate", response_model=EvaluateResult)
+    async def evaluate(req: EvaluateRequest) -> EvaluateResult:
+        result = await _execute(ex.evaluate, req)
+        for v in result.verdicts:
+            metrics.verdicts.labels(status=v.status).inc()
+        return result
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "isolation": ex.isolation, "workers": cfg.workers,
+                "busy": min(state["admitted"], cfg.workers), "queued": max(0, state["admitted"] - cfg.workers)}
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
