@@ -14,9 +14,21 @@ from rich.table import Table
 app = typer.Typer(help="LAD post-training: objectives, experiments and pipeline stages.", no_args_is_help=True)
 console = Console()
 
+from lad.data.cli import data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
+
 from lad.sandbox.cli import sandbox_app  # noqa: E402
 
 app.add_typer(sandbox_app, name="sandbox")
+
+from lad.models_cli import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")
+
+from lad.train.sft_cli import sft_command  # noqa: E402
+
+app.command("sft")(sft_command)
 
 
 @app.callback()

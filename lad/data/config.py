@@ -1,0 +1,134 @@
+"""The data prep stage's configuration: one pydantic object, loadable from YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lad.data.adapters import ADAPTERS, FieldMap
+from lad.data.readers import Format
+from lad.data.synthetic import DIFFICULTIES, TASKS
+from lad.data.templates import PromptTemplate
+
+
+class ConfigError(ValueError):
+    """The prep config is unreadable or invalid; the message names the file and the field."""
+
+
+class SyntheticSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(description=f"one of {sorted(TASKS)}")
+    n: int = Field(ge=1, description="number of problems")
+    seed: int = Field(0, description="generator seed")
+    difficulty: int = Field(1, description=f"one of {DIFFICULTIES}")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in TASKS:
+            raise ValueError(f"unknown synthetic task {v!r}; expected one of {sorted(TASKS)}")
+        return v
+
+    @field_validator("difficulty")
+    @classmethod
+    def _known_difficulty(cls, v: int) -> int:
+        if v not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}")
+        return v
+
+
+class SourceConfig(BaseModel):
+    """One input set: a file, folder, hub name or s3:// URI read through an adapter, or a synthetic task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$", description="the source's name in the report; unique in the run")
+    data_source: Optional[str] = Field(None, min_length=1, description="data_source of its rows (rewards dispatch on it); None: name")
+    role: Literal["train", "eval"] = Field("train", description="train rows are deduplicated and decontaminated against eval rows")
+    uri: Optional[str] = Field(None, description="local path (relative to the working directory), s3:// URI or hub name")
+    format: Format = Field("auto", description="auto: from the extension (folder: load_from_disk; 'owner/name': hub)")
+    adapter: str = Field("generic", description=f"field mapping: one of {sorted(ADAPTERS)}")
+    fields: FieldMap = Field(default_factory=FieldMap, description="field names, for the generic adapter")
+    hf_split: Optional[str] = Field(None, description="split of a Hugging Face DatasetDict or hub dataset")
+    limit: Optional[int] = Field(None, ge=1, description="read only the first N rows")
+    synthetic: Optional[SyntheticSpec] = Field(None, description="generate the rows instead of reading uri")
+    on_bad_row: Optional[Literal["fail", "skip"]] = Field(None, description="this source's policy; None: the run's")
+    decontaminate: bool = Field(
+        True,
+        description="check this training source against the eval prompts (off for templated sets whose splits are "
+        "disjoint by construction, such as the synthetic tasks: their shared phrasing would flag most rows)",
+    )
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, v: str) -> str:
+        if v not in ADAPTERS:
+            raise ValueError(f"unknown adapter {v!r}; expected one of {sorted(ADAPTERS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "SourceConfig":
+        if (self.uri is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of uri and synthetic")
+        return self
+
+
+class PrepConfig(BaseModel):
+    """Settings of ``lad data prep``; every default is documented by its field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[SourceConfig] = Field(min_length=1, description="input sets, in priority order for deduplication")
+    output: str = Field("out/data", description="output folder, local or s3://; published with a manifest")
+    template: PromptTemplate = Field(default_factory=PromptTemplate, description="chat template, recorded in report.json")
+    on_bad_row: Literal["fail", "skip"] = Field(
+        "fail", description="fail: write nothing and report the bad rows; skip: write them to quarantine.jsonl"
+    )
+    dedup: bool = Field(True, description="drop training rows whose normalised prompt text was seen before")
+    decontaminate: bool = Field(True, description="drop training rows sharing an n-gram with an eval prompt")
+    ngram: int = Field(13, ge=1, description="n of the decontamination n-grams (whitespace tokens, lower-cased)")
+    boilerplate_prompts: int = Field(
+        10, ge=2,
+        description="n-grams found in at least this many eval prompts are boilerplate (shared instructions), not content",
+    )
+    eval_layout: Literal["single", "per_source"] = Field(
+        "single", description="single: eval.parquet; per_source: eval/<name>.parquet"
+    )
+    jsonl: bool = Field(False, description="also write every parquet as JSONL")
+    show_errors: int = Field(20, ge=0, description="bad rows listed in the report; the rest are counted")
+    seed: int = Field(0, description="seed of the training-row shuffle")
+    shuffle: bool = Field(True, description="shuffle train.parquet (eval files keep source order)")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "PrepConfig":
+        names = [s.name for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"source names must be unique; repeated: {dup}")
+        return self
+
+
+def load_config(path: str | Path) -> PrepConfig:
+    """Read a YAML prep config; errors name the file and the field path."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return PrepConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: " + format_validation(err)) from None
+
+
+def format_validation(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in err.errors())
