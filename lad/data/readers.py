@@ -89,15 +89,16 @@ def _jsonl(path: Path) -> Iterator[RawRow]:
             if not line.strip():
                 continue  # blank lines (a trailing newline) are not rows
             where = f"line {number}"
+            line = line.rstrip("\r\n")  # so a decode error's column is a column of the line
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as err:
-                yield RawRow(position, where, None, f"invalid JSON: {err.msg} at column {err.colno}", line.rstrip("\n"))
+                yield RawRow(position, where, None, f"invalid JSON: {err.msg} at column {err.colno}", line)
             else:
                 if isinstance(data, dict):
                     yield RawRow(position, where, data)
                 else:
-                    yield RawRow(position, where, None, f"expected a JSON object, got {type(data).__name__}", line.rstrip("\n"))
+                    yield RawRow(position, where, None, f"expected a JSON object, got {type(data).__name__}", line)
             position += 1
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from typing import TYPE_CHECKING
 
@@ -82,7 +82,7 @@ class AssertTest(BaseModel):
     code: str = Field(min_length=1)
 
 
-TestCase = StdinTest | CallTest | AssertTest
+TestCase = Annotated[StdinTest | CallTest | AssertTest, Field(discriminator="type")]
 
 
 class ExtraInfo(BaseModel):

@@ -1,0 +1,350 @@
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from servers import s3, s3_server  # noqa: F401
+from typer.testing import CliRunner
+
+from lad import storage
+from lad.cli import app
+from lad.data.config import ConfigError, PrepConfig, load_config
+from lad.data.filters import ContaminationIndex, ngrams, normalise
+from lad.data.prep import TEMPLATE_METADATA_KEY, PrepError, run_prep
+from lad.data.schema import Record, parse_tests
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT.parent / "shared" / "benchmarks"
+MANIFEST_ROWS = {  # ../shared/benchmarks/MANIFEST.md
+    "math500": 500, "aime24": 30, "amc23": 40, "amc22_23": 83, "olympiadbench": 675, "minerva_math": 272,
+    "gsm8k": 1319, "humaneval": 164, "humanevalplus": 164, "livecodebench": 279, "codecontests": 165,
+}
+
+
+def _rows(path):
+    return pq.read_table(path).to_pylist()
+
+
+def _cfg(tmp_path, sources, **kw):
+    return PrepConfig.model_validate({"output": str(tmp_path / "out"), "sources": sources, **kw})
+
+
+# --------------------------------------------------------------------------------------------
+# the shared benchmarks, end to end
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def benchmarks_prepped(tmp_path_factory):
+    cfg = load_config(ROOT / "configs/data/math_code.yaml")
+    sources = [s.model_copy(update={"uri": str(ROOT / s.uri)}) for s in cfg.sources]
+    out = tmp_path_factory.mktemp("bench") / "out"
+    report = run_prep(cfg.model_copy(update={"sources": sources, "output": str(out)}))
+    return out, report
+
+
+def test_every_shared_benchmark_file_becomes_canonical_rows(benchmarks_prepped):
+    out, report = benchmarks_prepped
+    assert report["status"] == "ok"
+    for name, rows in MANIFEST_ROWS.items():
+        counts = report["sources"][name]
+        assert counts == counts | {"read": rows, "kept": rows, "rejected": 0, "duplicate": 0, "contaminated": 0}, name
+        records = _rows(out / "eval" / f"{name}.parquet")
+        assert len(records) == rows
+        for rec in records:
+            Record.model_validate(rec)
+            assert rec["data_source"] == name and rec["extra_info"]["split"] == "test"
+        assert [r["extra_info"]["index"] for r in records] == list(range(rows))
+    # MATH train: 4 rows have no final answer (quarantined by the config), 1 repeats, 84 share a 13-gram with an eval set
+    train = report["sources"]["math_train"]
+    assert train == train | {"read": 7474, "rejected": 4, "duplicate": 1, "contaminated": 84, "kept": 7385}
+    assert [e["where"] for e in report["errors"]] == ["line 887", "line 1010", "line 5329", "line 5331"]
+    assert len(_rows(out / "train.parquet")) == 7385
+    assert [json.loads(l)["where"] for l in (out / "quarantine.jsonl").read_text().splitlines()] == [e["where"] for e in report["errors"]]
+    assert storage.is_published(str(out))
+
+
+def test_benchmark_fields_are_mapped(benchmarks_prepped):
+    out, report = benchmarks_prepped
+    ev = {name: _rows(out / "eval" / f"{name}.parquet") for name in MANIFEST_ROWS}
+    truth = {name: [r["reward_model"]["ground_truth"] for r in rows] for name, rows in ev.items()}
+    assert truth["gsm8k"][0] == "18"
+    assert "2125" in truth["gsm8k"]  # "#### 2,125": thousands separator dropped
+    assert truth["amc23"][0] == "27"  # 27.0
+    assert truth["aime24"][0] == "204"
+    assert truth["math500"][0] == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert truth["minerva_math"][0] == "9.6"  # ["9.6\n"]
+    assert json.loads(ev["minerva_math"][5]["extra_info"]["all_answers"]) == ["1.6"]
+    assert truth["olympiadbench"][:2] == ["2", "\\frac{1}{2 n+2}"]  # ["$\\frac{1}{2 n+2}$"]
+    assert "69,84" in truth["olympiadbench"]  # ["$69$,$84$"]
+    units = {r["extra_info"]["unit"] for r in ev["olympiadbench"]} - {None}
+    assert units == {"^{\\circ}", "minute", "km", "cm^2", "km/h", "min", "minutes", "%"}
+    # code: test formats
+    he = ev["humaneval"][0]
+    assert he["extra_info"]["test_type"] == "assert" and he["extra_info"]["entry_point"] == "has_close_elements"
+    assert parse_tests(he["extra_info"]["tests"])[0].code.endswith("check(has_close_elements)\n")
+    assert he["extra_info"]["starter_code"] in he["prompt"][-1]["content"]
+    hep = ev["humanevalplus"][0]["extra_info"]
+    cases = json.loads(hep["tests"])
+    raw = json.loads((BENCH / "humanevalplus.jsonl").open().readline())
+    assert hep["test_type"] == "reference" and hep["base_tests"] == len(raw["base_input"]) == 7
+    assert [c["args"] for c in cases] == raw["base_input"] + raw["plus_input"]
+    assert {c["expected"] for c in cases} == {None}
+    assert hep["reference_solution"] == raw["prompt"] + raw["canonical_solution"]
+    assert sum(len(json.loads(r["extra_info"]["tests"])) for r in ev["humanevalplus"]) == 1570 + 122683
+    lcb = {r["extra_info"]["test_type"] for r in ev["livecodebench"]}
+    assert lcb == {"stdin", "call"}
+    functional = next(r for r in ev["livecodebench"] if r["extra_info"]["test_type"] == "call")
+    first = json.loads(functional["extra_info"]["tests"])[0]
+    assert first["entry_point"] == "Solution.shortestDistanceAfterQueries" == functional["extra_info"]["entry_point"]
+    assert first["args"] == [5, [[2, 4], [0, 2], [0, 4]]] and first["expected"] == [3, 2, 1]
+    assert sum(r["extra_info"]["test_type"] == "stdin" for r in ev["livecodebench"]) == 175
+    cc = json.loads(ev["codecontests"][0]["extra_info"]["tests"])
+    assert cc == [{"type": "stdin", "input": "5 2\nAA\nAB\nBB\nBA\nAZ\n", "output": "5 2 1 3 4 \n"}]
+    # the template is in every output and in the report
+    meta = pq.read_schema(out / "train.parquet").metadata[TEMPLATE_METADATA_KEY]
+    assert json.loads(meta) == report["template"]
+    assert all(r["prompt"][-1]["content"].endswith("Put the final answer in \\boxed{}.") for r in ev["math500"])
+
+
+# --------------------------------------------------------------------------------------------
+# a broken file
+# --------------------------------------------------------------------------------------------
+
+BROKEN_LINES = [
+    '{"question": "Tom has 3 cats and buys 2 more. How many cats?", "answer": "3 + 2 = 5\\n#### 5"}',
+    '{"question": "Half of 10?", "answer": "#### 5"',  # line 2: cut short
+    '{"answer": "#### 7"}',  # line 3: no question
+    '{"question": "What is 2 + 2?", "answer": "the answer is four"}',  # line 4: no "#### N"
+    "",  # blank lines are not rows
+    '{"question": "   ", "answer": "#### 1"}',  # line 6: empty prompt
+    '{"question": 12, "answer": "#### 1"}',  # line 7: ill-typed
+    '["not", "an", "object"]',  # line 8
+    '{"question": "Sara reads 4 pages a day for 3 days. How many pages?", "answer": "#### 12"}',
+]
+
+
+def _broken(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join(BROKEN_LINES) + "\n")
+    return path
+
+
+EXPECTED_ISSUES = [
+    ("line 2", None, "invalid JSON: Expecting ',' delimiter at column 47"),
+    ("line 3", "question", "missing"),
+    ("line 4", "answer", 'no final "#### N" line'),
+    ("line 6", "question", "empty"),
+    ("line 7", "question", "expected str, got int"),
+    ("line 8", None, "expected a JSON object, got list"),
+]
+
+
+def test_broken_file_fails_with_a_report_and_writes_nothing(tmp_path):
+    path = _broken(tmp_path)
+    cfg = _cfg(tmp_path, [{"name": "gsm8k", "adapter": "gsm8k", "uri": str(path)}])
+    with pytest.raises(PrepError) as info:
+        run_prep(cfg)
+    report = info.value.report
+    assert report["status"] == "failed"
+    assert [(e["where"], e["field"], e["reason"]) for e in report["errors"]] == EXPECTED_ISSUES
+    assert report["sources"]["gsm8k"] == report["sources"]["gsm8k"] | {"read": 8, "rejected": 6, "kept": 0}
+    assert f"{path}, line 3, field question: missing" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_broken_file_skip_quarantines_bad_rows(tmp_path):
+    path = _broken(tmp_path)
+    cfg = _cfg(tmp_path, [{"name": "gsm8k", "adapter": "gsm8k", "uri": str(path)}], on_bad_row="skip", shuffle=False)
+    report = run_prep(cfg)
+    assert report["sources"]["gsm8k"] == report["sources"]["gsm8k"] | {"read": 8, "kept": 2, "rejected": 6}
+    out = tmp_path / "out"
+    kept = _rows(out / "train.parquet")
+    assert [r["reward_model"]["ground_truth"] for r in kept] == ["5", "12"]
+    assert [r["extra_info"]["index"] for r in kept] == [0, 7]  # position among the file's rows
+    quarantine = [json.loads(l) for l in (out / "quarantine.jsonl").read_text().splitlines()]
+    assert [(q["where"], q["field"], q["reason"]) for q in quarantine] == EXPECTED_ISSUES
+    assert quarantine[0]["row"] == BROKEN_LINES[1]  # undecodable text kept as it was
+    assert quarantine[1]["row"] == {"answer": "#### 7"}
+    assert json.loads((out / "report.json").read_text())["outputs"] == {"train.parquet": 2, "quarantine.jsonl": 6}
+
+
+def test_cli_reports_bad_rows_without_traceback(tmp_path):
+    path = _broken(tmp_path)
+    config = tmp_path / "prep.yaml"
+    config.write_text(f"output: {tmp_path / 'out'}\nsources:\n  - {{name: g, adapter: gsm8k, uri: {path}}}\n")
+    result = CliRunner().invoke(app, ["data", "prep", str(config), "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 1
+    assert "6 bad row(s); nothing written" in result.output
+    assert "line 7, field question: expected str, got int" in result.output
+    assert "Traceback" not in result.output
+    assert json.loads((tmp_path / "r.json").read_text())["errors_total"] == 6
+    ok = CliRunner().invoke(app, ["data", "prep", str(config), "--on-bad-row", "skip"])
+    assert ok.exit_code == 0, ok.output
+    assert "wrote train.parquet: 2 rows" in ok.output
+
+
+def test_only_the_first_errors_are_listed(tmp_path):
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join('{"answer": "1"}\n' for _ in range(25)))
+    with pytest.raises(PrepError) as info:
+        run_prep(_cfg(tmp_path, [{"name": "m", "adapter": "generic", "uri": str(path)}]))
+    assert len(info.value.report["errors"]) == 20 and info.value.report["errors_total"] == 25
+    assert str(info.value).endswith("... and 5 more")
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources:\n  - {name: a, uri: x.jsonl, adapter: nope}\n  - {name: b}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    msg = str(info.value)
+    assert msg.startswith(f"{bad}: ")
+    assert "sources.0.adapter: Value error, unknown adapter 'nope'" in msg
+    assert "sources.1: Value error, give exactly one of uri and synthetic" in msg
+    result = CliRunner().invoke(app, ["data", "prep", str(bad)])
+    assert result.exit_code == 2 and "unknown adapter 'nope'" in result.output
+    missing = _cfg(tmp_path, [{"name": "a", "uri": str(tmp_path / "none.jsonl")}])
+    with pytest.raises(PrepError, match=r"source a: .*none.jsonl: no such file"):
+        run_prep(missing)
+
+
+def test_refuses_to_publish_over_a_foreign_folder(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    cfg = _cfg(tmp_path, [{"name": "c", "synthetic": {"task": "code", "n": 3}}])
+    with pytest.raises(PrepError, match="not a data prep output"):
+        run_prep(cfg)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------------------------
+# dedup and decontamination
+# --------------------------------------------------------------------------------------------
+
+LONG = "a train leaves the station at noon going sixty miles per hour toward the city while another"
+
+
+def test_ngrams_and_contamination_index():
+    assert ngrams("A b  C d", 3) == {"a b c", "b c d"}
+    assert normalise("  What IS\n2+2? ") == "what is 2+2?"
+    index = ContaminationIndex([LONG, "Short eval prompt"], n=13, boilerplate=3)
+    assert index.contaminated("Question: " + " ".join(LONG.split()[:13]).upper())  # one shared 13-gram
+    assert not index.contaminated(" ".join(LONG.split()[:12]) + " x")  # only 12 tokens shared
+    assert index.contaminated("short  EVAL prompt")  # too short for a 13-gram: exact match after normalising
+    shared = " ".join(f"w{i}" for i in range(13))
+    boiler = ContaminationIndex([f"p{i} {shared}" for i in range(3)], n=13, boilerplate=3)
+    assert boiler.boilerplate == [shared] and not boiler.contaminated(f"x {shared}")
+
+
+def test_dedup_and_decontamination_counts(tmp_path):
+    rows = [
+        {"q": "What is 1 + 1?", "a": 2},
+        {"q": "what  is 1 + 1?", "a": 2},  # duplicate after normalising
+        {"q": f"{LONG} one. How far?", "a": 1.5},  # shares a 13-gram with the eval row
+        {"q": "What is 3 + 4?", "a": 7.0},
+    ]
+    other = [{"q": "WHAT IS 3 + 4?", "a": 7}]  # duplicate of a row of the first source
+    evals = [{"q": f"Puzzle: {LONG} two.", "a": 3}]
+    paths = {}
+    for name, data in (("a", rows), ("b", other), ("e", evals)):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(data))
+    fields = {"problem": "q", "answer": "a"}
+    sources = [
+        {"name": "a", "uri": str(paths["a"]), "fields": fields},
+        {"name": "b", "uri": str(paths["b"]), "fields": fields},
+        {"name": "e", "role": "eval", "uri": str(paths["e"]), "fields": fields},
+    ]
+    report = run_prep(_cfg(tmp_path, sources, shuffle=False))
+    assert report["sources"]["a"] == report["sources"]["a"] | {"read": 4, "kept": 2, "duplicate": 1, "contaminated": 1}
+    assert report["sources"]["b"] == report["sources"]["b"] | {"read": 1, "kept": 0, "duplicate": 1}
+    assert report["sources"]["e"] == report["sources"]["e"] | {"read": 1, "kept": 1}
+    train = _rows(tmp_path / "out" / "train.parquet")
+    assert [r["reward_model"]["ground_truth"] for r in train] == ["2", "7"]
+    assert len(_rows(tmp_path / "out" / "eval.parquet")) == 1
+    off = _cfg(tmp_path, sources, dedup=False, decontaminate=False, output=str(tmp_path / "off"))
+    assert run_prep(off)["totals"]["kept"] == 6
+
+
+# --------------------------------------------------------------------------------------------
+# generic sources: JSON, parquet, HF datasets, s3, synthetic
+# --------------------------------------------------------------------------------------------
+
+
+def test_generic_parquet_code_source_and_hf_disk(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    tests = [{"type": "stdin", "input": "1 2\n", "output": "3\n"}]
+    table = pa.Table.from_pylist([
+        {"meta": {"text": "Add two numbers."}, "cases": json.dumps(tests), "origin": "x"},
+        {"meta": {"text": "Broken tests."}, "cases": '[{"type": "stdin", "input": "1"}]', "origin": "y"},
+    ])
+    pq.write_table(table, tmp_path / "code.parquet")
+    fields = {"ability": "code", "problem": "meta.text", "tests": "cases", "keep": ["origin"]}
+    with pytest.raises(PrepError) as info:
+        run_prep(_cfg(tmp_path, [{"name": "c", "uri": str(tmp_path / "code.parquet"), "fields": fields}]))
+    (issue,) = info.value.report["errors"]
+    assert (issue["where"], issue["field"], issue["reason"]) == ("row 1", "cases", "test case 0: stdin.output: Field required")
+
+    DatasetDict({
+        "train": Dataset.from_list([{"problem": "What is 6 * 7?", "answer": "42"}]),
+        "test": Dataset.from_list([{"problem": "What is 5 * 5?", "answer": "25"}]),
+    }).save_to_disk(str(tmp_path / "hf"))
+    sources = [
+        {"name": "c", "uri": str(tmp_path / "code.parquet"), "fields": fields, "on_bad_row": "skip"},
+        {"name": "h", "uri": str(tmp_path / "hf"), "hf_split": "test"},
+    ]
+    report = run_prep(_cfg(tmp_path, sources, shuffle=False, jsonl=True))
+    rows = _rows(tmp_path / "out" / "train.parquet")
+    assert [r["ability"] for r in rows] == ["code", "math"]
+    assert json.loads(rows[0]["extra_info"]["tests"]) == tests and rows[0]["extra_info"]["origin"] == "x"
+    assert rows[0]["reward_model"]["ground_truth"] == rows[0]["extra_info"]["tests"]
+    assert rows[1]["reward_model"]["ground_truth"] == "25"
+    assert rows[1]["extra_info"].pop("origin") is None  # parquet gives every row the union of extra_info keys
+    assert [json.loads(l) for l in (tmp_path / "out" / "train.jsonl").read_text().splitlines()] == rows
+    assert report["sources"]["c"]["rejected"] == 1
+    no_split = _cfg(tmp_path, [{"name": "h", "uri": str(tmp_path / "hf")}], output=str(tmp_path / "o2"))
+    with pytest.raises(PrepError, match=r"set hf_split to one of \['test', 'train'\]"):
+        run_prep(no_split)
+
+
+def test_synthetic_sources_and_template_from_config(tmp_path):
+    template = {"system": None, "math": "Solve: {problem}\nAnswer in \\boxed{}.", "code": "Code: {problem}"}
+    sources = [
+        {"name": "cd", "synthetic": {"task": "countdown", "n": 30, "seed": 0}, "decontaminate": False},
+        {"name": "cd-test", "data_source": "synthetic/countdown", "role": "eval", "synthetic": {"task": "countdown", "n": 10, "seed": 0}},
+    ]
+    report = run_prep(_cfg(tmp_path, sources, template=template, eval_layout="per_source"))
+    assert report["template"]["math"] == template["math"]
+    train = _rows(tmp_path / "out" / "train.parquet")
+    ev = _rows(tmp_path / "out" / "eval" / "cd-test.parquet")
+    assert len(train) == 30 and len(ev) == 10
+    assert {r["data_source"] for r in ev} == {"synthetic/countdown"}
+    assert all(len(r["prompt"]) == 1 and r["prompt"][0]["content"].startswith("Solve: Use the numbers") for r in train)
+    assert {r["prompt"][0]["content"] for r in train}.isdisjoint(r["prompt"][0]["content"] for r in ev)
+
+
+def test_s3_source_and_output(s3, tmp_path, monkeypatch):
+    from datasets import Dataset
+
+    monkeypatch.setenv("LAD_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "amc.jsonl"
+    src.write_text('{"problem": "What is 3 * 9?", "answer": 27.0, "url": "u"}\n')
+    storage.put_file(src, f"{s3.root}/raw/amc.jsonl")
+    Dataset.from_list([{"problem": "What is 8 - 5?", "answer": "3"}]).save_to_disk(str(tmp_path / "hf"))
+    storage.put_dir(tmp_path / "hf", f"{s3.root}/raw/hf")
+    sources = [
+        {"name": "amc", "role": "eval", "adapter": "amc22_23", "uri": f"{s3.root}/raw/amc.jsonl"},
+        {"name": "hf", "uri": f"{s3.root}/raw/hf"},
+    ]
+    report = run_prep(_cfg(tmp_path, sources, output=f"{s3.root}/prepped"))
+    assert report["outputs"] == {"train.parquet": 1, "eval.parquet": 1}
+    local = storage.get_dir(f"{s3.root}/prepped", tmp_path / "back")
+    assert _rows(local / "eval.parquet")[0]["reward_model"]["ground_truth"] == "27"
+    assert _rows(local / "train.parquet")[0]["reward_model"]["ground_truth"] == "3"
+    assert json.loads((local / "report.json").read_text())["sources"]["hf"]["kept"] == 1
+    missing = _cfg(tmp_path, [{"name": "x", "uri": f"{s3.root}/raw/none.jsonl"}], output=str(tmp_path / "o"))
+    with pytest.raises(PrepError, match=r"source x: .*none.jsonl"):
+        run_prep(missing)
