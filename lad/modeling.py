@@ -69,18 +69,20 @@ TINY_PRESETS: dict[str, TinyPreset] = {
 
 
 def task_corpus() -> list[str]:
-    """Text the tiny tokenizer learns its merges from: the prompt templates and task vocabulary.
+    """Text the tiny tokenizer learns its merges from: prompts and demonstrations of every
+    synthetic task at every difficulty (a fixed sample, so the tokenizer is deterministic).
 
     Byte-level BPE encodes any text whatever the corpus; the corpus only decides which character
     sequences become single tokens, i.e. how short the task sequences get.
     """
-    from lad.data.templates import PromptTemplate
+    from lad.data.synthetic import DIFFICULTIES, TASKS, demonstration, generate
 
-    tpl = PromptTemplate()
-    texts = [tpl.system or "", tpl.math, tpl.code, tpl.starter]
-    texts.append("0123456789 + - * / = ( ) . , : ; \\boxed{} ```python\n```")
-    texts.append("def return if else elif for while in range len int str list dict True False None and or not")
-    texts.append("system user assistant answer expression numbers target each number once")
+    texts = []
+    for task in TASKS:
+        for difficulty in DIFFICULTIES:
+            for record in generate(task, 100, seed=0, difficulty=difficulty):
+                texts += [m["content"] for m in record["prompt"]]
+                texts.append(demonstration(record))
     return texts
 
 
@@ -90,7 +92,11 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # One token per digit: numbers keep a regular, position-wise spelling, which small models
+    # learn arithmetic from far more easily than from BPE's arbitrary digit chunks.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

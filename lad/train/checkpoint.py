@@ -1,0 +1,116 @@
+"""Training checkpoints: engine state, RNG states and the trainer's position, written atomically.
+
+Layout under the checkpoint root::
+
+    step_00000020/           one complete checkpoint
+        engine...            what the engine writes (model, optimizer, scheduler)
+        rng_rank0.pt         python, numpy, torch (and CUDA) RNG states, one file per rank
+        trainer_state.json   step, data position, config fingerprint; written last
+    .step_00000030.tmp/      a checkpoint being written (ignored; removed by the next save)
+
+A checkpoint only appears under its final name once every rank has finished writing it, by one
+rename, so a process killed at any moment leaves either the previous complete checkpoint or the
+new one, never a half one that ``--resume`` would load.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from lad.train.engine import TrainEngine
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^step_(\d{8})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``root`` as (step, path), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _NAME.match(p.name)
+        if m and (p / STATE_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(root: str | Path) -> Optional[Path]:
+    found = list_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        # numpy's state holds an ndarray; as a tensor the file loads with weights_only=True.
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(engine: TrainEngine, root: str | Path, step: int, trainer_state: dict, *, keep_last: int) -> Path:
+    """Write checkpoint ``step`` (a collective call on every rank); keep the newest ``keep_last``."""
+    root = Path(root)
+    final = root / checkpoint_name(step)
+    tmp = root / f".{checkpoint_name(step)}.tmp"
+    if engine.rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():  # left by a run killed while saving this very step
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    engine.barrier()
+    engine.save_state(tmp)
+    torch.save(rng_state(), tmp / f"rng_rank{engine.rank}.pt")
+    engine.barrier()
+    if engine.rank == 0:
+        (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, "step": step}, indent=2, sort_keys=True))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for _, old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old)
+        for stale in root.glob(".step_*.tmp"):
+            shutil.rmtree(stale)
+    engine.barrier()
+    return final
+
+
+def load_checkpoint(engine: TrainEngine, path: str | Path) -> dict:
+    """Restore engine and this rank's RNG state from ``path``; returns the trainer state."""
+    path = Path(path)
+    state_file = path / STATE_FILE
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
+    rng_file = path / f"rng_rank{engine.rank}.pt"
+    if not rng_file.is_file():
+        raise FileNotFoundError(f"checkpoint {path} has no RNG state for rank {engine.rank}: it was written by fewer processes")
+    engine.load_state(path)
+    set_rng_state(torch.load(rng_file, weights_only=True))
+    return json.loads(state_file.read_text())

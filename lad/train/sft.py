@@ -1,0 +1,253 @@
+"""SFT warm-up: supervised fine-tuning on (prompt, demonstration) pairs before RL.
+
+One global batch per optimizer step, ``micro_batch_size * grad_accum * world_size`` examples,
+taken from a length-grouped plan that depends only on (seed, epoch). The loss is the mean
+next-token NLL over the completion tokens of the whole global batch; each micro-batch backs
+up its share (its NLL sum over the global token count), so accumulation steps and data-parallel
+ranks add up to exactly the full-batch gradient.
+
+    lad sft configs/sft/tiny.yaml [--output-dir DIR] [--resume]
+    torchrun --nproc_per_node N -m lad.train.sft_cli configs/sft/tiny.yaml   # data-parallel
+
+writes ``DIR/model`` (Hugging Face format with a model card), ``DIR/metrics.json`` and
+checkpoints under ``DIR/checkpoints`` (or ``checkpoint.dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
+from lad.train.heldout import HeldoutConfig, evaluate_heldout
+from lad.train.sft_data import DataError, SFTData, batch_plan, collate, completion_nll_sum, load_pairs, micro_slice, tokenize_pairs
+
+TINY_PREFIX = "tiny:"
+
+
+class SFTTrainConfig(BaseModel):
+    """Batching and length of the run."""
+
+    micro_batch_size: int = Field(16, gt=0, description="examples per forward pass on one process")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step on each process")
+    epochs: float = Field(1.0, gt=0, description="passes over the data (ignored when max_steps is set)")
+    max_steps: Optional[int] = Field(None, gt=0, description="optimizer steps; None: from epochs")
+    seed: int = Field(0, description="seeds the model init (tiny models), the batch plan and the RNGs")
+    log_every: int = Field(10, gt=0, description="steps between metric logs")
+
+
+class CheckpointConfig(BaseModel):
+    dir: Optional[str] = Field(None, description="checkpoint root; None: <output_dir>/checkpoints")
+    every_steps: int = Field(100, gt=0, description="save every N optimizer steps")
+    keep_last: int = Field(2, gt=0, description="complete checkpoints kept")
+
+
+class TrackingConfig(BaseModel):
+    experiment: str = Field("lad-sft", description="MLflow experiment")
+    run_name: Optional[str] = Field(None, description="MLflow run name; None: MLflow's own")
+    tracking_uri: Optional[str] = Field(None, description="None: MLFLOW_TRACKING_URI, else the embedded sqlite default")
+    enabled: bool = Field(True, description="log to MLflow")
+
+
+class SFTConfig(BaseModel):
+    """The whole SFT stage, as read from YAML (see configs/sft/tiny.yaml)."""
+
+    model: str = Field("tiny:1m", description="tiny:<preset> (built here), a model directory, s3:// URI or hf://org/name")
+    output_dir: str = Field("out/sft", description="where model/, metrics.json and checkpoints/ go")
+    data: SFTData
+    train: SFTTrainConfig = SFTTrainConfig()
+    optim: OptimConfig = OptimConfig()
+    engine: EngineConfig = EngineConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    heldout: HeldoutConfig = HeldoutConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    model_config = {"extra": "forbid"}
+
+    @model_validator(mode="after")
+    def _known_preset(self) -> "SFTConfig":
+        if self.model.startswith(TINY_PREFIX):
+            from lad.modeling import TINY_PRESETS
+
+            preset = self.model[len(TINY_PREFIX):]
+            if preset not in TINY_PRESETS:
+                raise ValueError(f"model {self.model!r}: unknown tiny preset; expected one of {sorted(TINY_PRESETS)}")
+        return self
+
+    def checkpoint_root(self) -> Path:
+        return Path(self.checkpoint.dir or Path(self.output_dir) / "checkpoints")
+
+    def trajectory(self) -> dict:
+        """The settings that determine the training trajectory; a resume must not change them."""
+        return {"model": self.model, "data": self.data.model_dump(), "train": self.train.model_dump(exclude={"log_every"}),
+                "optim": self.optim.model_dump(), "engine": self.engine.model_dump()}
+
+
+def load_config(path: str | Path, **overrides) -> SFTConfig:
+    """SFTConfig from a YAML file; ``overrides`` replace top-level keys. Errors name file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"config {path}: invalid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"config {path}: expected a mapping at the top level")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return SFTConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = [f"config {path}: {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()]
+        raise ValueError("\n".join(lines)) from None
+
+
+def _load_start_model(cfg: SFTConfig):
+    from lad.modeling import build_tiny_model, load_model
+
+    if cfg.model.startswith(TINY_PREFIX):
+        return build_tiny_model(cfg.model[len(TINY_PREFIX):], seed=cfg.train.seed)
+    return load_model(cfg.model)
+
+
+class _Tracker:
+    """MLflow logging from rank 0 only; the run id is kept in checkpoints so a resume continues it."""
+
+    def __init__(self, cfg: TrackingConfig, rank: int):
+        self.active = cfg.enabled and rank == 0
+        self.run_id: Optional[str] = None
+        self.cfg = cfg
+
+    def start(self, params: dict, run_id: Optional[str]) -> None:
+        if not self.active:
+            return
+        from lad.tracking import start_run
+
+        self.run = start_run(self.cfg.experiment, run_name=self.cfg.run_name, tracking_uri=self.cfg.tracking_uri, run_id=run_id)
+        self.run_id = self.run.run_id
+        if run_id is None:
+            self.run.log_params(params)
+
+    def metrics(self, values: dict, step: int) -> None:
+        if self.active:
+            self.run.log_metrics(values, step=step)
+
+    def end(self, status: str) -> None:
+        if self.active:
+            self.run.end(status)
+
+
+def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callable[[int], None]] = None) -> dict:
+    """Run the SFT stage; returns the final metrics. ``on_step(step)`` is called after every update."""
+    from tqdm import tqdm
+
+    from lad.modeling import save_model
+
+    rank, world, _ = dist_info()
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    model, tokenizer = _load_start_model(cfg)
+    pairs = load_pairs(cfg.data)
+    examples, dropped = tokenize_pairs(pairs, tokenizer, cfg.data.max_seq_len)
+    global_batch = tc.micro_batch_size * tc.grad_accum * world
+    lengths = [len(e.input_ids) for e in examples]
+    steps_per_epoch = len(batch_plan(lengths, global_batch, seed=tc.seed, epoch=0))
+    if steps_per_epoch == 0:
+        raise DataError(f"{len(examples)} usable examples ({dropped} over max_seq_len) fill no global batch of {global_batch}")
+    total_steps = tc.max_steps or max(1, round(tc.epochs * steps_per_epoch))
+
+    engine = build_engine(model, cfg.optim, cfg.engine, total_steps=total_steps, grad_accum=tc.grad_accum, micro_batch_size=tc.micro_batch_size)
+    root = cfg.checkpoint_root()
+    step, tokens_seen, run_id = 0, 0, None
+    if resume:
+        ckpt = latest_checkpoint(root)
+        if ckpt is not None:
+            state = load_checkpoint(engine, ckpt)
+            if state["trajectory"] != json.loads(json.dumps(cfg.trajectory())):
+                raise ValueError(f"--resume: checkpoint {ckpt} was written with different training settings; use a new output_dir")
+            step, tokens_seen, run_id = state["step"], state["tokens_seen"], state.get("mlflow_run_id")
+            if rank == 0:
+                print(f"resuming from {ckpt} (step {step} of {total_steps})")
+
+    tracker = _Tracker(cfg.tracking, rank)
+    tracker.start({"model": cfg.model, "examples": len(examples), "dropped_over_max_len": dropped,
+                   "global_batch": global_batch, "world_size": world, "total_steps": total_steps,
+                   **_flat("train", tc.model_dump()), **_flat("optim", cfg.optim.model_dump()),
+                   **_flat("engine", cfg.engine.model_dump())}, run_id)
+    bar = tqdm(total=total_steps, initial=step, desc="sft", disable=rank != 0, dynamic_ncols=True)
+    plan, plan_epoch = None, -1
+    last_loss = float("nan")
+    status = "FAILED"
+    try:
+        while step < total_steps:
+            epoch, index = divmod(step, steps_per_epoch)
+            if epoch != plan_epoch:
+                plan, plan_epoch = batch_plan(lengths, global_batch, seed=tc.seed, epoch=epoch), epoch
+            batch = plan[index]
+            n_tokens = sum(examples[i].n_completion for i in batch)
+            t0 = time.perf_counter()
+            nll, seen, update = 0.0, 0, None
+            for micro in range(tc.grad_accum):
+                idx = micro_slice(batch, micro=micro, rank=rank, world_size=world, micro_batch_size=tc.micro_batch_size)
+                mb = collate([examples[i] for i in idx], tokenizer.pad_token_id)
+                labels = mb.pop("labels").to(engine.device)
+                out = engine.forward(**{k: v.to(engine.device) for k, v in mb.items()})
+                part = completion_nll_sum(out.logits, labels)
+                engine.backward(part / n_tokens)
+                update = engine.step()
+                nll += float(part.detach())
+                seen += int(mb["attention_mask"].sum())
+            nll, seen = engine.all_reduce_sum(nll), int(engine.all_reduce_sum(seen))
+            step += 1
+            tokens_seen += seen
+            last_loss = nll / n_tokens
+            dt = time.perf_counter() - t0
+            lr = engine.lr()
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{seen / dt:.0f}")
+            if step % tc.log_every == 0 or step == total_steps:
+                metrics = {"train/loss": last_loss, "train/lr": lr, "train/tokens_per_s": seen / dt, "train/epoch": step / steps_per_epoch}
+                if update and update["grad_norm"] is not None:
+                    metrics["train/grad_norm"] = update["grad_norm"]
+                tracker.metrics(metrics, step)
+            if step % cfg.checkpoint.every_steps == 0 and step < total_steps:
+                save_checkpoint(engine, root, step, {"tokens_seen": tokens_seen, "epoch": epoch, "batch_in_epoch": index + 1,
+                                                     "trajectory": cfg.trajectory(), "mlflow_run_id": tracker.run_id},
+                                keep_last=cfg.checkpoint.keep_last)
+            if on_step is not None:
+                on_step(step)
+        bar.close()
+
+        results = {"train/final_loss": last_loss, "train/steps": step, "train/tokens_seen": tokens_seen,
+                   "data/examples": len(examples), "data/dropped_over_max_len": dropped}
+        with engine.full_model() as full:
+            if rank == 0:
+                results.update(evaluate_heldout(full, tokenizer, cfg.heldout))
+                card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(), "metrics": results}
+                save_model(full, tokenizer, Path(cfg.output_dir) / "model", card)
+                _write_json(Path(cfg.output_dir) / "metrics.json", results)
+                tracker.metrics({k: v for k, v in results.items() if isinstance(v, (int, float))}, step)
+            engine.barrier()
+        status = "FINISHED"
+        return results
+    finally:
+        bar.close()
+        tracker.end(status)
+
+
+def _flat(prefix: str, d: dict) -> dict:
+    return {f"{prefix}.{k}": v for k, v in d.items()}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.replace(path)

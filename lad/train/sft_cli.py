@@ -1,0 +1,38 @@
+"""``lad sft``: the SFT stage's command line (heavy imports wait until the command runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def sft_command(
+    config: Path = typer.Argument(..., help="SFT config YAML (see configs/sft/tiny.yaml)"),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", help="override output_dir"),
+    model: Optional[str] = typer.Option(None, "--model", help="override model (tiny:1m, a directory, s3:// or hf://org/name)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the latest complete checkpoint, if any"),
+) -> None:
+    """SFT warm-up: fine-tune on prompt/demonstration pairs; saves an HF model with its card."""
+    from rich.console import Console
+
+    from lad.train.engine import dist_info
+    from lad.train.sft import load_config, train_sft
+
+    console = Console(stderr=True)
+    try:
+        cfg = load_config(config, output_dir=output_dir, model=model)
+        results = train_sft(cfg, resume=resume)
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2)
+    if dist_info()[0] == 0:
+        print(json.dumps(results, indent=2, sort_keys=True))
+        console.print(f"model saved to {Path(cfg.output_dir) / 'model'}")
+
+
+if __name__ == "__main__":
+    # torchrun --nproc_per_node N -m lad.train.sft_cli CONFIG: data-parallel workers.
+    typer.run(sft_command)
