@@ -321,10 +321,11 @@ def generic(row: dict, fields: FieldMap) -> Problem:
     if raw is _MISSING or raw is None:
         raise RowError(fields.tests, "missing")
     try:
-        cases = parse_tests(raw if isinstance(raw, str) else json.dumps(raw))
+        text = raw if isinstance(raw, str) else json.dumps(raw)
+        parse_tests(text)
     except (ValueError, TypeError) as err:
         raise RowError(fields.tests, str(err)) from None
-    tests = [c.model_dump() for c in cases]
+    tests = json.loads(text)  # kept as given: validated, and free of the defaults a re-dump would add
     entry = _text(row, fields.entry_point) if fields.entry_point else None
     starter = _require(row, fields.starter_code, str) if fields.starter_code else None
     return Problem(

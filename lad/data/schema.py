@@ -6,13 +6,16 @@
      "reward_model": {"style": "rule", "ground_truth": "..."},
      "extra_info": {"index": 0, "split": "test", "tests": ..., "entry_point": ..., ...}}
 
-For code rows ``extra_info.tests`` is a JSON string: a list of test cases in the sandbox's format,
+For code rows ``extra_info.tests`` is a JSON string: a list of test cases in the sandbox's format
+(lad.sandbox.models.Test, validated with it),
 
     {"type": "stdin", "input": str, "output": str}
     {"type": "call", "entry_point": str, "args": list, "expected": any, "atol": float}
     {"type": "assert", "code": str}
 
 and ``reward_model.ground_truth`` holds the same JSON (verl's code reward functions read it there).
+A call's entry_point is a function name, or "Class.method" for LeetCode-style problems
+(LiveCodeBench functional tests): the class is instantiated without arguments and the method called.
 For countdown rows the ground truth is the JSON string {"numbers": [...], "target": N}.
 """
 
@@ -20,14 +23,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Optional
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from lad.sandbox.models import AssertTest, CallTest, StdinTest, Test
+
 if TYPE_CHECKING:
     from lad.data.templates import PromptTemplate
+
+TestCase = StdinTest | CallTest | AssertTest
 
 # How a code row's tests decide pass/fail: one test-case type, "mixed" when a row has several kinds,
 # and "reference" when some expected values must come from running extra_info.reference_solution
@@ -54,35 +59,6 @@ class RewardModel(BaseModel):
 
     style: Literal["rule"] = "rule"
     ground_truth: str = Field(min_length=1)
-
-
-class StdinTest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["stdin"]
-    input: str
-    output: str
-
-
-class CallTest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["call"]
-    entry_point: str = Field(min_length=1)
-    args: list[Any]
-    # None only for tests whose expected value comes from the row's reference solution.
-    expected: Any = None
-    atol: float = 0.0
-
-
-class AssertTest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["assert"]
-    code: str = Field(min_length=1)
-
-
-TestCase = Annotated[StdinTest | CallTest | AssertTest, Field(discriminator="type")]
 
 
 class ExtraInfo(BaseModel):
@@ -121,12 +97,12 @@ class Record(BaseModel):
             if info.test_type == "reference":
                 if not info.reference_solution:
                     raise ValueError("test_type 'reference' needs extra_info.reference_solution")
-            elif any(isinstance(c, CallTest) and c.expected is None for c in cases):
+            elif any(c.type == "call" and c.expected is None for c in cases):
                 raise ValueError("a call test has no expected value and the row has no reference solution")
         return self
 
 
-_TEST_CASE = TypeAdapter(TestCase)
+_TEST_CASE: TypeAdapter[TestCase] = TypeAdapter(Test)
 
 
 def parse_tests(text: str) -> list[TestCase]:
