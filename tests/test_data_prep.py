@@ -12,7 +12,8 @@ from lad.cli import app
 from lad.data.config import ConfigError, PrepConfig, load_config
 from lad.data.filters import ContaminationIndex, ngrams, normalise
 from lad.data.prep import TEMPLATE_METADATA_KEY, PrepError, run_prep
-from lad.data.schema import Record, parse_tests
+from lad.data.schema import Problem, Record, parse_tests
+from lad.data.synthetic import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "benchmarks"
@@ -194,7 +195,7 @@ def test_only_the_first_errors_are_listed(tmp_path):
     assert str(info.value).endswith("... and 5 more")
 
 
-def test_config_errors_name_file_and_field(tmp_path):
+def test_config_errors_name_file_and_field(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources:\n  - {name: a, uri: x.jsonl, adapter: nope}\n  - {name: b}\n")
     with pytest.raises(ConfigError) as info:
@@ -208,6 +209,14 @@ def test_config_errors_name_file_and_field(tmp_path):
     missing = _cfg(tmp_path, [{"name": "a", "uri": str(tmp_path / "none.jsonl")}])
     with pytest.raises(PrepError, match=r"source a: .*none.jsonl: no such file"):
         run_prep(missing)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(PrepError, match=r"source a: .*folder: not a dataset saved with save_to_disk"):
+        run_prep(_cfg(tmp_path, [{"name": "a", "uri": str(tmp_path / "folder")}]))
+    # a generator with 5 distinct problems cannot give 50
+    monkeypatch.setitem(TASKS, "arithmetic", lambda rng, d: Problem("math", f"What is {rng.randint(1, 5)} + 0?", "1"))
+    too_many = _cfg(tmp_path, [{"name": "s", "synthetic": {"task": "arithmetic", "n": 50}}])
+    with pytest.raises(PrepError, match=r"source s: synthetic task 'arithmetic' at difficulty 1 ran out"):
+        run_prep(too_many)
 
 
 def test_refuses_to_publish_over_a_foreign_folder(tmp_path):
@@ -348,3 +357,20 @@ def test_s3_source_and_output(s3, tmp_path, monkeypatch):
     missing = _cfg(tmp_path, [{"name": "x", "uri": f"{s3.root}/raw/none.jsonl"}], output=str(tmp_path / "o"))
     with pytest.raises(PrepError, match=r"source x: .*none.jsonl"):
         run_prep(missing)
+
+
+def test_unreachable_hub_name_is_a_clear_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "hub.yaml"
+    config.write_text(f"output: {tmp_path / 'out'}\nsources:\n  - {{name: h, uri: nobody/no-such-set, hf_split: test}}\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "lad.cli", "data", "prep", str(config)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 1
+    assert "source h: nobody/no-such-set: no such local file or folder, and could not load it from the Hugging Face hub" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

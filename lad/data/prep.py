@@ -95,7 +95,10 @@ def _raw_problems(src: SourceConfig, workdir: Path) -> tuple[str, Iterator[tuple
     """The source's display name and its rows, each with a Problem or the error that prevents one."""
     if src.synthetic is not None:
         spec = src.synthetic
-        made = synthetic_problems(spec.task, spec.n, seed=spec.seed, difficulty=spec.difficulty, split=split_of(src.role))
+        try:
+            made = synthetic_problems(spec.task, spec.n, seed=spec.seed, difficulty=spec.difficulty, split=split_of(src.role))
+        except ValueError as err:
+            raise SourceError(str(err)) from None
         return f"synthetic:{spec.task}", ((RawRow(i, f"row {i}", None), p) for i, p in enumerate(made))
     assert src.uri is not None
     fmt = detect_format(src.uri, src.format)

@@ -132,8 +132,8 @@ def _hf_disk(location: str, split: Optional[str]):
 
     try:
         ds = load_from_disk(location)
-    except FileNotFoundError as err:
-        raise SourceError(f"{location}: not a dataset saved with save_to_disk: {err}") from None
+    except Exception as err:  # missing or foreign folders raise FileNotFoundError, corrupt ones others
+        raise SourceError(f"{location}: not a dataset saved with save_to_disk ({type(err).__name__}: {err})") from None
     if isinstance(ds, DatasetDict):
         if split is None or split not in ds:
             raise SourceError(f"{location}: a DatasetDict; set hf_split to one of {sorted(ds)}")
@@ -148,7 +148,8 @@ def _hf_hub(name: str, split: Optional[str]):
         ds = load_dataset(name, split=split or "train")
     except Exception as err:  # offline, unknown name, gated: all end the same way for the user
         raise SourceError(
-            f"{name}: could not load from the Hugging Face hub ({type(err).__name__}: {err}); "
+            f"{name}: no such local file or folder, and could not load it from the Hugging Face hub "
+            f"({type(err).__name__}: {err}); "
             "without a reachable hub, save the dataset with save_to_disk and give its folder"
         ) from None
     return ds.data.table if hasattr(ds.data, "table") else ds.data
