@@ -374,3 +374,38 @@ def test_unreachable_hub_name_is_a_clear_error(tmp_path):
     assert "source h: nobody/no-such-set: no such local file or folder, and could not load it from the Hugging Face hub" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "adapter,row,field,reason",
+    [
+        ("amc23", {"problem": "p", "answer": True, "url": "u"}, "answer", "expected int or float, got bool"),
+        ("amc23", {"problem": "p", "answer": float("nan"), "url": "u"}, "answer", "not a finite number: nan"),
+        ("olympiadbench", {"question": "q", "final_answer": [], "id": 1}, "final_answer", "expected a non-empty list of non-empty strings"),
+        ("minerva_math", {"problem": "p", "answer": "9.6"}, "answer", "expected list, got str"),
+        ("codecontests", {"problem": "p", "tests": {"inputs": ["1"], "outputs": []}}, "tests", "1 inputs but 0 outputs"),
+        ("livecodebench", {"problem": "p", "starter_code": "", "tests": [{"input": "1", "output": "2", "testtype": "x"}]},
+         "tests[0].testtype", "expected 'stdin' or 'functional', got 'x'"),
+        ("livecodebench", {"problem": "p", "starter_code": "", "tests": [{"input": "1", "output": "2", "testtype": "functional"}]},
+         "starter_code", "functional tests need a class with a method in the starter code"),
+        ("humanevalplus", {"task_id": "t", "prompt": "def f(x):\n", "entry_point": "f", "canonical_solution": "  return x\n",
+                           "atol": 0, "base_input": [1], "plus_input": []}, "base_input[0]", "expected a list of arguments, got int"),
+        ("generic", {"problem": "p"}, "answer", "missing"),
+    ],
+)
+def test_adapter_errors_name_the_field(adapter, row, field, reason):
+    from lad.data.adapters import ADAPTERS, FieldMap, RowError
+
+    with pytest.raises(RowError) as info:
+        ADAPTERS[adapter](row, FieldMap())
+    assert (info.value.field, info.value.reason) == (field, reason)
+
+
+def test_olympiadbench_context_and_multiple_answers():
+    from lad.data.adapters import ADAPTERS, FieldMap
+
+    row = {"id": 7, "question": "Find all x.", "context": "Let x be real.", "final_answer": ["$x=1$", "$x=2$"],
+           "is_multiple_answer": True, "unit": "$cm$", "answer_type": "Expression"}
+    p = ADAPTERS["olympiadbench"](row, FieldMap())
+    assert (p.problem, p.ground_truth) == ("Let x be real.\n\nFind all x.", "x=1, x=2")
+    assert p.extra == {"unit": "cm", "answer_type": "Expression", "is_multiple_answer": "true", "source_id": "7"}

@@ -314,7 +314,10 @@ def generic(row: dict, fields: FieldMap) -> Problem:
     if fields.ability == "math":
         if not fields.answer:
             raise RowError("answer", "a math source needs fields.answer")
-        return Problem(ability="math", problem=problem, ground_truth=answer_text(_get(row, fields.answer), fields.answer), extra=extra)
+        answer = _get(row, fields.answer)
+        if answer is _MISSING or answer is None:
+            raise RowError(fields.answer, "missing")
+        return Problem(ability="math", problem=problem, ground_truth=answer_text(answer, fields.answer), extra=extra)
     if not fields.tests:
         raise RowError("tests", "a code source needs fields.tests")
     raw = _get(row, fields.tests)

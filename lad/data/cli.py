@@ -28,6 +28,7 @@ def prep(
 
     from lad.data.config import ConfigError, PrepConfig, format_validation, load_config
     from lad.data.prep import PrepError, run_prep
+    from lad.storage import put_bytes
 
     try:
         cfg = load_config(config)
@@ -48,7 +49,7 @@ def prep(
         except PrepError as err:
             bar.stop()
             if report and err.report is not None:
-                _write_atomic(report, json.dumps(err.report, indent=2, ensure_ascii=False))
+                put_bytes(json.dumps(err.report, indent=2, ensure_ascii=False).encode(), report)
                 console.print(f"wrote {report}")
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(1)
@@ -66,10 +67,4 @@ def prep(
     if result["errors_total"]:
         console.print(f"[yellow]{result['errors_total']} bad row(s) quarantined[/yellow]; first: {result['errors'][0]['message']}")
     if report:
-        _write_atomic(report, json.dumps(result, indent=2, ensure_ascii=False))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+        put_bytes(json.dumps(result, indent=2, ensure_ascii=False).encode(), report)
