@@ -1,0 +1,135 @@
+"""Math answers checked with math-verify, off the caller's thread.
+
+math-verify bounds parsing and comparison with signal.alarm, which only works in a process's main
+thread; a trainer calls rewards from worker threads. So every check runs in a pool of forked
+worker processes, where it is the main thread (fork, not spawn: workers start in milliseconds,
+need no importable __main__, and touch nothing of the parent but sympy). A batch that overruns its deadline (a pathological
+expression, a crashed worker) has its unfinished items scored 0 with reason "timeout" and the pool
+is replaced; training never stops on a reward.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import multiprocessing as mp
+import threading
+import time
+from dataclasses import dataclass
+
+from lad.rewards.extract import extract_answer
+
+
+@dataclass(frozen=True)
+class Score:
+    """One scored response: value in [0, 1], why, and the answer that was judged."""
+
+    value: float
+    reason: str
+    answer: str | None = None
+
+
+def _as_latex(answer: str) -> str:
+    # An escaped dollar is a currency sign ("\\$18.90"), not a math delimiter: drop it. Bare values
+    # ("27.0", "x^2+1") parse best as the content of a box; text that already carries math
+    # delimiters is left as written.
+    answer = answer.replace("\\$", "")
+    return answer if ("$" in answer or "\\boxed" in answer) else f"\\boxed{{{answer}}}"
+
+
+def verify_in_process(answer: str, ground_truth: str, timeout_s: int = 5) -> tuple[bool, str]:
+    """math-verify equivalence of two answer strings; must run in a main thread."""
+    from math_verify import parse, verify
+
+    gold = parse(_as_latex(ground_truth), parsing_timeout=timeout_s)
+    if not gold:
+        return False, "unparsable_ground_truth"
+    pred = parse(_as_latex(answer), parsing_timeout=timeout_s)
+    if not pred:
+        return False, "unparsable_answer"
+    ok = verify(gold, pred, timeout_seconds=timeout_s)
+    return ok, "correct" if ok else "wrong"
+
+
+def _worker(args: tuple[str, str, int]) -> tuple[bool, str]:
+    try:
+        return verify_in_process(*args)
+    except Exception as err:  # a verifier bug must cost one item, not the batch
+        return False, f"error: {type(err).__name__}"
+
+
+class MathVerifier:
+    """A pool of verifier processes with per-item timeouts.
+
+    workers: processes (forked lazily on first use). timeout_s: math-verify's own per-item bound;
+    the batch deadline adds slack for queueing behind other items.
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: int = 5):
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self._pool = None
+        self._lock = threading.Lock()
+
+    def _get_pool(self):
+        if self._pool is None:
+            self._pool = mp.get_context("fork").Pool(self.workers)
+        return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool.join()
+                self._pool = None
+
+    def equivalent_many(self, pairs: list[tuple[str, str]]) -> list[tuple[bool, str]]:
+        """(answer, reference) pairs -> (equivalent, reason) each, in order."""
+        if not pairs:
+            return []
+        with self._lock:
+            pool = self._get_pool()
+            pending = [pool.apply_async(_worker, ((a, g, self.timeout_s),)) for a, g in pairs]
+            # Each item gets its own bound (timeout_s for parse, parse and verify) plus slack;
+            # items queue behind each other, so the batch deadline scales with the queue length.
+            per_item = 3 * self.timeout_s + 2
+            deadline = time.monotonic() + per_item * (1 + math.ceil(len(pairs) / self.workers))
+            results: list[tuple[bool, str]] = []
+            stalled = False
+            for res in pending:
+                try:
+                    results.append(res.get(timeout=max(0.0, deadline - time.monotonic())))
+                except mp.TimeoutError:
+                    results.append((False, "timeout"))
+                    stalled = True
+            if stalled:
+                # A stuck or dead worker: replace the whole pool so the next batch starts clean.
+                self._pool.terminate()
+                self._pool.join()
+                self._pool = None
+            return results
+
+    def score(self, responses: list[str], ground_truths: list[str], pattern: str | None = None) -> list[Score]:
+        answers = [extract_answer(r, pattern) for r in responses]
+        todo = [(i, a, g) for i, (a, g) in enumerate(zip(answers, ground_truths)) if a]
+        verdicts = self.equivalent_many([(a, g) for _, a, g in todo])
+        scores = [Score(0.0, "no_answer", None) for _ in responses]
+        for (i, a, _), (ok, reason) in zip(todo, verdicts):
+            scores[i] = Score(1.0 if ok else 0.0, reason, a)
+        return scores
+
+
+_default: MathVerifier | None = None
+
+
+def default_verifier() -> MathVerifier:
+    global _default
+    if _default is None:
+        _default = MathVerifier()
+        atexit.register(_default.close)
+    return _default
+
+
+def score_math(response: str, ground_truth: str) -> float:
+    """1.0 when the last \\boxed{} of ``response`` equals ``ground_truth`` under math-verify, else 0.0."""
+    return default_verifier().score([response], [ground_truth])[0].value
