@@ -22,6 +22,10 @@ from lad.sandbox.cli import sandbox_app  # noqa: E402
 
 app.add_typer(sandbox_app, name="sandbox")
 
+from lad.models_cli import models_app  # noqa: E402
+
+app.add_typer(models_app, name="models")
+
 from lad.train.sft_cli import sft_command  # noqa: E402
 
 app.command("sft")(sft_command)

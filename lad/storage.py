@@ -493,6 +493,36 @@ def is_published(uri: str | os.PathLike, *, config: StorageConfig | None = None)
     return _listing_mismatch(uri, manifest, cfg) is None
 
 
+def content_hash(uri: str | os.PathLike, *, config: StorageConfig | None = None) -> str:
+    """A sha256 naming the content: a file's own sha256, or a folder's manifest digest.
+
+    A local folder need not be published: its digest is computed the way :func:`put_dir` would,
+    so it equals the digest of the folder once published. A remote folder must be published.
+    """
+    cfg = _cfg(config)
+    if not is_s3(uri):
+        p = Path(uri)
+        if p.is_file():
+            return sha256_file(p)
+        if not p.is_dir():
+            raise StorageNotFoundError(f"hash {p}: no such file or folder")
+        try:
+            return read_manifest(p, config=cfg).digest()
+        except NotPublishedError:
+            return build_manifest(p, cfg.max_workers).digest()
+    bucket, key = split_s3(str(uri))
+    if key and not key.endswith("/"):
+        h = hashlib.sha256()
+        try:
+            with open_read(uri, config=cfg) as f:
+                while block := f.read(_HASH_BLOCK):
+                    h.update(block)
+            return h.hexdigest()
+        except StorageNotFoundError:
+            pass  # not an object: a folder
+    return read_manifest(uri, config=cfg).digest()
+
+
 def put_dir(local_dir: str | os.PathLike, uri: str | os.PathLike, *, config: StorageConfig | None = None) -> Manifest:
     """Publish a folder: data files first, the manifest last; returns the manifest.
 

@@ -1,0 +1,529 @@
+"""Experiment tracking and the model registry, on MLflow.
+
+One MLflow run per pipeline run, one nested run per stage. A stage logs its full typed config
+as params, per-step metrics, artifacts (reports, plots, rollout samples) and its dataset inputs
+with their content hashes. Trained models are logged with the transformers flavor and registered
+as versions of a registered model, tagged with what produced them (data hash, config hash, code
+version, base model) and how they scored. The alias ``champion`` names the model in service,
+``challenger`` the latest candidate; :func:`promote` moves ``champion`` only when the challenger
+beats it by a margin on the same benchmarks, and writes the reason on the version either way.
+
+Where MLflow lives is configuration: by default the embedded sqlite store ``mlflow.db`` in the
+working directory (no server); any tracking URI otherwise (``http://mlflow:5000``), with
+artifacts wherever the experiment's artifact location points (for instance ``s3://bucket/mlflow``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from pydantic import BaseModel, Field
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+METRIC_TAG_PREFIX = "metric."
+TAG_BENCHMARKS = "benchmarks"
+TAG_DATA_HASH = "data_hash"
+TAG_CONFIG_HASH = "config_hash"
+TAG_CODE_VERSION = "code_version"
+TAG_BASE_MODEL = "base_model"
+TAG_DECISION = "promotion.decision"
+TAG_REASON = "promotion.reason"
+TAG_STAGE = "lad.stage"
+
+# MLflow rejects param values longer than this; the full config is also logged as config.json.
+_MAX_PARAM_VALUE = 6000
+_PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
+_SCORE_TOLERANCE = 1e-9  # so 0.55 - 0.50 counts as a 0.05 improvement despite binary rounding
+
+
+class TrackingError(RuntimeError):
+    """A tracking or registry operation could not be done; the message says which and why."""
+
+
+class TrackingConfig(BaseModel):
+    """Where runs and models are recorded."""
+
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db (embedded)"
+    )
+    registry_uri: str | None = Field(None, description="model registry URI; None: $MLFLOW_REGISTRY_URI, else the tracking URI")
+    experiment: str = Field("lad", min_length=1, description="MLflow experiment that holds the runs")
+    artifact_location: str | None = Field(
+        None, description="artifact root of the experiment when it is created (e.g. s3://bucket/mlflow); None: the server's default"
+    )
+
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+    def resolved_registry_uri(self) -> str:
+        return self.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or self.resolved_tracking_uri()
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _plain(config: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+    return config.model_dump(mode="json") if isinstance(config, BaseModel) else json.loads(json.dumps(dict(config), default=str))
+
+
+def flatten_params(config: BaseModel | Mapping[str, Any]) -> dict[str, str]:
+    """Nested config -> MLflow params with dotted keys; lists and scalars as JSON text.
+
+    Values longer than MLflow's limit are cut with a marker (the full config is logged as
+    config.json next to them).
+    """
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+            return
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        if len(text) > _MAX_PARAM_VALUE:
+            marker = "...(cut; see config.json)"
+            text = text[: _MAX_PARAM_VALUE - len(marker)] + marker
+        out[metric_key(prefix)] = text
+
+    walk("", _plain(config))
+    return out
+
+
+def config_hash(config: BaseModel | Mapping[str, Any]) -> str:
+    """sha256 of the config's canonical JSON: equal configs, equal hashes."""
+    return hashlib.sha256(json.dumps(_plain(config), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def metric_key(name: str) -> str:
+    """A name MLflow accepts as metric, param or tag key: other characters (e.g. '@' in
+    'avg@32') become '_'."""
+    key = re.sub(r"[^/\w.\- :]", "_", name)
+    if not key:
+        raise TrackingError(f"empty metric/param name {name!r}")
+    return key
+
+
+def code_version() -> str:
+    """The lad version, plus the git commit when running from a checkout (``-dirty`` if modified)."""
+    import lad
+
+    here = Path(lad.__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return lad.__version__
+    return f"{lad.__version__}+g{sha[:12]}{'-dirty' if dirty else ''}"
+
+
+def model_requirements() -> list[str]:
+    """pip requirements of a logged transformers model, pinned to what is installed here.
+
+    Passed explicitly because MLflow's inference of requirements pulls in torchvision, which does
+    not install next to this torch. Local version tags (``+cpu``) are dropped: the same
+    version is served by the CUDA or CPU index at install time.
+    """
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in ("torch", "transformers", "tokenizers", "safetensors")]
+
+
+@dataclass(frozen=True)
+class VersionScore:
+    """What the promotion gate reads from a registered model version."""
+
+    version: str
+    metrics: dict[str, float]
+    benchmarks: str
+
+
+def version_score(mv) -> VersionScore:
+    metrics = {}
+    for key, value in mv.tags.items():
+        if key.startswith(METRIC_TAG_PREFIX):
+            try:
+                metrics[key[len(METRIC_TAG_PREFIX) :]] = float(value)
+            except ValueError:
+                raise TrackingError(f"model version {mv.name} v{mv.version}: tag {key}={value!r} is not a number") from None
+    return VersionScore(str(mv.version), metrics, mv.tags.get(TAG_BENCHMARKS, ""))
+
+
+def decide_promotion(
+    candidate: VersionScore, champion: VersionScore | None, metric: str, margin: float, higher_is_better: bool = True
+) -> tuple[bool, str]:
+    """(promote?, reason). The candidate must beat the champion by at least ``margin`` on
+    ``metric``, measured on the same benchmarks."""
+    metric = metric_key(metric)
+    if metric not in candidate.metrics:
+        return False, f"refused: v{candidate.version} has no metric {metric!r} (has {sorted(candidate.metrics)})"
+    value = candidate.metrics[metric]
+    if champion is None:
+        return True, f"promoted: no champion yet; v{candidate.version} {metric}={value:.6g}"
+    if champion.version == candidate.version:
+        return False, f"refused: v{candidate.version} is already the champion"
+    if metric not in champion.metrics:
+        return False, f"refused: champion v{champion.version} has no metric {metric!r} to compare with"
+    if candidate.benchmarks != champion.benchmarks:
+        return False, (
+            f"refused: benchmarks differ (v{candidate.version}: {candidate.benchmarks or 'none'}; "
+            f"champion v{champion.version}: {champion.benchmarks or 'none'})"
+        )
+    best = champion.metrics[metric]
+    gain = value - best if higher_is_better else best - value
+    direction = "higher" if higher_is_better else "lower"
+    detail = (
+        f"{metric} {value:.6g} vs champion v{champion.version} {best:.6g}: "
+        f"gain {gain:.6g} ({direction} is better), margin {margin:g}"
+    )
+    if gain >= margin - _SCORE_TOLERANCE:
+        return True, f"promoted: {detail}"
+    return False, f"refused: {detail}"
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    promoted: bool
+    reason: str
+    champion: str | None  # the champion's version after the decision
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+class RunContext:
+    """A live MLflow run (a pipeline run or one stage of it)."""
+
+    def __init__(self, tracker: "Tracker", run_id: str):
+        self.tracker = tracker
+        self.run_id = run_id
+
+    @property
+    def client(self):
+        return self.tracker.client
+
+    def log_config(self, config: BaseModel | Mapping[str, Any]) -> str:
+        """The config as params (flattened), as config.json, and its hash as a tag; returns the hash."""
+        from mlflow.entities import Param
+
+        params = [Param(k, v) for k, v in flatten_params(config).items()]
+        for i in range(0, len(params), _PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=params[i : i + _PARAMS_PER_BATCH])
+        self.client.log_dict(self.run_id, _plain(config), "config.json")
+        digest = config_hash(config)
+        self.client.set_tag(self.run_id, TAG_CONFIG_HASH, digest)
+        return digest
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(metric_key(k), float(v), now, int(step)) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):  # MLflow's metrics-per-batch limit
+            self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, metric_key(k), str(v))
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """A file or a whole folder (reports, plots, rollout samples)."""
+        p = Path(path)
+        if p.is_dir():
+            self.client.log_artifacts(self.run_id, str(p), artifact_path)
+        elif p.is_file():
+            self.client.log_artifact(self.run_id, str(p), artifact_path)
+        else:
+            raise TrackingError(f"log_artifact {p}: no such file or folder")
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, obj, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_dataset(self, uri: str | os.PathLike, *, name: str, context: str = "train") -> str:
+        """Record a dataset input (a file or a published folder) with its content hash; returns the sha256."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        from lad.storage import content_hash
+
+        sha = content_hash(uri)
+        # MLflow stores at most 36 characters of digest; the full sha256 goes in an input tag.
+        dataset = MetaDataset(resolve_dataset_source(str(uri)), name=name, digest=sha[:16])
+        tags = [InputTag("mlflow.data.context", context), InputTag("lad.sha256", sha)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+        return sha
+
+    def log_model(
+        self, model, tokenizer, *, name: str = "model", max_new_tokens: int = 64, metadata: Mapping[str, Any] | None = None
+    ) -> str:
+        """Log a causal LM with the transformers flavor (text-generation); returns its ``models:/`` URI.
+
+        Loading it back with ``mlflow.pyfunc.load_model`` gives a model whose ``predict`` takes a
+        list of prompts and returns the generated continuations (greedy by default; the params
+        ``max_new_tokens`` and ``do_sample`` may be passed at predict time).
+        """
+        import mlflow
+        import mlflow.transformers
+        from mlflow.models import infer_signature
+
+        active = mlflow.active_run()
+        if active is None or active.info.run_id != self.run_id:
+            raise TrackingError(f"log_model: run {self.run_id} is not the active run; call it inside its `with` block")
+        signature = infer_signature(["a prompt"], ["a continuation"], params={"max_new_tokens": max_new_tokens, "do_sample": False})
+        info = mlflow.transformers.log_model(
+            {"model": model, "tokenizer": tokenizer},
+            name=name,
+            task="text-generation",
+            signature=signature,
+            pip_requirements=model_requirements(),
+            model_config={"return_full_text": False},
+            metadata=dict(metadata or {}),
+        )
+        return info.model_uri
+
+
+class Tracker:
+    """Runs, stages and the registry of one tracking configuration.
+
+    Sets the process's MLflow tracking and registry URIs (MLflow's fluent API, used for the
+    active-run stack and model logging, reads them from there).
+    """
+
+    def __init__(self, config: TrackingConfig | None = None):
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.config = config or TrackingConfig()
+        self.tracking_uri = self.config.resolved_tracking_uri()
+        self.registry_uri = self.config.resolved_registry_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        self._experiment_id: str | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.config.experiment)
+            if exp is None:
+                try:
+                    self._experiment_id = self.client.create_experiment(
+                        self.config.experiment, artifact_location=self.config.artifact_location
+                    )
+                except MlflowException as err:  # created meanwhile by a parallel step
+                    exp = self.client.get_experiment_by_name(self.config.experiment)
+                    if exp is None:
+                        raise TrackingError(f"experiment {self.config.experiment!r}: cannot create it: {err}") from err
+            if self._experiment_id is None:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    @contextmanager
+    def run(
+        self,
+        name: str,
+        *,
+        config: BaseModel | Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[RunContext]:
+        """The run of one pipeline run; ``run_id`` resumes one started by an earlier step.
+
+        Ends FINISHED, or FAILED when the block raises.
+        """
+        import mlflow
+
+        with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id, run_name=None if run_id else name) as active:
+            ctx = RunContext(self, active.info.run_id)
+            if tags:
+                ctx.set_tags(tags)
+            if config is not None:
+                ctx.log_config(config)
+            yield ctx
+
+    @contextmanager
+    def stage(
+        self,
+        name: str,
+        *,
+        config: BaseModel | Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> Iterator[RunContext]:
+        """A nested run for one stage: under the active run, or under ``parent_run_id`` (a
+        pipeline step in another process passes the pipeline run's id)."""
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is None and parent_run_id is None:
+            raise TrackingError(f"stage {name!r}: no active pipeline run and no parent_run_id given")
+        if active is not None and parent_run_id not in (None, active.info.run_id):
+            raise TrackingError(f"stage {name!r}: parent_run_id {parent_run_id} is not the active run {active.info.run_id}")
+        kwargs: dict[str, Any] = {"run_name": name, "experiment_id": self.experiment_id, "tags": {TAG_STAGE: name}}
+        kwargs["nested"] = active is not None
+        if parent_run_id is not None:
+            kwargs["parent_run_id"] = parent_run_id
+        with mlflow.start_run(**kwargs) as run:
+            ctx = RunContext(self, run.info.run_id)
+            if tags:
+                ctx.set_tags(tags)
+            if config is not None:
+                ctx.log_config(config)
+            yield ctx
+
+    # ----------------------------------------------------------------------------------------
+    # Registry
+    # ----------------------------------------------------------------------------------------
+
+    def _source_run_id(self, model_uri: str) -> str:
+        if model_uri.startswith("runs:/"):
+            return model_uri[len("runs:/") :].split("/", 1)[0]
+        if model_uri.startswith("models:/m-"):
+            model_id = model_uri[len("models:/") :].split("/", 1)[0]
+            run_id = self.client.get_logged_model(model_id).source_run_id
+            if run_id:
+                return run_id
+        raise TrackingError(f"register {model_uri}: expected the URI returned by log_model (models:/m-...) or runs:/<run>/<path>")
+
+    def register_model(
+        self,
+        name: str,
+        model_uri: str,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        benchmarks: list[str] | None = None,
+        data_hash: str | None = None,
+        config_hash: str | None = None,
+        base_model: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        alias: str | None = CHALLENGER,
+    ):
+        """Register a logged model as a version of ``name``; returns the ModelVersion.
+
+        Registering a model of a run that already has a version returns that version (a retried
+        pipeline step must not create a second one); its tags are re-applied. ``alias`` (by
+        default ``challenger``) is set on the version unless it is already the champion.
+        """
+        from mlflow.exceptions import MlflowException
+
+        run_id = self._source_run_id(model_uri)
+        version_tags = {
+            TAG_CODE_VERSION: code_version(),
+            TAG_BENCHMARKS: ",".join(sorted(benchmarks or [])),
+            **{f"{METRIC_TAG_PREFIX}{metric_key(k)}": repr(float(v)) for k, v in (metrics or {}).items()},
+        }
+        for key, value in ((TAG_DATA_HASH, data_hash), (TAG_CONFIG_HASH, config_hash), (TAG_BASE_MODEL, base_model)):
+            if value is not None:
+                version_tags[key] = value
+        version_tags.update({metric_key(k): str(v) for k, v in (tags or {}).items()})
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise TrackingError(f"register {name}: {err.message}") from err
+        existing = self.client.search_model_versions(f"name = '{_quote(name)}' and run_id = '{run_id}'")
+        if existing:
+            mv = min(existing, key=lambda v: int(v.version))
+            for k, v in version_tags.items():
+                self.client.set_model_version_tag(name, mv.version, k, v)
+        else:
+            import mlflow
+
+            mv = mlflow.register_model(model_uri, name, tags=version_tags)
+        if alias and CHAMPION not in self._aliases_of(name, mv.version):
+            self.client.set_registered_model_alias(name, alias, mv.version)
+        return self.client.get_model_version(name, mv.version)
+
+    def _aliases_of(self, name: str, version: str) -> list[str]:
+        return list(self.client.get_model_version(name, str(version)).aliases)
+
+    def get_version(self, name: str, version_or_alias: str):
+        """A model version by number or by alias (``champion``); TrackingError when missing."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if str(version_or_alias).isdigit():
+                return self.client.get_model_version(name, str(version_or_alias))
+            return self.client.get_model_version_by_alias(name, version_or_alias)
+        except MlflowException as err:
+            raise TrackingError(f"model {name!r} version/alias {version_or_alias!r}: {err.message}") from err
+
+    def champion(self, name: str):
+        """The champion version of ``name``, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException as err:
+            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                return None
+            raise
+
+    def list_versions(self, name: str | None = None) -> list:
+        """Versions of one registered model (or of all), newest first within each model."""
+        where = f"name = '{_quote(name)}'" if name else ""
+        found = self.client.search_model_versions(where) if where else self.client.search_model_versions()
+        # Search results carry no aliases; fetching each version does.
+        versions = [self.client.get_model_version(v.name, str(v.version)) for v in found]
+        return sorted(versions, key=lambda v: (v.name, -int(v.version)))
+
+    def promote(self, name: str, version: str | int, metric: str, margin: float = 0.0, *, higher_is_better: bool = True) -> PromotionResult:
+        """Make ``version`` the champion if it beats the current one by ``margin`` on ``metric``
+        (same benchmarks). Otherwise nothing moves. The decision and its reason are written on
+        the version as tags ``promotion.decision`` and ``promotion.reason``."""
+        if margin < 0:
+            raise TrackingError(f"promote: margin must be >= 0, got {margin}")
+        candidate = self.get_version(name, str(version))
+        champ = self.champion(name)
+        promoted, reason = decide_promotion(
+            version_score(candidate), version_score(champ) if champ else None, metric, margin, higher_is_better
+        )
+        v = str(candidate.version)
+        if promoted:
+            self.client.set_registered_model_alias(name, CHAMPION, v)
+            if CHALLENGER in candidate.aliases:
+                self.client.delete_registered_model_alias(name, CHALLENGER)
+        self.client.set_model_version_tag(name, v, TAG_DECISION, "promoted" if promoted else "refused")
+        self.client.set_model_version_tag(name, v, TAG_REASON, reason)
+        after = self.champion(name)
+        return PromotionResult(promoted, reason, str(after.version) if after else None)
+
+
+def _quote(name: str) -> str:
+    return name.replace("'", "\\'")
+
+
+def register_model(name: str, model_uri: str, *, config: TrackingConfig | None = None, **kwargs):
+    """:meth:`Tracker.register_model` with a tracker for ``config`` (default: the embedded store)."""
+    return Tracker(config).register_model(name, model_uri, **kwargs)
+
+
+def promote(
+    name: str, version: str | int, metric: str, margin: float = 0.0, *, config: TrackingConfig | None = None, higher_is_better: bool = True
+) -> PromotionResult:
+    """:meth:`Tracker.promote` with a tracker for ``config`` (default: the embedded store)."""
+    return Tracker(config).promote(name, version, metric, margin, higher_is_better=higher_is_better)

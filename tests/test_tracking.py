@@ -1,0 +1,331 @@
+"""lad.tracking on both backends: the embedded default (sqlite in the working directory, no
+server) and an ``mlflow server`` on 127.0.0.1 (sqlite backend, artifacts on moto's S3 server)."""
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from pydantic import BaseModel
+from servers import mlflow_server, s3_server  # noqa: F401
+from typer.testing import CliRunner
+
+from lad import storage
+from lad.cli import app
+from lad.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    TAG_DECISION,
+    TAG_REASON,
+    Tracker,
+    TrackingConfig,
+    TrackingError,
+    VersionScore,
+    config_hash,
+    decide_promotion,
+    flatten_params,
+    metric_key,
+)
+
+# --------------------------------------------------------------------------------------------
+# Pure pieces
+# --------------------------------------------------------------------------------------------
+
+
+class Inner(BaseModel):
+    lr: float = 1e-3
+    betas: list[float] = [0.9, 0.95]
+
+
+class StageConfig(BaseModel):
+    name: str = "sft"
+    steps: int = 3
+    optim: Inner = Inner()
+    note: str | None = None
+
+
+def test_flatten_params_and_config_hash():
+    assert flatten_params(StageConfig()) == {
+        "name": "sft", "steps": "3", "optim.lr": "0.001", "optim.betas": "[0.9, 0.95]", "note": "null",
+    }  # fmt: skip
+    long = flatten_params({"xs": list(range(3000))})["xs"]
+    assert len(long) == 6000 and long.endswith("...(cut; see config.json)")
+    assert config_hash(StageConfig()) == config_hash(StageConfig().model_dump())
+    assert config_hash(StageConfig()) != config_hash(StageConfig(steps=4))
+    assert metric_key("aime24/avg@32") == "aime24/avg_32"
+
+
+def score(v, metrics, benchmarks="aime24,math500"):
+    return VersionScore(str(v), metrics, benchmarks)
+
+
+@pytest.mark.parametrize(
+    "cand, champ, margin, higher, expected",
+    [
+        (score(2, {"acc": 0.6}), None, 0.05, True, (True, "promoted: no champion yet; v2 acc=0.6")),
+        (score(2, {"acc": 0.55}), score(1, {"acc": 0.5}), 0.05, True,
+         (True, "promoted: acc 0.55 vs champion v1 0.5: gain 0.05 (higher is better), margin 0.05")),
+        (score(2, {"acc": 0.54}), score(1, {"acc": 0.5}), 0.05, True,
+         (False, "refused: acc 0.54 vs champion v1 0.5: gain 0.04 (higher is better), margin 0.05")),
+        (score(2, {"acc": 0.4}), score(1, {"acc": 0.5}), 0.05, False,
+         (True, "promoted: acc 0.4 vs champion v1 0.5: gain 0.1 (lower is better), margin 0.05")),
+        (score(2, {"acc": 0.9}, "aime24"), score(1, {"acc": 0.5}), 0.0, True,
+         (False, "refused: benchmarks differ (v2: aime24; champion v1: aime24,math500)")),
+        (score(2, {"loss": 0.9}), score(1, {"acc": 0.5}), 0.0, True, (False, "refused: v2 has no metric 'acc' (has ['loss'])")),
+        (score(2, {"acc": 0.9}), score(1, {"loss": 0.5}), 0.0, True, (False, "refused: champion v1 has no metric 'acc' to compare with")),
+        (score(1, {"acc": 0.9}), score(1, {"acc": 0.9}), 0.0, True, (False, "refused: v1 is already the champion")),
+    ],
+)  # fmt: skip
+def test_decide_promotion(cand, champ, margin, higher, expected):
+    assert decide_promotion(cand, champ, "acc", margin, higher) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Backends
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Backend:
+    kind: str
+    config: TrackingConfig
+    artifact_bucket: str | None = None
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.config)
+
+
+@pytest.fixture(scope="module", params=["embedded", "server"])
+def backend(request, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        if request.param == "embedded":
+            work = tmp_path_factory.mktemp("embedded")
+            mp.chdir(work)
+            cfg = TrackingConfig(experiment="lad-test")
+            assert cfg.resolved_tracking_uri() == f"sqlite:///{work / 'mlflow.db'}"
+            yield Backend("embedded", cfg)
+        else:
+            server = request.getfixturevalue("mlflow_server")
+            for k, v in server.env.items():  # the client writes artifacts to S3 itself
+                mp.setenv(k, v)
+            yield Backend("server", TrackingConfig(tracking_uri=server.uri, experiment="lad-test"), server.bucket)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from lad.modeling import build_tiny_model
+
+    return build_tiny_model("1m", seed=0)
+
+
+@pytest.fixture(scope="module")
+def logged(backend, tiny):
+    """Two training runs, each with a logged model: (model_uri, run_id) pairs."""
+    tracker = backend.tracker()
+    out = []
+    for i in range(2):
+        with tracker.run(f"pipeline-{i}") as run, tracker.stage("train") as st:
+            out.append((st.log_model(*tiny), st.run_id))
+        assert run.run_id != st.run_id
+    return out
+
+
+def greedy(tiny, prompt, max_new_tokens):
+    model, tok = tiny
+    ids = tok([prompt], return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+
+def test_pipeline_run_with_nested_stages(backend, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tracker = backend.tracker()
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "1+1", "answer": "2"}\n')
+    report = tmp_path / "report.md"
+    report.write_text("# eval\nacc 0.5\n")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+
+    with tracker.run("pipeline", config={"seed": 7, "stages": ["sft", "rl"]}, tags={"pipeline": "kfp-123"}) as run:
+        with tracker.stage("sft", config=StageConfig()) as sft:
+            for step, loss in enumerate([2.0, 1.5, 1.25]):
+                sft.log_metrics({"loss": loss, "eval/avg@4": 0.1 * step}, step=step)
+            sha = sft.log_dataset(data, name="train", context="train")
+            sft.log_artifact(report, "reports")
+            sft.log_figure(fig, "plots/loss.png")
+            sft.log_text('{"prompt": "1+1", "response": "2"}\n', "rollouts/step-0.jsonl")
+        with pytest.raises(RuntimeError, match="boom"), tracker.stage("rl") as rl:
+            raise RuntimeError("boom")
+
+    c = tracker.client
+    parent, child, failed = c.get_run(run.run_id), c.get_run(sft.run_id), c.get_run(rl.run_id)
+    assert parent.info.status == "FINISHED" and child.info.status == "FINISHED" and failed.info.status == "FAILED"
+    assert child.data.tags["mlflow.parentRunId"] == run.run_id == failed.data.tags["mlflow.parentRunId"]
+    assert child.info.run_name == "sft" and child.data.tags["lad.stage"] == "sft"
+    assert parent.data.params == {"seed": "7", "stages": '["sft", "rl"]'} and parent.data.tags["pipeline"] == "kfp-123"
+    assert child.data.params == flatten_params(StageConfig())
+    assert child.data.tags["config_hash"] == config_hash(StageConfig())
+    assert [(m.step, m.value) for m in c.get_metric_history(sft.run_id, "loss")] == [(0, 2.0), (1, 1.5), (2, 1.25)]
+    assert [m.value for m in c.get_metric_history(sft.run_id, "eval/avg_4")] == pytest.approx([0.0, 0.1, 0.2])
+
+    files = {a.path for a in c.list_artifacts(sft.run_id)} | {a.path for d in ("reports", "plots", "rollouts") for a in c.list_artifacts(sft.run_id, d)}
+    assert files >= {"config.json", "reports/report.md", "plots/loss.png", "rollouts/step-0.jsonl"}
+
+    (ds,) = child.inputs.dataset_inputs
+    assert sha == storage.content_hash(data)
+    assert (ds.dataset.name, ds.dataset.digest) == ("train", sha[:16])
+    assert {t.key: t.value for t in ds.tags} == {"mlflow.data.context": "train", "lad.sha256": sha}
+
+    if backend.kind == "server":  # the artifacts really are on the S3 server
+        root = child.info.artifact_uri
+        assert root.startswith(f"s3://{backend.artifact_bucket}/artifacts/")
+        assert f"{root}/reports/report.md" in storage.list_uri(root)
+        assert storage.read_bytes(f"{root}/reports/report.md") == report.read_bytes()
+
+
+def test_stage_needs_a_parent(backend):
+    with pytest.raises(TrackingError, match="stage 'sft': no active pipeline run and no parent_run_id given"):
+        with backend.tracker().stage("sft"):
+            pass
+
+
+def test_stage_in_another_process_joins_the_pipeline_run(backend):
+    # A pipeline step in another pod gets the pipeline run's id and nests its stage under it;
+    # the last step resumes the pipeline run to log the summary.
+    tracker = backend.tracker()
+    with tracker.run("pipeline") as run:
+        pass
+    with tracker.stage("eval", parent_run_id=run.run_id) as st:
+        st.log_metrics({"acc": 0.5}, step=0)
+    with tracker.run("ignored", run_id=run.run_id) as again:
+        again.log_metrics({"final/acc": 0.5}, step=0)
+    c = tracker.client
+    assert c.get_run(st.run_id).data.tags["mlflow.parentRunId"] == run.run_id
+    assert again.run_id == run.run_id and c.get_run(run.run_id).data.metrics == {"final/acc": 0.5}
+    with tracker.run("other") as other:
+        with pytest.raises(TrackingError, match=f"parent_run_id {run.run_id} is not the active run {other.run_id}"):
+            with tracker.stage("eval", parent_run_id=run.run_id):
+                pass
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+def register(tracker, name, logged, i, acc, benchmarks=("aime24", "math500")):
+    uri, _ = logged[i]
+    return tracker.register_model(
+        name, uri, metrics={"avg@4": acc}, benchmarks=list(benchmarks), data_hash="d" * 64,
+        config_hash="c" * 64, base_model="tiny-qwen2-1m",
+    )  # fmt: skip
+
+
+def test_log_register_alias_load_generate(backend, logged, tiny):
+    import mlflow
+
+    tracker = backend.tracker()
+    name = "tiny-load"
+    mv = register(tracker, name, logged, 0, 0.25)
+    assert str(mv.version) == "1" and mv.run_id == logged[0][1]
+    assert list(mv.aliases) == [CHALLENGER]
+    tags = mv.tags
+    assert (tags["data_hash"], tags["config_hash"], tags["base_model"]) == ("d" * 64, "c" * 64, "tiny-qwen2-1m")
+    assert tags["metric.avg_4"] == "0.25" and tags["benchmarks"] == "aime24,math500"
+    assert re.fullmatch(r"0\.1\.0(\+g[0-9a-f]{12}(-dirty)?)?", tags["code_version"])
+
+    result = tracker.promote(name, 1, "avg@4", margin=0.1)
+    assert result.promoted and result.champion == "1"
+    assert list(tracker.client.get_model_version(name, "1").aliases) == [CHAMPION]
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    prompts = ["2 + 3 =", "def add(a, b):"]
+    assert model.predict(prompts, params={"max_new_tokens": 6}) == [greedy(tiny, p, 6) for p in prompts]
+    assert model.predict(["2 + 3 ="])[0] == greedy(tiny, "2 + 3 =", 64)  # the logged default length
+    reqs = (mlflow.artifacts.download_artifacts(f"models:/{name}@{CHAMPION}/requirements.txt"))
+    lines = open(reqs).read().split()
+    assert any(x.startswith("torch==") for x in lines) and not any(x.startswith("torchvision") for x in lines)
+
+
+def test_register_same_run_twice_is_idempotent(backend, logged):
+    tracker = backend.tracker()
+    name = "tiny-idem"
+    first = register(tracker, name, logged, 0, 0.25)
+    again = register(tracker, name, logged, 0, 0.25)
+    assert str(again.version) == str(first.version) == "1"
+    assert [str(v.version) for v in tracker.list_versions(name)] == ["1"]
+    assert str(register(tracker, name, logged, 1, 0.3).version) == "2"
+    assert [str(v.version) for v in tracker.list_versions(name)] == ["2", "1"]
+
+
+def test_promotion_gate(backend, logged):
+    tracker = backend.tracker()
+    name = "tiny-gate"
+    register(tracker, name, logged, 0, 0.50)
+    assert tracker.promote(name, 1, "avg@4", 0.05).promoted
+    register(tracker, name, logged, 1, 0.53)
+
+    refused = tracker.promote(name, 2, "avg@4", margin=0.05)
+    assert not refused.promoted and refused.champion == "1"
+    assert refused.reason == "refused: avg_4 0.53 vs champion v1 0.5: gain 0.03 (higher is better), margin 0.05"
+    v2 = tracker.client.get_model_version(name, "2")
+    assert (v2.tags[TAG_DECISION], v2.tags[TAG_REASON]) == ("refused", refused.reason)
+    assert list(v2.aliases) == [CHALLENGER]  # nothing moved
+    assert list(tracker.client.get_model_version(name, "1").aliases) == [CHAMPION]
+
+    accepted = tracker.promote(name, 2, "avg@4", margin=0.02)
+    assert accepted.promoted and accepted.champion == "2"
+    assert accepted.reason == "promoted: avg_4 0.53 vs champion v1 0.5: gain 0.03 (higher is better), margin 0.02"
+    v2 = tracker.client.get_model_version(name, "2")
+    assert list(v2.aliases) == [CHAMPION] and v2.tags[TAG_DECISION] == "promoted"
+    assert list(tracker.client.get_model_version(name, "1").aliases) == []
+
+    # A challenger measured on other benchmarks is not comparable.
+    other = "tiny-gate-bench"
+    register(tracker, other, logged, 0, 0.5)
+    tracker.promote(other, 1, "avg@4")
+    register(tracker, other, logged, 1, 0.9, benchmarks=["aime24"])
+    r = tracker.promote(other, 2, "avg@4")
+    assert not r.promoted and r.reason.startswith("refused: benchmarks differ")
+
+
+def test_models_cli(backend, logged):
+    tracker = backend.tracker()
+    name = "tiny-cli"
+    register(tracker, name, logged, 0, 0.5)
+    register(tracker, name, logged, 1, 0.6)
+    uri = ["--tracking-uri", tracker.tracking_uri]
+    runner = CliRunner()
+
+    res = runner.invoke(app, ["models", "promote", name, "1", "--metric", "avg@4", *uri], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "promoted: no champion yet; v1 avg_4=0.5" in res.output
+
+    res = runner.invoke(app, ["models", "promote", name, "challenger", "--metric", "avg@4", "--margin", "0.2", *uri], env={"COLUMNS": "200"})
+    assert res.exit_code == 1, res.output
+    assert "refused: avg_4 0.6 vs champion v1 0.5: gain 0.1 (higher is better), margin 0.2" in res.output
+
+    res = runner.invoke(app, ["models", "list", name, *uri], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if name in line and "│" in line]
+    assert len(rows) == 2
+    assert "challenger" in rows[0] and "avg_4=0.6" in rows[0] and "refused" in rows[0]
+    assert "champion" in rows[1] and "avg_4=0.5" in rows[1] and "promoted" in rows[1]
+
+    res = runner.invoke(app, ["models", "show", name, "champion", *uri], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "tiny-qwen2-1m" in res.output and "promotion.reason" in res.output
+
+    res = runner.invoke(app, ["models", "show", name, "7", *uri], env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and f"model '{name}' version/alias '7'" in res.output
+    assert "Traceback" not in res.output
