@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure functions) and, on top of them, the evaluation stage."""
