@@ -2,10 +2,10 @@ import json
 import re
 
 import pytest
-from math_verify import parse, verify
 
 from lad.data.schema import Problem, Record
-from lad.data.synthetic import TASKS, check_countdown, demonstration, generate
+from lad.data.synthetic import TASKS, demonstration, generate
+from lad.rewards import Score, default_verifier, score_countdown
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -31,24 +31,6 @@ def test_held_out_split_never_shares_a_problem_with_train(task):
     assert train.isdisjoint(r["prompt"][-1]["content"] for r in test)
 
 
-def test_countdown_checker_exact():
-    truth = json.dumps({"numbers": [3, 7, 9, 9], "target": 30})
-    assert check_countdown("(7 + 3) * (9 / 9 + 2) ", truth) is False  # 2 is not given
-    assert check_countdown("(7 + 3) * 3", truth) is False  # 3 used twice
-    assert check_countdown("(9 + 9 + 3) + 7 + 2 - 2", truth) is False
-    assert check_countdown("(7 + 3) * 9 / 3", truth) is False
-    assert check_countdown("3 * 7 + 9", truth) is True
-    assert check_countdown("9 * 3 + 9 / 9 * 3", truth) is False  # second 3
-    assert check_countdown("9 + 9 + 3 * 7 - 9", truth) is False  # three 9s
-    assert check_countdown("3 × 7 + 9", truth) is True
-    assert check_countdown("3 ** 2 + 21", truth) is False  # power is not an allowed operator
-    assert check_countdown("9 / (9 - 9)", truth) is False
-    assert check_countdown("3 * 7 +", truth) is False
-    assert check_countdown("(9 / 9 + 9) * 3", truth) is False  # three 9s
-    assert check_countdown("7 / 3 * 9 + 9", truth) is True  # 7/3 * 9 = 21 exactly in fractions
-    assert check_countdown("7 / 3 * 9 + 9", json.dumps({"numbers": [3, 7, 9, 9], "target": 31})) is False
-
-
 @pytest.mark.parametrize("difficulty,count", [(1, 3), (2, 4), (3, 4)])
 def test_countdown_demonstrations_are_correct(difficulty, count):
     records = generate("countdown", 200, seed=1, difficulty=difficulty)
@@ -56,9 +38,8 @@ def test_countdown_demonstrations_are_correct(difficulty, count):
         truth = r["reward_model"]["ground_truth"]
         assert len(json.loads(truth)["numbers"]) == count
         demo = demonstration(r)
-        m = re.fullmatch(r"\\boxed\{(.+)\}", demo)
-        assert m, demo
-        assert check_countdown(m.group(1), truth), (demo, truth)
+        assert re.fullmatch(r"\\boxed\{.+\}", demo), demo
+        assert score_countdown(demo, truth) == Score(1.0, "correct", demo[7:-1])
     ops = "".join(demonstration(r) for r in records)
     assert ("*" in ops) == (difficulty > 1)
     assert ("/" in ops) == (difficulty > 2)
@@ -66,8 +47,11 @@ def test_countdown_demonstrations_are_correct(difficulty, count):
 
 @pytest.mark.parametrize("difficulty", [1, 2, 3])
 def test_arithmetic_demonstrations_reason_correctly_and_verify(difficulty):
-    for r in generate("arithmetic", 100, seed=2, difficulty=difficulty):
-        demo = demonstration(r)
+    records = generate("arithmetic", 100, seed=2, difficulty=difficulty)
+    demos = [demonstration(r) for r in records]
+    # the project's math reward (math-verify) accepts every demonstration
+    assert [s.value for s in default_verifier().score(demos, [r["reward_model"]["ground_truth"] for r in records])] == [1.0] * 100
+    for r, demo in zip(records, demos):
         steps = re.findall(r"(-?\d+) ([-+*]) (\d+) = (-?\d+)\.", demo)
         ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
         assert steps and all(ops[o](int(a), int(b)) == int(c) for a, o, b, c in steps)
@@ -77,7 +61,6 @@ def test_arithmetic_demonstrations_reason_correctly_and_verify(difficulty):
         truth = r["reward_model"]["ground_truth"]
         assert int(truth) >= 0
         assert demo.endswith(f"\\boxed{{{truth}}}.")
-        assert verify(parse(f"${truth}$"), parse(demo))
 
 
 def _run_code_tests(records, solutions):

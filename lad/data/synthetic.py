@@ -1,7 +1,7 @@
 """Seeded generators of small verifiable tasks that a CPU can train on.
 
 Three tasks exercise the same paths as the real sets: ``countdown`` (an expression reaching a
-target; many answers are correct, checked exactly by :func:`check_countdown`), ``arithmetic``
+target; many answers are correct, checked exactly by lad.rewards.countdown), ``arithmetic``
 (word problems whose numeric answer goes through the math verifier) and ``code`` (write
 ``def f(...)`` meeting a one-line spec, checked by call tests in the sandbox's format).
 
@@ -17,7 +17,6 @@ the few words below) because the tiny model's tokenizer is trained on these task
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import random
@@ -77,38 +76,6 @@ def _countdown(rng: random.Random, difficulty: int) -> Problem:
 
 def _wrap(expr: str) -> str:
     return f"({expr})" if " " in expr else expr
-
-
-_CD_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}
-
-
-def check_countdown(expression: str, ground_truth: str) -> bool:
-    """Whether ``expression`` uses only the given numbers, each at most once, and equals the target exactly."""
-    spec = json.loads(ground_truth)
-    try:
-        tree = ast.parse(expression.replace("×", "*").replace("÷", "/"), mode="eval")
-    except SyntaxError:
-        return False
-    used: list[int] = []
-
-    def value(node: ast.AST) -> Fraction:
-        if isinstance(node, ast.BinOp) and type(node.op) in _CD_OPS:
-            return _CD_OPS[type(node.op)](value(node.left), value(node.right))
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            used.append(node.value)
-            return Fraction(node.value)
-        raise ValueError("not a countdown expression")
-
-    try:
-        result = value(tree.body)
-    except (ValueError, ZeroDivisionError):
-        return False
-    pool = list(spec["numbers"])
-    for v in used:
-        if v not in pool:
-            return False
-        pool.remove(v)
-    return result == spec["target"]
 
 
 # --------------------------------------------------------------------------------------------
