@@ -1,0 +1,42 @@
+"""Rollout engines: sample G completions per chat prompt with their sampling log-probs.
+
+    from lad.rollout import SamplingParams, build_rollout
+    engine = build_rollout("hf", model, tokenizer, max_batch_size=64)
+    groups = engine.generate(prompts, SamplingParams(n=8, max_new_tokens=256, seed=0))  # [P][n] Completion
+    engine.update_weights(model)   # after each optimizer step
+
+``hf`` (transformers generate) runs on CPU and GPU; ``vllm`` on GPU nodes, imported lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from lad.rollout.base import Completion, RolloutEngine, SamplingParams
+
+
+def _hf(model, tokenizer, **cfg) -> RolloutEngine:
+    from lad.rollout.hf import HFRollout
+
+    return HFRollout(model, tokenizer, **cfg)
+
+
+def _vllm(model, tokenizer, **cfg) -> RolloutEngine:
+    from lad.rollout.vllm import VLLMRollout
+
+    return VLLMRollout(model, tokenizer, **cfg)
+
+
+ENGINES: dict[str, Callable[..., RolloutEngine]] = {"hf": _hf, "vllm": _vllm}
+
+
+def build_rollout(name: str, model, tokenizer, **cfg) -> RolloutEngine:
+    """The rollout engine ``name`` over ``model``; ``cfg`` goes to its constructor."""
+    try:
+        factory = ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown rollout engine {name!r}; expected one of {sorted(ENGINES)}") from None
+    return factory(model, tokenizer, **cfg)
+
+
+__all__ = ["Completion", "ENGINES", "RolloutEngine", "SamplingParams", "build_rollout"]
