@@ -1,0 +1,303 @@
+"""Scorers: per-sample verdicts for a benchmark's responses, and answer classes for maj@k.
+
+``math`` scores through :mod:`lad.rewards` (math-verify in a worker pool; countdown checked
+exactly), ``code`` runs the extracted program against the record's tests in the sandbox. Each
+scorer also says which answers count as the same (math-verify equivalence for math, exact
+expression for countdown, AST-normalised program for code), so maj@k and the number of distinct
+correct answers group answers the way the scorer judges them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
+
+from lad.evaluation.metrics import normalize_program
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    reason: str  # "correct", "wrong", "no_answer", "no_code", a test status such as "timeout", ...
+    answer: Optional[str]  # the extracted answer or program that was judged
+
+
+class Scorer(Protocol):
+    def score(self, responses: list[str], records: list[dict]) -> list[Verdict]: ...
+
+    def answer_classes(self, answers: list[list[str]], records: list[dict]) -> list[dict[str, int]]:
+        """Per problem: each of its answers -> the label of its equivalence class."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# grouping answers into classes, batched across problems
+# --------------------------------------------------------------------------------------------
+
+
+def group_batched(
+    problems: list[list[str]], equivalent_many: Callable[[list[tuple[str, str]]], list[bool]]
+) -> list[dict[str, int]]:
+    """The labels of :func:`lad.evaluation.metrics.group_equivalent` for many problems at once.
+
+    Every item joins the first earlier class whose representative it equals (string equality
+    first, then ``equivalent(item, representative)``). The items of all problems are processed
+    in lock-step rounds, one ``equivalent_many`` call per round, so a verifier pool checks the
+    pairs of many problems in parallel instead of one pair at a time.
+    """
+    uniq = [list(dict.fromkeys(items)) for items in problems]
+    reps: list[list[str]] = [[] for _ in problems]
+    labels: list[dict[str, int]] = [{} for _ in problems]
+    for j in range(max((len(u) for u in uniq), default=0)):
+        pairs, owners = [], []
+        for p, u in enumerate(uniq):
+            if j < len(u):
+                pairs += [(u[j], rep) for rep in reps[p]]
+                owners += [p] * len(reps[p])
+        verdicts = equivalent_many(pairs) if pairs else []
+        matches: dict[int, list[bool]] = {}
+        for p, ok in zip(owners, verdicts):
+            matches.setdefault(p, []).append(ok)
+        for p, u in enumerate(uniq):
+            if j < len(u):
+                hits = matches.get(p, [])
+                label = next((i for i, ok in enumerate(hits) if ok), None)
+                if label is None:
+                    reps[p].append(u[j])
+                    label = len(reps[p]) - 1
+                labels[p][u[j]] = label
+    return labels
+
+
+def _exact_classes(answers: list[list[str]]) -> list[dict[str, int]]:
+    return group_batched(answers, lambda pairs: [False] * len(pairs))
+
+
+# --------------------------------------------------------------------------------------------
+# math (and countdown)
+# --------------------------------------------------------------------------------------------
+
+_UNIT_WRAPPER = r"\\(?:text|mathrm|mbox|operatorname)\s*\{{\s*~?\s*{unit}\s*\}}"
+
+
+def strip_unit(answer: str, unit: Optional[str]) -> str:
+    """``answer`` without a trailing ``unit`` (plain, escaped as in "\\%", or in \\text{}/\\mathrm{}).
+
+    OlympiadBench keeps units out of the reference answer; math-verify ignores most unit words
+    itself but not all (a percent sign makes "4.2\\%" differ from "4.2"), so the record's own unit
+    is removed before comparing.
+    """
+    if not unit or not unit.strip():
+        return answer
+    core = unit.strip().replace("\\%", "%")
+    escaped = re.escape(core).replace("%", r"\\?%")
+    pattern = re.compile(rf"(?:{_UNIT_WRAPPER.format(unit=escaped)}|\\?\s*~?\s*{escaped})\s*$")
+    stripped = pattern.sub("", answer.rstrip()).rstrip(" ~\\,;")
+    return stripped if stripped else answer
+
+
+class MathScorer:
+    """math-verify through lad.rewards (countdown: exact check); answers grouped by math-verify."""
+
+    def __init__(self, verifier=None, *, owned: bool = False):
+        from lad.rewards import MathVerifier
+
+        self.verifier = verifier or MathVerifier()
+        self._owned = owned or verifier is None
+
+    def score(self, responses: list[str], records: list[dict]) -> list[Verdict]:
+        from lad.rewards import extract_answer, score_batch
+
+        prepared = []
+        for response, record in zip(responses, records):
+            unit = (record.get("extra_info") or {}).get("unit")
+            answer = extract_answer(response) if unit else None
+            if answer is not None and strip_unit(answer, unit) != answer:
+                response = f"\\boxed{{{strip_unit(answer, unit)}}}"
+            prepared.append(response)
+        scores = score_batch(prepared, records, verifier=self.verifier)
+        return [Verdict(s.value == 1.0, s.reason, s.answer) for s in scores]
+
+    def answer_classes(self, answers: list[list[str]], records: list[dict]) -> list[dict[str, int]]:
+        from lad.rewards import reward_kind
+
+        kinds = [reward_kind(r) for r in records]
+        math_idx = [i for i, k in enumerate(kinds) if k == "math"]
+        other_idx = [i for i, k in enumerate(kinds) if k != "math"]
+        out: list[dict[str, int]] = [{} for _ in answers]
+
+        def equivalent_many(pairs: list[tuple[str, str]]) -> list[bool]:
+            return [ok for ok, _ in self.verifier.equivalent_many(pairs)]
+
+        for i, labels in zip(math_idx, group_batched([answers[i] for i in math_idx], equivalent_many)):
+            out[i] = labels
+        # countdown: an expression is its own answer; two differently written ones are two answers
+        spaced = [[a for a in answers[i]] for i in other_idx]
+        for i, items, labels in zip(other_idx, spaced, _exact_classes([[_squash(a) for a in s] for s in spaced])):
+            out[i] = {a: labels[_squash(a)] for a in items}
+        return out
+
+    def close(self) -> None:
+        if self._owned:
+            self.verifier.close()
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+# --------------------------------------------------------------------------------------------
+# code
+# --------------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+# LeetCode-style (Class.method) problems are written against an implicit typing import, as
+# LiveCodeBench's own harness assumes.
+LEETCODE_PREAMBLE = "from typing import *\n"
+
+
+def extract_program(response: str) -> Optional[str]:
+    """The last fenced code block (```python, ```py or bare ```); None when there is none."""
+    blocks = _FENCE.findall(response)
+    return blocks[-1][1] if blocks else None
+
+
+def _defines(code: str, name: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name for n in tree.body)
+
+
+def _imports(code: str) -> str:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return ""
+    lines = code.splitlines()
+    return "".join(
+        "\n".join(lines[n.lineno - 1 : n.end_lineno]) + "\n" for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+    )
+
+
+def assemble_program(code: str, info: dict) -> str:
+    """The program to test: the response's code, completed with the problem's starter code.
+
+    A response that defines the entry point (function, or the class of "Class.method") runs as
+    written, after the starter code's imports (HumanEval prompts import typing names the answer
+    uses). One that does not is taken as the continuation of the starter code (a function body).
+    """
+    entry, starter = info.get("entry_point"), info.get("starter_code") or ""
+    preamble = LEETCODE_PREAMBLE if entry and "." in entry else ""
+    if not entry or not starter:
+        return preamble + code
+    if _defines(code, entry.split(".")[0]):
+        return preamble + _imports(starter) + code
+    return preamble + starter + ("" if starter.endswith("\n") else "\n") + code
+
+
+def _tests(record: dict) -> list[dict]:
+    info = record["extra_info"]
+    return json.loads(info["tests"] or record["reward_model"]["ground_truth"])
+
+
+class CodeScorer:
+    """Programs run against the record's tests in the sandbox; correct when every test passes.
+
+    Rows whose expected values come from a reference solution (HumanEval+) get them by running
+    that solution once per problem, as EvalPlus does; they are cached for the scorer's lifetime.
+    """
+
+    def __init__(self, client=None, *, timeout_s: float = 10.0, url: Optional[str] = None):
+        from lad.sandbox.client import SandboxClient
+
+        self.client = client or SandboxClient(url)
+        self._owned = client is None
+        self.timeout_s = timeout_s
+        self._expected: dict[str, list] = {}
+
+    def _reference_outputs(self, records: list[dict]) -> None:
+        todo = {}
+        for r in records:
+            info = r["extra_info"]
+            key = _reference_key(r)
+            if info.get("test_type") == "reference" and key not in self._expected and key not in todo:
+                todo[key] = r
+        if not todo:
+            return
+        requests = []
+        for r in todo.values():
+            tests = [{k: v for k, v in t.items() if k != "expected"} if t["type"] == "call" else t for t in _tests(r)]
+            requests.append((r["extra_info"]["reference_solution"], tests))
+        for (key, r), result in zip(todo.items(), self._evaluate_many(requests)):
+            failed = [v for v in result.verdicts if v.status != "passed"]
+            if result.status != "ok" or failed:
+                detail = failed[0].detail if failed else result.status
+                raise RuntimeError(
+                    f"{r['data_source']} problem {r['extra_info']['index']}: the reference solution fails its own "
+                    f"inputs ({len(failed)} of {result.total}: {detail[:200]}); cannot compute expected outputs"
+                )
+            self._expected[key] = [v.output for v in result.verdicts]
+
+    def _evaluate_many(self, requests: list[tuple[str, list[dict]]]):
+        if self.client.url is not None:
+            return self.client.evaluate_many(requests, timeout_s=self.timeout_s)
+        # The in-process executor is not yet safe to drive from several threads (evaluate_many
+        # fails with EBADF on its pipes), so without a service programs run one at a time.
+        return [self.client.evaluate(code, tests, timeout_s=self.timeout_s) for code, tests in requests]
+
+    def _resolved_tests(self, record: dict) -> list[dict]:
+        tests = _tests(record)
+        if record["extra_info"].get("test_type") != "reference":
+            return tests
+        outputs = self._expected[_reference_key(record)]
+        return [dict(t, expected=o) if t["type"] == "call" else t for t, o in zip(tests, outputs)]
+
+    def score(self, responses: list[str], records: list[dict]) -> list[Verdict]:
+        programs = [extract_program(r) for r in responses]
+        todo = [i for i, p in enumerate(programs) if p is not None and p.strip()]
+        self._reference_outputs([records[i] for i in todo])
+        requests = [(assemble_program(programs[i], records[i]["extra_info"]), self._resolved_tests(records[i])) for i in todo]
+        results = self._evaluate_many(requests)
+        verdicts = [Verdict(False, "no_code", None) for _ in responses]
+        for i, result in zip(todo, results):
+            if result.status != "ok":
+                verdicts[i] = Verdict(False, "sandbox_error", programs[i])
+            elif result.passed == result.total:
+                verdicts[i] = Verdict(True, "correct", programs[i])
+            else:
+                first = next(v.status for v in result.verdicts if v.status != "passed")
+                verdicts[i] = Verdict(False, first, programs[i])
+        return verdicts
+
+    def answer_classes(self, answers: list[list[str]], records: list[dict]) -> list[dict[str, int]]:
+        normalised = [[normalize_program(a) for a in items] for items in answers]
+        return [
+            {a: labels[n] for a, n in zip(items, norms)}
+            for items, norms, labels in zip(answers, normalised, _exact_classes(normalised))
+        ]
+
+    def close(self) -> None:
+        if self._owned:
+            self.client.close()
+
+
+def _reference_key(record: dict) -> str:
+    return f"{record['data_source']}|{record['extra_info']['index']}"
+
+
+def _math_scorer(cfg) -> MathScorer:
+    from lad.rewards import MathVerifier
+
+    return MathScorer(MathVerifier(workers=cfg.verifier_workers), owned=True)
+
+
+# scorer name -> factory taking the run's EvalConfig
+SCORERS: dict[str, Callable[..., Scorer]] = {
+    "math": _math_scorer,
+    "code": lambda cfg: CodeScorer(timeout_s=cfg.code_timeout_s, url=cfg.sandbox_url),
+}
