@@ -7,6 +7,7 @@ Python block for code) and how often its greedy answer is right.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from typing import Optional
@@ -73,24 +74,23 @@ def formatted(record: dict, response: str) -> bool:
 
 
 def correct(records: list[dict], responses: list[str]) -> list[bool]:
-    """Exact verdicts: math and countdown through ``lad.rewards``, code through its unit tests."""
+    """Exact verdicts: math and countdown through ``lad.rewards``, code by its unit tests in the sandbox."""
     from lad.rewards import score_batch
+    from lad.sandbox.client import SandboxClient
 
     verdicts = [False] * len(records)
     scored = [i for i, r in enumerate(records) if r["ability"] != "code"]
     for i, s in zip(scored, score_batch([responses[i] for i in scored], [records[i] for i in scored])):
         verdicts[i] = s.value == 1.0
-    for i, r in enumerate(records):
-        if r["ability"] == "code":
-            verdicts[i] = _passes_tests(r, responses[i])
+    programs = [(i, code_block(responses[i])) for i, r in enumerate(records) if r["ability"] == "code"]
+    programs = [(i, p) for i, p in programs if p is not None]
+    if programs:
+        # One program at a time: the in-process executor's evaluate_many is not thread-safe yet.
+        with SandboxClient() as sandbox:
+            for i, program in programs:
+                result = sandbox.evaluate(program, json.loads(records[i]["reward_model"]["ground_truth"]))
+                verdicts[i] = result.status == "ok" and result.passed == result.total
     return verdicts
-
-
-def _passes_tests(record: dict, response: str) -> bool:
-    from lad.sandbox import run_tests
-
-    program = code_block(response)
-    return program is not None and run_tests(program, record)
 
 
 def evaluate_heldout(model, tokenizer, cfg: HeldoutConfig) -> dict:

@@ -15,6 +15,7 @@ checkpoints under ``DIR/checkpoints`` (or ``checkpoint.dir``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from lad.tracking import Tracker, TrackingConfig
 from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.heldout import HeldoutConfig, evaluate_heldout
@@ -49,11 +51,13 @@ class CheckpointConfig(BaseModel):
     keep_last: int = Field(2, gt=0, description="complete checkpoints kept")
 
 
-class TrackingConfig(BaseModel):
-    experiment: str = Field("lad-sft", description="MLflow experiment")
-    run_name: Optional[str] = Field(None, description="MLflow run name; None: MLflow's own")
-    tracking_uri: Optional[str] = Field(None, description="None: MLFLOW_TRACKING_URI, else the embedded sqlite default")
+class SFTTracking(TrackingConfig):
+    """Where the stage's params and metrics go (lad.tracking; MLflow)."""
+
+    experiment: str = Field("lad-sft", min_length=1, description="MLflow experiment")
     enabled: bool = Field(True, description="log to MLflow")
+    run_name: str = Field("sft", description="name of the run (or of the stage under parent_run_id)")
+    parent_run_id: Optional[str] = Field(None, description="pipeline run to nest this stage under; None: a run of its own")
 
 
 class SFTConfig(BaseModel):
@@ -67,7 +71,7 @@ class SFTConfig(BaseModel):
     engine: EngineConfig = EngineConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     heldout: HeldoutConfig = HeldoutConfig()
-    tracking: TrackingConfig = TrackingConfig()
+    tracking: SFTTracking = SFTTracking()
 
     model_config = {"extra": "forbid"}
 
@@ -117,31 +121,22 @@ def _load_start_model(cfg: SFTConfig):
     return load_model(cfg.model)
 
 
-class _Tracker:
-    """MLflow logging from rank 0 only; the run id is kept in checkpoints so a resume continues it."""
-
-    def __init__(self, cfg: TrackingConfig, rank: int):
-        self.active = cfg.enabled and rank == 0
-        self.run_id: Optional[str] = None
-        self.cfg = cfg
-
-    def start(self, params: dict, run_id: Optional[str]) -> None:
-        if not self.active:
-            return
-        from lad.tracking import start_run
-
-        self.run = start_run(self.cfg.experiment, run_name=self.cfg.run_name, tracking_uri=self.cfg.tracking_uri, run_id=run_id)
-        self.run_id = self.run.run_id
-        if run_id is None:
-            self.run.log_params(params)
-
-    def metrics(self, values: dict, step: int) -> None:
-        if self.active:
-            self.run.log_metrics(values, step=step)
-
-    def end(self, status: str) -> None:
-        if self.active:
-            self.run.end(status)
+def _open_run(stack: contextlib.ExitStack, cfg: SFTConfig, rank: int, run_id: Optional[str]):
+    """The MLflow run of this stage on rank 0 (None elsewhere or when disabled): the checkpoint's
+    run when resuming, else a new run, nested under ``parent_run_id`` when one is given."""
+    t = cfg.tracking
+    if not t.enabled or rank != 0:
+        return None
+    tracker = Tracker(t)
+    if run_id is not None:
+        return stack.enter_context(tracker.run(t.run_name, run_id=run_id))
+    if t.parent_run_id is not None:
+        run = stack.enter_context(tracker.stage(t.run_name, config=cfg, parent_run_id=t.parent_run_id))
+    else:
+        run = stack.enter_context(tracker.run(t.run_name, config=cfg))
+    if cfg.data.path is not None:
+        run.log_dataset(cfg.data.path, name="sft", context="train")
+    return run
 
 
 def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callable[[int], None]] = None) -> dict:
@@ -176,16 +171,14 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
             if rank == 0:
                 print(f"resuming from {ckpt} (step {step} of {total_steps})")
 
-    tracker = _Tracker(cfg.tracking, rank)
-    tracker.start({"model": cfg.model, "examples": len(examples), "dropped_over_max_len": dropped,
-                   "global_batch": global_batch, "world_size": world, "total_steps": total_steps,
-                   **_flat("train", tc.model_dump()), **_flat("optim", cfg.optim.model_dump()),
-                   **_flat("engine", cfg.engine.model_dump())}, run_id)
-    bar = tqdm(total=total_steps, initial=step, desc="sft", disable=rank != 0, dynamic_ncols=True)
-    plan, plan_epoch = None, -1
-    last_loss = float("nan")
-    status = "FAILED"
-    try:
+    with contextlib.ExitStack() as stack:
+        run = _open_run(stack, cfg, rank, run_id)
+        if run is not None:
+            run.set_tags({"sft.examples": len(examples), "sft.dropped_over_max_len": dropped, "sft.global_batch": global_batch,
+                          "sft.world_size": world, "sft.total_steps": total_steps})
+        bar = stack.enter_context(tqdm(total=total_steps, initial=step, desc="sft", disable=rank != 0, dynamic_ncols=True))
+        plan, plan_epoch = None, -1
+        last_loss = float("nan")
         while step < total_steps:
             epoch, index = divmod(step, steps_per_epoch)
             if epoch != plan_epoch:
@@ -212,15 +205,15 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
             lr = engine.lr()
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{seen / dt:.0f}")
-            if step % tc.log_every == 0 or step == total_steps:
+            if run is not None and (step % tc.log_every == 0 or step == total_steps):
                 metrics = {"train/loss": last_loss, "train/lr": lr, "train/tokens_per_s": seen / dt, "train/epoch": step / steps_per_epoch}
                 if update and update["grad_norm"] is not None:
                     metrics["train/grad_norm"] = update["grad_norm"]
-                tracker.metrics(metrics, step)
+                run.log_metrics(metrics, step)
             if step % cfg.checkpoint.every_steps == 0 and step < total_steps:
-                save_checkpoint(engine, root, step, {"tokens_seen": tokens_seen, "epoch": epoch, "batch_in_epoch": index + 1,
-                                                     "trajectory": cfg.trajectory(), "mlflow_run_id": tracker.run_id},
-                                keep_last=cfg.checkpoint.keep_last)
+                trainer_state = {"tokens_seen": tokens_seen, "epoch": epoch, "batch_in_epoch": index + 1,
+                                 "trajectory": cfg.trajectory(), "mlflow_run_id": run.run_id if run else None}
+                save_checkpoint(engine, root, step, trainer_state, keep_last=cfg.checkpoint.keep_last)
             if on_step is not None:
                 on_step(step)
         bar.close()
@@ -230,20 +223,14 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
         with engine.full_model() as full:
             if rank == 0:
                 results.update(evaluate_heldout(full, tokenizer, cfg.heldout))
-                card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(), "metrics": results}
+                card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(mode="json"), "metrics": results}
                 save_model(full, tokenizer, Path(cfg.output_dir) / "model", card)
                 _write_json(Path(cfg.output_dir) / "metrics.json", results)
-                tracker.metrics({k: v for k, v in results.items() if isinstance(v, (int, float))}, step)
+                if run is not None:
+                    run.log_metrics(results, step)
+                    run.log_dict(results, "sft_metrics.json")
             engine.barrier()
-        status = "FINISHED"
         return results
-    finally:
-        bar.close()
-        tracker.end(status)
-
-
-def _flat(prefix: str, d: dict) -> dict:
-    return {f"{prefix}.{k}": v for k, v in d.items()}
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -17,6 +17,7 @@ def sft_command(
 ) -> None:
     """SFT warm-up: fine-tune on prompt/demonstration pairs; saves an HF model with its card."""
     from rich.console import Console
+    from rich.markup import escape
 
     from lad.train.engine import dist_info
     from lad.train.sft import load_config, train_sft
@@ -26,7 +27,8 @@ def sft_command(
         cfg = load_config(config, output_dir=output_dir, model=model)
         results = train_sft(cfg, resume=resume)
     except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        # escape: messages quote fields like prompt[0], which rich would take for markup
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(2)
     if dist_info()[0] == 0:
         print(json.dumps(results, indent=2, sort_keys=True))

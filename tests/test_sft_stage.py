@@ -1,0 +1,64 @@
+"""The SFT stage end to end in one process (torch engine): model with card, metrics, MLflow run;
+and the held-out scorer on known-good and known-bad responses."""
+
+import json
+
+import pytest
+import yaml
+
+from lad.data.synthetic import demonstration, generate
+from lad.modeling import load_model, read_card
+from lad.train.heldout import correct, formatted
+from lad.train.sft import load_config, train_sft
+
+
+def test_demonstrations_are_formatted_and_correct_and_junk_is_neither():
+    records = [r for t in ("countdown", "arithmetic", "code") for r in generate(t, 3, seed=7, split="test")]
+    good = [demonstration(r) for r in records]
+    assert all(formatted(r, g) for r, g in zip(records, good))
+    assert correct(records, good) == [True] * len(records)
+    junk = ["I think it is 4." for _ in records]
+    assert not any(formatted(r, j) for r, j in zip(records, junk))
+    assert correct(records, junk) == [False] * len(records)
+    # formatted but wrong: a boxed wrong number, a code block that fails its tests
+    wrong = ["\\boxed{1 + 1 + 1000}" if r["ability"] == "math" else "```python\ndef f(*a):\n    return None\n```" for r in records]
+    assert all(formatted(r, w) for r, w in zip(records, wrong))
+    assert correct(records, wrong) == [False] * len(records)
+
+
+def test_sft_stage_writes_model_card_metrics_and_mlflow_run(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = {
+        "model": "tiny:1m",
+        "output_dir": str(tmp_path / "out"),
+        "data": {"synthetic": {"tasks": ["countdown", "arithmetic", "code"], "n_per_task": 16}, "max_seq_len": 256},
+        "train": {"micro_batch_size": 8, "max_steps": 4, "log_every": 2},
+        "engine": {"name": "torch"},
+        "checkpoint": {"every_steps": 2},
+        "heldout": {"n_per_task": 2, "max_new_tokens": 8},
+        "tracking": {"tracking_uri": uri, "experiment": "sft-test"},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    results = train_sft(load_config(tmp_path / "c.yaml"))
+
+    assert results["train/steps"] == 4 and results["data/examples"] == 48
+    for task in ("countdown", "arithmetic", "code", "all"):
+        for metric in ("format", "accuracy", "eos"):
+            assert 0.0 <= results[f"heldout/{task}/{metric}"] <= 1.0
+    assert results["heldout/all/n"] == 6
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == results
+    card = read_card(tmp_path / "out" / "model")
+    assert card["base_model"] == "tiny:1m" and card["metrics"] == results and card["config"]["train"]["max_steps"] == 4
+    model, tok = load_model(tmp_path / "out" / "model")
+    assert model.config.model_type == "qwen2" and tok.eos_token == "<|im_end|>"
+    assert [p.name for p in (tmp_path / "out" / "checkpoints").iterdir()] == ["step_00000002"]
+
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("sft-test").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.lr"] == "0.001" and run.data.params["model"] == "tiny:1m"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [2, 4]
+    assert run.data.metrics["heldout/all/n"] == 6
+    assert run.data.tags["sft.examples"] == "48"
