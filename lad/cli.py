@@ -30,6 +30,10 @@ from lad.train.sft_cli import sft_command  # noqa: E402
 
 app.command("sft")(sft_command)
 
+from lad.train.rl_cli import train_command  # noqa: E402
+
+app.command("train")(train_command)
+
 from lad.evaluation.cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
