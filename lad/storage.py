@@ -250,6 +250,7 @@ def _s3_errors(op: str, uri: str, cfg: StorageConfig) -> Iterator[None]:
     """Turn boto errors into a StorageError naming the operation, the URI and the cause."""
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
+    from s3transfer.exceptions import RetriesExceededError
 
     try:
         yield
@@ -259,7 +260,7 @@ def _s3_errors(op: str, uri: str, cfg: StorageConfig) -> Iterator[None]:
         if _is_not_found(err):
             raise StorageNotFoundError(f"{op} {uri}: not found ({err})") from err
         raise StorageError(f"{op} {uri} failed after up to {cfg.max_attempts} attempts: {err}") from err
-    except (BotoCoreError, S3UploadFailedError) as err:
+    except (BotoCoreError, S3UploadFailedError, RetriesExceededError) as err:
         raise StorageError(f"{op} {uri} failed after up to {cfg.max_attempts} attempts: {err}") from err
 
 

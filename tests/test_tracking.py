@@ -1,7 +1,9 @@
 """lad.tracking on both backends: the embedded default (sqlite in the working directory, no
 server) and an ``mlflow server`` on 127.0.0.1 (sqlite backend, artifacts on moto's S3 server)."""
 
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -94,9 +96,28 @@ class Backend:
         return Tracker(self.config)
 
 
+@contextmanager
+def mlflow_uris_restored():
+    """Tracker sets MLflow's process-wide URIs (and their environment variables); undo that so
+    later test modules do not talk to this module's store or stopped server."""
+    import mlflow
+
+    before = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="module", params=["embedded", "server"])
 def backend(request, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
+    with mlflow_uris_restored(), pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
         if request.param == "embedded":
@@ -188,10 +209,24 @@ def test_pipeline_run_with_nested_stages(backend, tmp_path):
     assert {t.key: t.value for t in ds.tags} == {"mlflow.data.context": "train", "lad.sha256": sha}
 
     if backend.kind == "server":  # the artifacts really are on the S3 server
+        folder = f"s3://{backend.artifact_bucket}/datasets/eval"
+        manifest = storage.put_dir(_tree(tmp_path), folder)
+        with tracker.run("eval-pipeline"), tracker.stage("eval") as ev:
+            assert ev.log_dataset(folder, name="eval", context="eval") == manifest.digest()
+        (ds,) = c.get_run(ev.run_id).inputs.dataset_inputs
+        assert ds.dataset.source_type == "s3" and folder in ds.dataset.source
+        assert {t.key: t.value for t in ds.tags}["lad.sha256"] == manifest.digest()
         root = child.info.artifact_uri
         assert root.startswith(f"s3://{backend.artifact_bucket}/artifacts/")
         assert f"{root}/reports/report.md" in storage.list_uri(root)
         assert storage.read_bytes(f"{root}/reports/report.md") == report.read_bytes()
+
+
+def _tree(root):
+    d = root / "eval_set"
+    (d / "part").mkdir(parents=True)
+    (d / "part" / "0.jsonl").write_text('{"prompt": "2+2", "answer": "4"}\n')
+    return d
 
 
 def test_stage_needs_a_parent(backend):
