@@ -205,6 +205,24 @@ def _tests(record: dict) -> list[dict]:
     return json.loads(info["tests"] or record["reward_model"]["ground_truth"])
 
 
+# The sandbox calls module-level functions only; a "Class.method" entry point (LiveCodeBench's
+# LeetCode-style tests) is reached through this function, which makes a fresh instance per call
+# as the record schema specifies.
+METHOD_SHIM = "_lad_call_method"
+
+
+def method_shim(program: str, tests: list[dict]) -> tuple[str, list[dict]]:
+    """The program and tests with every "Class.method" call routed through :data:`METHOD_SHIM`."""
+    entries = {t["entry_point"] for t in tests if t["type"] == "call" and "." in t["entry_point"]}
+    if not entries:
+        return program, tests
+    if len(entries) > 1:
+        raise ValueError(f"tests call several methods {sorted(entries)}; one entry point per problem is supported")
+    cls, method = next(iter(entries)).split(".", 1)
+    program += f"\n\ndef {METHOD_SHIM}(*args):\n    return {cls}().{method}(*args)\n"
+    return program, [dict(t, entry_point=METHOD_SHIM) if t["type"] == "call" else t for t in tests]
+
+
 class CodeScorer:
     """Programs run against the record's tests in the sandbox; correct when every test passes.
 
@@ -232,7 +250,7 @@ class CodeScorer:
         requests = []
         for r in todo.values():
             tests = [{k: v for k, v in t.items() if k != "expected"} if t["type"] == "call" else t for t in _tests(r)]
-            requests.append((r["extra_info"]["reference_solution"], tests))
+            requests.append(method_shim(r["extra_info"]["reference_solution"], tests))
         for (key, r), result in zip(todo.items(), self._evaluate_many(requests)):
             failed = [v for v in result.verdicts if v.status != "passed"]
             if result.status != "ok" or failed:
@@ -261,7 +279,10 @@ class CodeScorer:
         programs = [extract_program(r) for r in responses]
         todo = [i for i, p in enumerate(programs) if p is not None and p.strip()]
         self._reference_outputs([records[i] for i in todo])
-        requests = [(assemble_program(programs[i], records[i]["extra_info"]), self._resolved_tests(records[i])) for i in todo]
+        requests = [
+            method_shim(assemble_program(programs[i], records[i]["extra_info"]), self._resolved_tests(records[i]))
+            for i in todo
+        ]
         results = self._evaluate_many(requests)
         verdicts = [Verdict(False, "no_code", None) for _ in responses]
         for i, result in zip(todo, results):
