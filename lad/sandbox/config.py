@@ -24,6 +24,7 @@ class SandboxConfig(BaseModel):
     max_memory_mb: int = Field(4096, gt=0)
     max_request_s: float = Field(300.0, gt=0, description="wall-clock budget of one whole evaluate request")
     output_limit_bytes: int = Field(1 << 20, gt=0, description="cap on captured stdout, and on stderr, per run or test")
+    value_limit_bytes: int = Field(16 << 20, gt=0, description="cap on one returned value of a call test (JSON)")
     nproc: int = Field(32, gt=1, description="processes (and threads) per sandbox")
     nofile: int = Field(256, gt=16, description="open files per process")
     fsize_mb: int = Field(16, gt=0, description="largest file a program may write")

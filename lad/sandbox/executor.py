@@ -65,7 +65,8 @@ class Executor:
     def _job(self, mode: str, code: str, timeout: float, memory_mb: int, workdir: str) -> dict:
         cfg = self.config
         return {"mode": mode, "code": code, "timeout_s": timeout, "cpu_s": timeout + 1,
-                "memory_bytes": memory_mb << 20, "output_limit": cfg.output_limit_bytes, "nproc": cfg.nproc,
+                "memory_bytes": memory_mb << 20, "output_limit": cfg.output_limit_bytes,
+                "value_limit": cfg.value_limit_bytes, "nproc": cfg.nproc,
                 "nofile": cfg.nofile, "fsize": cfg.fsize_mb << 20, "workdir": workdir}
 
     # ---- one sandbox ----------------------------------------------------------------------------
@@ -93,9 +94,10 @@ class Executor:
                 return out
             os.close(job_r)
             job_r = -1
-            self._drive(proc, {job_w: json.dumps(job).encode(), proc.stdin.fileno(): stdin},
+            job_file = os.fdopen(job_w, "wb")
+            job_w = -1  # owned by job_file now
+            self._drive(proc, [(job_file, json.dumps(job).encode()), (proc.stdin, stdin)],
                         start + deadline_s, stdout_cap, out)
-            job_w = -1  # closed by _drive
             out.wall_s = time.monotonic() - start
             return out
         finally:
@@ -105,17 +107,22 @@ class Executor:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    def _drive(self, proc: subprocess.Popen, writes: dict[int, bytes], deadline: float, stdout_cap: int,
+    def _drive(self, proc: subprocess.Popen, writes: list, deadline: float, stdout_cap: int,
                out: _Outcome) -> None:
+        """Feed ``writes`` [(file, bytes)] and collect stdout/stderr until EOF or the deadline.
+        Every file is closed through its object (a raw close here once closed another thread's
+        freshly numbered pipe)."""
         sel = selectors.DefaultSelector()
-        pending = {}
-        for fd, data in writes.items():
+        pending, files = {}, {}
+        for f, data in writes:
+            fd = f.fileno()
             os.set_blocking(fd, False)
             if data:
                 pending[fd] = memoryview(data)
+                files[fd] = f
                 sel.register(fd, selectors.EVENT_WRITE)
             else:
-                os.close(fd)
+                f.close()
         reads = {proc.stdout.fileno(): (out.stdout, stdout_cap), proc.stderr.fileno(): (out.stderr, self.config.output_limit_bytes)}
         for fd in reads:
             sel.register(fd, selectors.EVENT_READ)
@@ -137,8 +144,8 @@ class Executor:
                             pending[fd] = pending[fd][:0]
                         if not len(pending[fd]):
                             sel.unregister(fd)
-                            os.close(fd)
                             del pending[fd]
+                            files.pop(fd).close()
                         continue
                     chunk = os.read(fd, 1 << 16)
                     if not chunk:
@@ -153,17 +160,14 @@ class Executor:
         finally:
             for fd in list(pending):
                 sel.unregister(fd)
-                os.close(fd)
             sel.close()
             if proc.poll() is None:
                 proc.kill()
             out.returncode = proc.wait()
-            proc.stdout.close()
-            proc.stderr.close()
-            if proc.stdin and not proc.stdin.closed:
+            for f in (*files.values(), proc.stdout, proc.stderr):
                 try:
-                    proc.stdin.close()
-                except OSError:
+                    f.close()
+                except OSError:  # BrokenPipeError flushing a buffered writer
                     pass
 
     # ---- API ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The process that runs inside each sandbox. Standard library only: it is handed to the sandboxed
 interpreter as ``python -I -S -B -c <this file>`` and must not import lad.
 
-Two modes, chosen by the job the executor writes on fd 3 (JSON):
+Two modes, chosen by the job (JSON) the executor writes into the pipe whose fd is argv[1]:
 
 - ``run``: set the resource limits, then execute the program in this very interpreter as
   ``__main__`` (stdin, stdout and stderr are the executor's pipes). One interpreter start.
@@ -32,6 +32,24 @@ MEMORY_EXIT = 120  # exit status a child uses to say "MemoryError"
 
 # ---- values crossing the sandbox boundary: JSON with tags for the non-JSON builtins ----------
 
+_NO_TAG = {str, bool, type(None)}
+
+
+def _plain_scalars(items):
+    """True when every item is already its own JSON encoding (checked at C speed: outputs of
+    hundreds of MB occur in HumanEval+)."""
+    types = set(map(type, items))
+    if not types <= _NO_TAG | {int, float}:
+        return False
+    if int in types or float in types:
+        numbers = [v for v in items if type(v) is int or type(v) is float] if len(types) > 1 else items
+        if float in types and not all(map(math.isfinite, numbers)):
+            return False
+        if int in types and numbers and (max(numbers) >= 2 ** 53 or min(numbers) <= -2 ** 53):
+            return False
+    return True
+
+
 def encode(value, depth=0):
     """Exact builtin types only, so a returned object cannot smuggle a custom __eq__ out."""
     if depth > 100:
@@ -40,10 +58,13 @@ def encode(value, depth=0):
     if value is None or t is bool or t is str:
         return value
     if t is int:
-        return value if abs(value) < 2 ** 53 else {"__int__": str(value)}
+        # hex: decimal conversion of huge ints is capped (sys.set_int_max_str_digits), hex is not
+        return value if abs(value) < 2 ** 53 else {"__int__": hex(value)}
     if t is float:
         return value if math.isfinite(value) else {"__float__": repr(value)}
     if t is list:
+        if _plain_scalars(value):
+            return value
         return [encode(v, depth + 1) for v in value]
     if t is tuple:
         return {"__tuple__": [encode(v, depth + 1) for v in value]}
@@ -62,6 +83,8 @@ def encode(value, depth=0):
 
 def decode(obj):
     if isinstance(obj, list):
+        if not {list, dict} & set(map(type, obj)):
+            return obj
         return [decode(v) for v in obj]
     if isinstance(obj, dict):
         if len(obj) == 1:
@@ -77,7 +100,7 @@ def decode(obj):
             if tag == "__complex__":
                 return complex(decode(v[0]), decode(v[1]))
             if tag == "__int__":
-                return int(v)
+                return int(v, 16)
             if tag == "__float__":
                 return float(v)
         return {k: decode(v) for k, v in obj.items()}
@@ -204,7 +227,7 @@ def _flush():
 class Child:
     """A forked child with captured stdout/stderr (capped) and an optional result pipe."""
 
-    def __init__(self, target, stdin_bytes, cap, with_results):
+    def __init__(self, target, stdin_bytes, cap, with_results, result_cap=0):
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -249,6 +272,7 @@ class Child:
         if res_w is not None:
             os.close(res_w)
         self.cap = cap
+        self.result_cap = result_cap
         self.stdin = stdin_bytes
         self.in_w = in_w
         os.set_blocking(in_w, False)
@@ -291,7 +315,7 @@ class Child:
                 continue
             buf = self.bufs[fd]
             buf += chunk
-            limit = self.cap * 4 if fd == self.res_r else self.cap
+            limit = self.result_cap if fd == self.res_r else self.cap
             if len(buf) > limit:
                 self.overflow = True
 
@@ -439,7 +463,7 @@ def _function_tests(job, indices, results):
         batch = list(pending)
         child = Child(lambda: (program_limits(job, job["timeout_s"] * len(batch) + 1),
                                _function_worker(job, batch)),
-                      b"", job["output_limit"], True)
+                      b"", job["output_limit"], True, job["value_limit"])
         loaded = False
         started = time.monotonic()
         deadline = min(started + job["timeout_s"], job["_budget_end"])
@@ -470,7 +494,8 @@ def _function_tests(job, indices, results):
                 break
             now = time.monotonic()
             if child.overflow:
-                failure = ("output_limit", "output exceeded %d bytes" % job["output_limit"])
+                failure = ("output_limit", "output or returned value exceeded %d / %d bytes"
+                           % (job["output_limit"], job["value_limit"]))
                 break
             if now >= deadline:
                 failure = ("timeout", "exceeded %.3g s" % job["timeout_s"] if now < job["_budget_end"]
@@ -518,7 +543,7 @@ def evaluate_mode(job):
 
 
 def main():
-    with os.fdopen(3, "rb") as f:
+    with os.fdopen(int(sys.argv[1]), "rb") as f:  # the job pipe's fd, passed by the executor
         job = json.loads(f.read())
     os.chdir(job.get("workdir", "/tmp"))
     if job["mode"] == "run":
