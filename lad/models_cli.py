@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -32,6 +33,21 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+@contextmanager
+def _clear_errors(what: str):
+    """Registry errors (unknown model, unreachable server) as one line, not a traceback."""
+    from mlflow.exceptions import MlflowException
+
+    from lad.tracking import TrackingError
+
+    try:
+        yield
+    except TrackingError as err:
+        _fail(str(err))
+    except MlflowException as err:
+        _fail(f"{what}: {err.message}")
+
+
 def _metrics_text(mv) -> str:
     from lad.tracking import version_score
 
@@ -48,12 +64,10 @@ def list_versions(
     tracking_uri: Optional[str] = TRACKING_URI,
 ) -> None:
     """Versions with their aliases, metrics and last promotion decision."""
-    from lad.tracking import TAG_BENCHMARKS, TAG_DECISION, TrackingError
+    from lad.tracking import TAG_BENCHMARKS, TAG_DECISION
 
-    try:
+    with _clear_errors(f"list {name or 'models'}"):
         versions = _tracker(tracking_uri).list_versions(name)
-    except TrackingError as err:
-        _fail(str(err))
     if not versions:
         console().print(f"no registered versions{f' of {name!r}' if name else ''}")
         return
@@ -75,12 +89,8 @@ def show(
     tracking_uri: Optional[str] = TRACKING_URI,
 ) -> None:
     """One version: source, run, aliases and every tag."""
-    from lad.tracking import TrackingError
-
-    try:
+    with _clear_errors(f"show {name} {version}"):
         mv = _tracker(tracking_uri).get_version(name, version)
-    except TrackingError as err:
-        _fail(str(err))
     table = Table(title=f"{name} v{mv.version}", show_header=False)
     table.add_column("field")
     table.add_column("value")
@@ -107,14 +117,10 @@ def promote_cmd(
 
     Exit status: 0 promoted, 1 refused (the reason is printed and tagged on the version), 2 error.
     """
-    from lad.tracking import TrackingError
-
-    tracker = _tracker(tracking_uri)
-    try:
+    with _clear_errors(f"promote {name} {version}"):
+        tracker = _tracker(tracking_uri)
         number = tracker.get_version(name, version).version
         result = tracker.promote(name, number, metric, margin, higher_is_better=not lower_is_better)
-    except TrackingError as err:
-        _fail(str(err))
     colour = "green" if result.promoted else "yellow"
     console().print(f"[{colour}]{name} v{number}: {result.reason}[/{colour}]", soft_wrap=True)
     console().print(f"champion: v{result.champion}" if result.champion else "champion: none")

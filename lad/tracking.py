@@ -55,7 +55,9 @@ class TrackingConfig(BaseModel):
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db (embedded)"
     )
-    registry_uri: str | None = Field(None, description="model registry URI; None: $MLFLOW_REGISTRY_URI, else the tracking URI")
+    registry_uri: str | None = Field(
+        None, description="model registry URI; None: the tracking URI when that is set here, else $MLFLOW_REGISTRY_URI, else the tracking URI"
+    )
     experiment: str = Field("lad", min_length=1, description="MLflow experiment that holds the runs")
     artifact_location: str | None = Field(
         None, description="artifact root of the experiment when it is created (e.g. s3://bucket/mlflow); None: the server's default"
@@ -65,7 +67,13 @@ class TrackingConfig(BaseModel):
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
     def resolved_registry_uri(self) -> str:
-        return self.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or self.resolved_tracking_uri()
+        if self.registry_uri:
+            return self.registry_uri
+        # An explicit tracking URI brings its own registry; the environment variable may be a
+        # leftover of an earlier Tracker in this process (MLflow exports the URIs it is given).
+        if self.tracking_uri:
+            return self.tracking_uri
+        return os.environ.get("MLFLOW_REGISTRY_URI") or self.resolved_tracking_uri()
 
 
 # --------------------------------------------------------------------------------------------

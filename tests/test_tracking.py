@@ -56,6 +56,18 @@ def test_flatten_params_and_config_hash():
     assert metric_key("aime24/avg@32") == "aime24/avg_32"
 
 
+def test_uri_resolution(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "sqlite:///elsewhere.db")
+    assert TrackingConfig().resolved_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert TrackingConfig().resolved_registry_uri() == "sqlite:///elsewhere.db"
+    assert TrackingConfig(tracking_uri="http://mlflow:5000").resolved_registry_uri() == "http://mlflow:5000"
+    assert TrackingConfig(tracking_uri="http://a", registry_uri="http://b").resolved_registry_uri() == "http://b"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-env:5000")
+    assert TrackingConfig().resolved_tracking_uri() == "http://from-env:5000"
+
+
 def score(v, metrics, benchmarks="aime24,math500"):
     return VersionScore(str(v), metrics, benchmarks)
 
@@ -364,3 +376,16 @@ def test_models_cli(backend, logged):
     res = runner.invoke(app, ["models", "show", name, "7", *uri], env={"COLUMNS": "200"})
     assert res.exit_code == 2 and f"model '{name}' version/alias '7'" in res.output
     assert "Traceback" not in res.output
+
+    res = runner.invoke(app, ["models", "list", "no-such-model", *uri], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "no registered versions of 'no-such-model'" in res.output
+
+
+def test_models_cli_unreachable_server(monkeypatch):
+    from servers import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with mlflow_uris_restored():
+        res = CliRunner().invoke(app, ["models", "list", "--tracking-uri", f"http://127.0.0.1:{free_port()}"], env={"COLUMNS": "200"})
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: list models: API request to http://127.0.0.1:") and "Traceback" not in res.output
