@@ -4,6 +4,7 @@ number of tests. Thread-safe; the service runs several requests at once through 
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import selectors
 import shutil
@@ -22,6 +23,23 @@ from lad.sandbox.models import (CallTest, EvaluateRequest, EvaluateResult, RunRe
 
 RUNNER_SOURCE = Path(runner.__file__).read_text()
 _PY_FLAGS = ["-I", "-S", "-B"]  # isolated, no site-packages, no .pyc writes
+# Reads the pipe: the runner's code object (argv[2] bytes, marshalled by the same interpreter),
+# then the job; runs the runner as __main__ with the job's bytes in _JOB.
+BOOTSTRAP = ("import marshal, os, sys\n"
+             "with os.fdopen(int(sys.argv[1]), 'rb') as f:\n    d = f.read()\n"
+             "n = int(sys.argv[2])\n"
+             "exec(marshal.loads(d[:n]), {'__name__': '__main__', '__builtins__': __builtins__, '_JOB': d[n:]})\n")
+_COMPILE = ("import marshal, sys\n"
+            "sys.stdout.buffer.write(marshal.dumps(compile(sys.stdin.read(), 'lad-sandbox-runner', 'exec')))\n")
+
+
+def _compiled_runner(python: str) -> bytes:
+    """The runner compiled by the sandbox's own interpreter (marshal is version-specific)."""
+    done = subprocess.run([python, *_PY_FLAGS, "-c", _COMPILE], input=RUNNER_SOURCE.encode(), capture_output=True,
+                          timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot compile the sandbox runner with {python}: {done.stderr.decode()[-500:]}")
+    return done.stdout
 
 
 class RequestError(ValueError):
@@ -46,6 +64,7 @@ class Executor:
     def __init__(self, config: Optional[SandboxConfig] = None):
         self.config = config or SandboxConfig()
         self.python, self._launch = make_launcher(self.config)
+        self._runner_code = _compiled_runner(self.python)
 
     @property
     def isolation(self) -> str:
@@ -82,7 +101,8 @@ class Executor:
             job["workdir"] = workdir
         job_r, job_w = os.pipe()
         try:
-            cmd, popen_kw = self._launch([self.python, *_PY_FLAGS, "-c", RUNNER_SOURCE, str(job_r)])
+            cmd, popen_kw = self._launch([self.python, *_PY_FLAGS, "-c", BOOTSTRAP, str(job_r),
+                                          str(len(self._runner_code))])
             out = _Outcome()
             start = time.monotonic()
             try:
@@ -96,7 +116,7 @@ class Executor:
             job_r = -1
             job_file = os.fdopen(job_w, "wb")
             job_w = -1  # owned by job_file now
-            self._drive(proc, [(job_file, json.dumps(job).encode()), (proc.stdin, stdin)],
+            self._drive(proc, [(job_file, self._runner_code + marshal.dumps(job, 4)), (proc.stdin, stdin)],
                         start + deadline_s, stdout_cap, out)
             out.wall_s = time.monotonic() - start
             return out

@@ -1,7 +1,9 @@
 """The process that runs inside each sandbox. Standard library only: it is handed to the sandboxed
-interpreter as ``python -I -S -B -c <this file>`` and must not import lad.
+interpreter (compiled once by that interpreter, handed over marshalled: compiling this file at
+every start cost more than the interpreter's own start-up) and must not import lad.
 
-Two modes, chosen by the job (JSON) the executor writes into the pipe whose fd is argv[1]:
+Two modes, chosen by the job (marshalled, after the code) the executor writes into the pipe
+whose fd is argv[1]:
 
 - ``run``: set the resource limits, then execute the program in this very interpreter as
   ``__main__`` (stdin, stdout and stderr are the executor's pipes). One interpreter start.
@@ -15,19 +17,46 @@ the values and stdout reported here. A hostile program can kill or confuse this 
 cannot learn what the right answers are.
 """
 
-import base64
+# Only modules that import nothing heavy: json, base64, signal and traceback pull in re and enum,
+# which tripled the sandbox's start-up time. The job arrives marshalled (trusted data from the
+# executor); results leave as JSON written by _dump (the executor parses them with json).
+import binascii
 import builtins
-import json
+import marshal
 import math
 import os
 import resource
 import select
-import signal
 import sys
 import time
-import traceback
+from _json import encode_basestring_ascii as _quote
 
 MEMORY_EXIT = 120  # exit status a child uses to say "MemoryError"
+SIGKILL, SIGXCPU, SIGXFSZ = 9, 24, 25
+
+
+def _dump(obj):
+    """JSON text of plain data (str keys; floats finite: encode() tags the others)."""
+    t = type(obj)
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if t is str:
+        return _quote(obj)
+    if t is int:
+        return int.__repr__(obj)
+    if t is float:
+        return float.__repr__(obj)
+    if t is list or t is tuple:
+        if obj and set(map(type, obj)) == {str}:
+            return "[" + ",".join(map(_quote, obj)) + "]"
+        return "[" + ",".join(map(_dump, obj)) + "]"
+    if t is dict:
+        return "{" + ",".join(_quote(k) + ":" + _dump(v) for k, v in obj.items()) + "}"
+    raise TypeError("cannot write %s as JSON" % t.__name__)
 
 
 # ---- values crossing the sandbox boundary: JSON with tags for the non-JSON builtins ----------
@@ -75,7 +104,7 @@ def encode(value, depth=0):
             return {k: encode(v, depth + 1) for k, v in value.items()}
         return {"__dict__": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
     if t is bytes:
-        return {"__bytes__": base64.b64encode(value).decode()}
+        return {"__bytes__": binascii.b2a_base64(value, newline=False).decode()}
     if t is complex:
         return {"__complex__": [encode(value.real), encode(value.imag)]}
     raise TypeError("cannot report a value of type %s" % t.__name__)
@@ -96,7 +125,7 @@ def decode(obj):
             if tag == "__dict__":
                 return {decode(k): decode(x) for k, x in v}
             if tag == "__bytes__":
-                return base64.b64decode(v)
+                return binascii.a2b_base64(v)
             if tag == "__complex__":
                 return complex(decode(v[0]), decode(v[1]))
             if tag == "__int__":
@@ -135,12 +164,20 @@ def program_limits(job, cpu_s):
 
 
 def _describe(exc):
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]
+    try:
+        text = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+    except BaseException:  # a hostile __str__
+        text = type(exc).__name__
+    return text[-2000:]
+
+
+def _print_traceback():
+    import traceback  # only on the error path: it is slow to import
+    traceback.print_exc()
 
 
 def _fresh_main():
-    import types
-    module = types.ModuleType("__main__")
+    module = type(sys)("__main__")
     module.__builtins__ = builtins
     sys.modules["__main__"] = module
     return module.__dict__
@@ -163,16 +200,23 @@ def run_mode(job):
     except SystemExit:
         raise
     except BaseException:
-        traceback.print_exc()
+        _print_traceback()
         _flush()
         os._exit(1)
 
 
 # ---- mode "evaluate" ---------------------------------------------------------------------------
 
-def _send(msg):
-    sys.stdout.write(json.dumps(msg, allow_nan=True) + "\n")
-    sys.stdout.flush()
+def _report(i, r):
+    """One result line for the executor. Parts a test child produced arrive as JSON text and are
+    passed through unparsed (detail_json, value_json)."""
+    parts = ['"i":%d' % i, '"status":' + _quote(r["status"]), '"wall_s":' + float.__repr__(float(r["wall_s"])),
+             '"detail":' + (r["detail_json"] if "detail_json" in r else _quote(r.get("detail", "")))]
+    if r.get("value_json"):
+        parts.append('"value":' + r["value_json"])
+    if "stdout" in r:
+        parts.append('"stdout":' + _quote(r["stdout"]))
+    sys.stdout.write("{" + ",".join(parts) + "}\n")
 
 
 def _sweep():
@@ -192,7 +236,7 @@ def _sweep():
             return
         for pid in others:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, SIGKILL)
             except OSError:
                 pass
         _reap()
@@ -258,7 +302,7 @@ class Child:
                 os._exit((code or 0) & 0xFF)
             except BaseException:
                 try:
-                    traceback.print_exc()
+                    _print_traceback()
                 except BaseException:
                     pass
                 _flush()
@@ -338,7 +382,7 @@ class Child:
 
     def kill(self):
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(self.pid, SIGKILL)
         except OSError:
             pass
         if self.status is None:
@@ -362,11 +406,11 @@ def _exit_verdict(status, stderr_text):
     """(status, detail) for a child that ended on its own."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        if sig == signal.SIGXCPU:
+        if sig == SIGXCPU:
             return "timeout", "CPU time limit exceeded"
-        if sig == signal.SIGXFSZ:
+        if sig == SIGXFSZ:
             return "output_limit", "file size limit exceeded"
-        return "runtime_error", "killed by signal %s" % signal.Signals(sig).name
+        return "runtime_error", "killed by signal %d" % sig
     code = os.WEXITSTATUS(status)
     if code == MEMORY_EXIT or stderr_text.rstrip().endswith("MemoryError"):
         return "memory_limit", "MemoryError"
@@ -414,42 +458,47 @@ def _stdin_test(job, test):
 
 
 def _function_worker(job, indices):
-    """Child body: load the program once, then run each call/assert test, one JSON line each."""
+    """Child body: load the program once, then run each call/assert test. One line per test:
+    ``i<TAB>status<TAB>detail as JSON<TAB>value as JSON (or empty)``."""
     tests = job["tests"]
     code = job["code"]
     out = os.fdopen(3, "w")
     del job
     namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
     exec(compile(code, "<program>", "exec"), namespace)
-    out.write('{"ready": true}\n')
+    out.write("ready\n")
     out.flush()
     for i in indices:
         test = tests[i]
-        msg = {"i": i}
+        status, detail, value = "ok", "", ""
         try:
             if test["type"] == "call":
                 fn = namespace.get(test["entry_point"])
                 if fn is None:
                     raise NameError("the program defines no %r" % test["entry_point"])
-                msg["value"] = encode(fn(*decode(test["args"])))
+                value = _dump(encode(fn(*decode(test["args"]))))
             else:
                 exec(compile(test["code"], "<test>", "exec"), dict(namespace))
-            msg["status"] = "ok"
         except MemoryError:
-            msg["status"] = "memory_limit"
-            msg["detail"] = "MemoryError"
+            status, detail, value = "memory_limit", "MemoryError", ""
         except AssertionError as exc:
-            msg["status"] = "failed"
-            msg["detail"] = _describe(exc)
+            status, detail = "failed", _describe(exc)
         except BaseException as exc:
-            msg["status"] = "runtime_error"
-            msg["detail"] = _describe(exc)
-        try:
-            line = json.dumps(msg, allow_nan=True)
-        except (TypeError, ValueError) as exc:
-            line = json.dumps({"i": i, "status": "runtime_error", "detail": _describe(exc)})
-        out.write(line + "\n")
+            status, detail, value = "runtime_error", _describe(exc), ""
+        out.write("%d\t%s\t%s\t%s\n" % (i, status, _quote(detail), value))
         out.flush()
+
+
+_CHILD_STATUSES = {"ok", "failed", "runtime_error", "memory_limit"}
+
+
+def _parse_result(line):
+    """(i, status, detail JSON, value JSON) from a child's line, or None. The JSON parts stay text:
+    the executor parses them, so a malformed one only costs the program its test."""
+    parts = line.decode("utf-8", "replace").split("\t", 3)
+    if len(parts) != 4 or not parts[0].isdigit() or parts[1] not in _CHILD_STATUSES:
+        return None
+    return int(parts[0]), parts[1], parts[2], parts[3]
 
 
 def _function_tests(job, indices, results):
@@ -470,22 +519,17 @@ def _function_tests(job, indices, results):
         failure = None
         while True:
             for line in child.take_lines():
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
                 now = time.monotonic()
-                if msg.get("ready") is True and not loaded:
+                if line == b"ready" and not loaded:
                     loaded = True
-                elif loaded and pending and msg.get("i") == pending[0]:
-                    i = pending.pop(0)
-                    entry = {"status": msg.get("status", "runtime_error"), "wall_s": round(now - started, 6),
-                             "detail": str(msg.get("detail", ""))[:2000]}
-                    if "value" in msg:
-                        entry["value"] = msg["value"]
-                    results[i] = entry
                 else:
-                    continue
+                    msg = _parse_result(line) if loaded else None
+                    if msg is None or msg[0] != pending[0]:
+                        continue
+                    i, status, detail_json, value_json = msg
+                    pending.pop(0)
+                    results[i] = {"status": status, "wall_s": round(now - started, 6), "detail_json": detail_json,
+                                  "value_json": value_json}
                 started = now
                 deadline = min(now + job["timeout_s"], job["_budget_end"])
             if not pending:
@@ -538,13 +582,12 @@ def evaluate_mode(job):
             else:
                 results[i] = _stdin_test(job, test)
     for i, r in enumerate(results):
-        r["i"] = i
-        _send(r)
+        _report(i, r)
+    sys.stdout.flush()
 
 
-def main():
-    with os.fdopen(int(sys.argv[1]), "rb") as f:  # the job pipe's fd, passed by the executor
-        job = json.loads(f.read())
+def main(job_bytes):
+    job = marshal.loads(job_bytes)
     os.chdir(job.get("workdir", "/tmp"))
     if job["mode"] == "run":
         run_mode(job)
@@ -553,4 +596,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    # Started by BOOTSTRAP in lad/sandbox/executor.py, which hands over the job's bytes in _JOB.
+    main(_JOB)  # noqa: F821
