@@ -11,6 +11,7 @@ multi-gigabyte download.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import uuid
@@ -86,10 +87,10 @@ def task_corpus() -> list[str]:
     return texts
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
-    """A byte-level BPE tokenizer with the ChatML specials and chat template, trained on ``corpus``."""
+@functools.lru_cache(maxsize=4)
+def _train_bpe(corpus: tuple[str, ...], vocab_size: int) -> str:
+    """The trained tokenizers.json; cached because tests and workers build the same one often."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     # One token per digit: numbers keep a regular, position-wise spelling, which small models
@@ -105,6 +106,15 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
         show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer)
+    return tok.to_str()
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
+    """A byte-level BPE tokenizer with the ChatML specials and chat template, trained on ``corpus``."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer.from_str(_train_bpe(tuple(corpus), vocab_size))
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=IM_END, pad_token=PAD_TOKEN, bos_token=None, chat_template=CHAT_TEMPLATE
     )

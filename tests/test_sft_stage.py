@@ -62,3 +62,14 @@ def test_sft_stage_writes_model_card_metrics_and_mlflow_run(tmp_path):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [2, 4]
     assert run.data.metrics["heldout/all/n"] == 6
     assert run.data.tags["sft.examples"] == "48"
+
+    # --resume continues the same MLflow run from the step-2 checkpoint ...
+    again = train_sft(load_config(tmp_path / "c.yaml"), resume=True)
+    assert again["train/final_loss"] == pytest.approx(results["train/final_loss"], abs=1e-6)
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [2, 4, 4]
+    # ... and refuses a checkpoint written with other training settings.
+    cfg["optim"] = {"lr": 0.5}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="was written with different training settings"):
+        train_sft(load_config(tmp_path / "c.yaml"), resume=True)

@@ -19,6 +19,8 @@ def sft_command(
     from rich.console import Console
     from rich.markup import escape
 
+    import torch.distributed as dist
+
     from lad.train.engine import dist_info
     from lad.train.sft import load_config, train_sft
 
@@ -30,6 +32,9 @@ def sft_command(
         # escape: messages quote fields like prompt[0], which rich would take for markup
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(2)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     if dist_info()[0] == 0:
         print(json.dumps(results, indent=2, sort_keys=True))
         console.print(f"model saved to {Path(cfg.output_dir) / 'model'}")
