@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from servers import s3, s3_server  # noqa: F401
 
 from lad.modeling import (
     CARD_FILE,
@@ -93,3 +94,14 @@ def test_missing_directory_is_a_clear_error_and_never_a_hub_download(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         load_model(tmp_path / "empty")
+
+
+def test_save_to_and_load_from_s3(tiny, s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAD_CACHE_DIR", str(tmp_path / "cache"))
+    model, tok = tiny
+    uri = f"{s3.root}/models/tiny"
+    assert save_model(model, tok, uri, {"base_model": "tiny:1m"}) == uri
+    loaded, ltok = load_model(uri)
+    for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert ltok("\\boxed{7}<|im_end|>")["input_ids"] == tok("\\boxed{7}<|im_end|>")["input_ids"]
