@@ -48,8 +48,12 @@ class Faults:
 
     throttle_next: int = 0  # answer this many coming requests with 503 SlowDown
     stop_after_puts: int | None = None  # stop the server once this many PUTs have been answered
+    stall_after_puts: int | None = None  # hold every PUT after this many until `release` is set
+    release: threading.Event = field(default_factory=threading.Event)
     throttled: int = 0
-    puts: int = 0
+    puts: int = 0  # PUTs answered
+    puts_started: int = 0
+    stalled: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -74,6 +78,18 @@ class _FaultLayer:
             _drain(environ)
             closing_start_response("503 Slow Down", [("Content-Type", "application/xml"), ("Content-Length", str(len(_SLOWDOWN)))])
             return [_SLOWDOWN]
+        if environ["REQUEST_METHOD"] == "PUT":
+            with faults.lock:
+                stall = faults.stall_after_puts is not None and faults.puts_started >= faults.stall_after_puts
+                faults.puts_started += 1
+                faults.stalled += stall
+            if stall:
+                # A writer that hangs here can be killed mid-upload; its held request is then
+                # dropped, never half-applied.
+                faults.release.wait(timeout=120)
+                _drain(environ)
+                closing_start_response("500 Internal Server Error", [("Content-Length", "0")])
+                return [b""]
         body = self.app(environ, closing_start_response)
         if environ["REQUEST_METHOD"] == "PUT":
             with faults.lock:
@@ -216,14 +232,17 @@ class S3Context:
 @pytest.fixture
 def s3(s3_server, monkeypatch):
     """The shared S3 server with AWS variables pointing at it and a fresh bucket; faults reset."""
-    s3_server.faults = Faults()
     for k, v in s3_server.env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     bucket = f"t-{uuid.uuid4().hex[:12]}"
+    s3_server.faults = Faults()
     s3_server.client().create_bucket(Bucket=bucket)
-    return S3Context(s3_server, bucket)
+    s3_server.faults = Faults()  # counters start at the test's first request
+    yield S3Context(s3_server, bucket)
+    s3_server.faults.release.set()  # never leave a request held for the next test
+    s3_server.faults = Faults()
 
 
 @pytest.fixture(scope="session")

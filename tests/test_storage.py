@@ -3,6 +3,10 @@
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from servers import S3Server, s3, s3_server  # noqa: F401
@@ -262,6 +266,41 @@ def test_server_stopped_mid_upload_leaves_no_readable_folder(s3, tmp_path, monke
     assert not storage.is_published(uri, config=cfg)
     with pytest.raises(NotPublishedError):
         storage.get_dir(uri, config=cfg)
+
+
+def test_writer_killed_mid_upload_leaves_no_readable_folder_and_a_retry_publishes(s3, tmp_path):
+    files = {f"shard-{i:02d}/part.bin": os.urandom(10_000) for i in range(20)}
+    src = make_tree(tmp_path / "d", files)
+    uri = f"{s3.root}/d"
+    faults = s3.server.faults
+    faults.stall_after_puts = 6
+    code = (
+        "import sys; from lad import storage; from lad.storage import StorageConfig; "
+        "storage.put_dir(sys.argv[1], sys.argv[2], config=StorageConfig(max_workers=2, progress=False))"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code, str(src), uri], env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while (faults.puts < 6 or faults.stalled < 1) and writer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert faults.puts == 6 and faults.stalled >= 1 and writer.poll() is None, "the writer never reached the stall"
+        writer.send_signal(signal.SIGKILL)
+        assert writer.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        faults.release.set()
+        if writer.poll() is None:
+            writer.kill()
+
+    cfg = StorageConfig(cache_dir=tmp_path / "cache")
+    landed = storage.list_uri(uri, config=cfg)
+    assert len(landed) == 6 and f"{uri}/{MANIFEST_NAME}" not in landed
+    assert not storage.is_published(uri, config=cfg)
+    with pytest.raises(NotPublishedError, match=f"{uri}: not a published folder"):
+        storage.get_dir(uri, config=cfg)
+
+    faults.stall_after_puts = None  # the step's retry publishes the folder whole
+    storage.put_dir(src, uri, config=cfg)
+    assert read_tree(storage.get_dir(uri, config=cfg)) == files
 
 
 # --------------------------------------------------------------------------------------------
