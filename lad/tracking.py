@@ -94,7 +94,7 @@ def flatten_params(config: BaseModel | Mapping[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and (value or not prefix):
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
             return

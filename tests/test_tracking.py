@@ -49,6 +49,7 @@ def test_flatten_params_and_config_hash():
     assert flatten_params(StageConfig()) == {
         "name": "sft", "steps": "3", "optim.lr": "0.001", "optim.betas": "[0.9, 0.95]", "note": "null",
     }  # fmt: skip
+    assert flatten_params({}) == {} and flatten_params({"opt": {}}) == {"opt": "{}"}
     long = flatten_params({"xs": list(range(3000))})["xs"]
     assert len(long) == 6000 and long.endswith("...(cut; see config.json)")
     assert config_hash(StageConfig()) == config_hash(StageConfig().model_dump())
