@@ -201,7 +201,7 @@ class Executor:
         rc = o.returncode
         if o.overflow:
             status = "output_limit"
-        elif o.killed_at_deadline or o.wall_s > timeout + 0.05 and rc is not None and rc != 0:
+        elif o.killed_at_deadline or rc == runner.TIMEOUT_EXIT:
             status = "timeout"
         elif rc == 128 + 24:  # SIGXCPU: the CPU-seconds limit
             status = "timeout"

@@ -97,7 +97,11 @@ def bwrap_command(cfg: SandboxConfig, interp: Interpreter, argv: list[str]) -> l
                              "or start with --isolation none for trusted local use only")
     cmd = [bwrap, "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
            "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-           "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv"]
+           "--disable-userns",
+           "--hostname", "sandbox", "--die-with-parent", "--new-session", "--clearenv",
+           # the runner is pid 1 of the sandbox: the kernel then ignores SIGKILL/SIGSTOP that the
+           # program sends it, and (non-dumpable) it cannot be ptraced, unlike bwrap's own init
+           "--as-pid-1"]
     for key, value in ENV.items():
         cmd += ["--setenv", key, value]
     for host, inside in interp.binds:

@@ -32,6 +32,7 @@ import time
 from _json import encode_basestring_ascii as _quote
 
 MEMORY_EXIT = 120  # exit status a child uses to say "MemoryError"
+TIMEOUT_EXIT = 124  # the runner's exit status when the program ran out of wall-clock time (as timeout(1))
 SIGKILL, SIGXCPU, SIGXFSZ = 9, 24, 25
 
 
@@ -148,10 +149,30 @@ def _limit(which, value):
             resource.setrlimit(which, (hard, hard))
 
 
+def _not_dumpable():
+    """prctl(PR_SET_DUMPABLE, 0): the programs run as the same uid as this runner; this stops
+    them from ptracing it or reading its /proc/<pid>/{mem,fd,environ}. Called through _ctypes
+    directly because importing ctypes costs more than the rest of the start-up."""
+    try:
+        import _ctypes
+
+        class _Int(_ctypes._SimpleCData):
+            _type_ = "i"
+
+        class _Fn(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+            _restype_ = _Int
+
+        _Fn(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))(4, 0)  # PR_SET_DUMPABLE = 4
+    except (ImportError, OSError, AttributeError):  # not Linux/glibc: nothing to protect this way
+        pass
+
+
 def sandbox_limits(job):
     """Limits for the whole sandbox, set once in the runner and inherited by every child.
     RLIMIT_NPROC counts the processes of this user namespace: the executor starts every sandbox
     as a non-root user on the host, so the kernel enforces it (it would not bind root)."""
+    _not_dumpable()
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_NPROC, job["nproc"])
     _limit(resource.RLIMIT_NOFILE, job["nofile"])
@@ -185,24 +206,83 @@ def _fresh_main():
 
 # ---- mode "run": become the program ------------------------------------------------------------
 
-def run_mode(job):
-    sandbox_limits(job)
-    program_limits(job, job["cpu_s"])
-    code = job["code"]
-    del job
+def _exit_status(status):
+    """The runner's own exit code for a child's wait status (128 + signal, as shells do)."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def _wait(pid, timeout):
+    """Wait status of ``pid``, or None when it is still running after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
     try:
-        compiled = compile(code, "<program>", "exec")
-        exec(compiled, _fresh_main())
-    except MemoryError:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return status
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            if fd is not None:
+                select.select([fd], [], [], left)
+            else:
+                time.sleep(min(left, 0.002))
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def run_mode(job):
+    """Fork the program (its stdio are the executor's pipes), enforce the wall-clock limit, sweep
+    whatever it left running, and exit with its status (TIMEOUT_EXIT when it ran out of time)."""
+    sandbox_limits(job)
+    code = job["code"]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            program_limits(job, job["cpu_s"])
+            del job
+            exec(compile(code, "<program>", "exec"), _fresh_main())
+        except MemoryError:
+            _flush()
+            os.write(2, b"MemoryError\n")
+            os._exit(MEMORY_EXIT)
+        except SystemExit as exc:
+            _flush()
+            os._exit(_system_exit_code(exc))
+        except BaseException:
+            _print_traceback()
+            _flush()
+            os._exit(1)
         _flush()
-        os.write(2, b"MemoryError\n")
-        os._exit(MEMORY_EXIT)
-    except SystemExit:
-        raise
+        os._exit(0)
+    status = _wait(pid, job["timeout_s"])
+    if status is None:
+        try:
+            os.kill(pid, SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(pid, 0)
+    _sweep()
+    os._exit(TIMEOUT_EXIT if status is None else _exit_status(status))
+
+
+def _system_exit_code(exc):
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        print(code, file=sys.stderr)
     except BaseException:
-        _print_traceback()
-        _flush()
-        os._exit(1)
+        pass
+    return 1
 
 
 # ---- mode "evaluate" ---------------------------------------------------------------------------
@@ -220,8 +300,8 @@ def _report(i, r):
 
 
 def _sweep():
-    """Kill every process of this sandbox except pid 1 (bwrap's init) and this runner, so nothing
-    a test started in the background survives into the next test."""
+    """Kill every process of this sandbox except this runner (pid 1 under bwrap), so nothing a
+    test started in the background survives into the next test."""
     me = os.getpid()
     for _ in range(50):
         others = []
@@ -294,12 +374,8 @@ class Child:
                 _flush()
                 os._exit(MEMORY_EXIT)
             except SystemExit as exc:
-                code = exc.code
-                if code is not None and not isinstance(code, int):
-                    print(code, file=sys.stderr)
-                    code = 1
                 _flush()
-                os._exit((code or 0) & 0xFF)
+                os._exit(_system_exit_code(exc))
             except BaseException:
                 try:
                     _print_traceback()
