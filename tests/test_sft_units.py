@@ -77,6 +77,19 @@ def test_jsonl_and_parquet_sources(tmp_path):
         load_pairs(SFTData(path=str(tmp_path / "d.csv")))
 
 
+def test_canonical_synthetic_parquet_trains_on_the_demonstrations(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lad.data.synthetic import demonstration, generate
+
+    records = [r for t in ("countdown", "arithmetic", "code") for r in generate(t, 3, seed=0)]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "train.parquet")  # extra_info keys unified, others null
+    pairs = load_pairs(SFTData(path=str(tmp_path / "train.parquet")))
+    assert [p.response for p in pairs] == [demonstration(r) for r in records]
+    assert [p.messages for p in pairs] == [r["prompt"] for r in records]
+
+
 def test_exactly_one_data_source():
     with pytest.raises(ValueError, match="exactly one of data.path and data.synthetic"):
         SFTData()
