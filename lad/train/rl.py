@@ -15,7 +15,8 @@ processes sample and update exactly like one process with the same global batch,
     lad train configs/train/tiny_cpu.yaml [--output-dir DIR] [--resume]
     torchrun --nproc_per_node N -m lad.train.rl_cli CONFIG          # data-parallel
 
-writes DIR/model (Hugging Face format with a card), DIR/metrics.json, DIR/eval/step_*.json,
+writes DIR/model (Hugging Face format with a card), DIR/metrics.json, DIR/steps.jsonl (every
+step's metrics), DIR/eval/step_*.json,
 DIR/samples/step_*.jsonl and checkpoints under DIR/checkpoints.
 """
 
@@ -62,7 +63,7 @@ class SyntheticPrompts(BaseModel):
 class PromptSource(BaseModel):
     """Canonical records from a file (parquet/JSONL, local or s3://) or a synthetic spec (exactly one)."""
 
-    path: Optional[str] = None
+    path: Optional[str | list[str]] = Field(None, description="one file or a list of files (e.g. one per benchmark)")
     synthetic: Optional[SyntheticPrompts] = None
     limit: Optional[int] = Field(None, gt=0, description="use the first N records only")
 
@@ -126,6 +127,15 @@ class AlgorithmConfig(BaseModel):
         return self
 
 
+class RLOptimConfig(OptimConfig):
+    """AdamW as in SFT, with RL's defaults: a small constant learning rate (verl / FlowRL: 1e-6)."""
+
+    lr: float = Field(1e-6, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (not applied to biases and norms)")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of linear warm-up from 0")
+    min_lr_ratio: float = Field(1.0, ge=0, le=1, description="final learning rate as a fraction of lr (1.0: constant)")
+
+
 class RLTrainConfig(BaseModel):
     prompts_per_step: int = Field(32, gt=0, description="P, prompts per rollout step (global)")
     mini_batch_size: Optional[int] = Field(None, gt=0, description="sequences per optimizer step (global); None: all P x G (one update per epoch)")
@@ -154,7 +164,7 @@ class RLConfig(BaseModel):
     algorithm: AlgorithmConfig = AlgorithmConfig()
     reward: RewardConfig = RewardConfig()
     train: RLTrainConfig = RLTrainConfig()
-    optim: OptimConfig = OptimConfig(lr=1e-6, warmup_steps=0, min_lr_ratio=1.0, weight_decay=0.0)
+    optim: RLOptimConfig = RLOptimConfig()
     engine: EngineConfig = EngineConfig()
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig(every_steps=20)
@@ -230,14 +240,17 @@ def load_prompts(source: PromptSource, tokenizer, max_prompt_len: int, what: str
         s = source.synthetic
         records = [r for task in s.tasks for d in s.difficulties for r in generate(task, s.n_per_task, seed=s.seed, difficulty=d, split=s.split)]
     else:
-        records = read_records(source.path)
-        unit = "line" if source.path.endswith((".jsonl", ".json")) else "row"
-        for n, r in enumerate(records, 1):
-            prompt = r.get("prompt")
-            if not isinstance(prompt, list) or not prompt or not all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
-                raise DataError(f"{source.path}, {unit} {n}: field 'prompt' must be a non-empty list of chat messages")
-            if not isinstance(r.get("reward_model"), dict) or "ground_truth" not in r["reward_model"]:
-                raise DataError(f"{source.path}, {unit} {n}: field 'reward_model.ground_truth' is missing")
+        records = []
+        for path in [source.path] if isinstance(source.path, str) else source.path:
+            rows = read_records(path)
+            unit = "line" if path.endswith((".jsonl", ".json")) else "row"
+            for n, r in enumerate(rows, 1):
+                prompt = r.get("prompt")
+                if not isinstance(prompt, list) or not prompt or not all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
+                    raise DataError(f"{path}, {unit} {n}: field 'prompt' must be a non-empty list of chat messages")
+                if not isinstance(r.get("reward_model"), dict) or "ground_truth" not in r["reward_model"]:
+                    raise DataError(f"{path}, {unit} {n}: field 'reward_model.ground_truth' is missing")
+            records += rows
     if source.limit is not None:
         records = records[: source.limit]
     lengths = [len(p) for p in prompt_ids(tokenizer, [r["prompt"] for r in records])]
@@ -345,10 +358,12 @@ def update_plan(n: int, mini: int, micro: int, rank: int, world: int, *, seed: i
 
 
 class _Sums:
-    """Token-weighted sums of per-micro-batch metrics, reduced over ranks at the end of a step."""
+    """Token-weighted means (and maxima, for keys ending in _max) of per-micro-batch metrics,
+    reduced over ranks at the end of a step."""
 
     def __init__(self):
         self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
         self.maxes: dict[str, float] = {}
 
     def add(self, metrics: dict[str, float], weight: float) -> None:
@@ -357,22 +372,18 @@ class _Sums:
                 self.maxes[k] = max(self.maxes.get(k, float("-inf")), v)
             else:
                 self.sums[k] = self.sums.get(k, 0.0) + v * weight
-        self.sums["_weight"] = self.sums.get("_weight", 0.0) + weight
+                self.weights[k] = self.weights.get(k, 0.0) + weight
 
     def reduce(self, engine) -> dict[str, float]:
-        keys = sorted(self.sums)
+        keys, mkeys = sorted(self.sums), sorted(self.maxes)
+        sums = torch.tensor([self.sums[k] for k in keys] + [self.weights[k] for k in keys], dtype=torch.float64)
+        maxes = torch.tensor([self.maxes[k] for k in mkeys], dtype=torch.float64)
         if engine.world_size > 1:
-            t = torch.tensor([self.sums[k] for k in keys], dtype=torch.float64)
-            torch.distributed.all_reduce(t)
-            sums = dict(zip(keys, t.tolist()))
-            mk = sorted(self.maxes)
-            m = torch.tensor([self.maxes[k] for k in mk], dtype=torch.float64)
-            torch.distributed.all_reduce(m, op=torch.distributed.ReduceOp.MAX)
-            maxes = dict(zip(mk, m.tolist()))
-        else:
-            sums, maxes = dict(self.sums), dict(self.maxes)
-        w = max(sums.pop("_weight", 0.0), 1e-12)
-        return {**{k: v / w for k, v in sums.items()}, **maxes}
+            torch.distributed.all_reduce(sums)
+            torch.distributed.all_reduce(maxes, op=torch.distributed.ReduceOp.MAX)
+        n = len(keys)
+        out = {k: float(sums[i] / max(float(sums[n + i]), 1e-12)) for i, k in enumerate(keys)}
+        return out | dict(zip(mkeys, maxes.tolist()))
 
 
 def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_id: int, ref_model) -> dict[str, float]:
@@ -529,6 +540,9 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
             step, run_id, history = state["step"], state.get("mlflow_run_id"), state.get("eval_history", [])
             if rank == 0:
                 print(f"resuming from {ckpt} (step {step} of {tc.max_steps})")
+                _truncate_steps(out_dir / "steps.jsonl", step)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     def evaluate(at_step: int) -> dict:
         metrics: dict = {}
@@ -591,6 +605,9 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
                                 **({"eval": f"{metrics[f'eval/avg@{cfg.eval.k}']:.3f}"} if f"eval/avg@{cfg.eval.k}" in metrics else {}))
                 if run and (step % tc.log_every == 0 or step == tc.max_steps):
                     run.log_metrics(metrics, step)
+                if rank == 0:
+                    with (out_dir / "steps.jsonl").open("a") as f:
+                        f.write(json.dumps({"step": step, **metrics}) + "\n")
                 if rank == 0 and tc.samples_every and step % tc.samples_every == 0:
                     path = out_dir / "samples" / f"step_{step:08d}.jsonl"
                     write_samples(path, samples, tc.samples_per_dump)
@@ -624,3 +641,12 @@ def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
     tmp.replace(path)
+
+
+def _truncate_steps(path: Path, last_step: int) -> None:
+    """Drop the step logs a killed run wrote after its last checkpoint (the resume redoes those steps)."""
+    if path.is_file():
+        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in lines))
+        tmp.replace(path)

@@ -53,7 +53,13 @@ def evaluate_policy(rollout: RolloutEngine, records: list[dict], cfg: EvalConfig
                 "answers": [x.answer for x in s],
                 "lengths": [len(c.token_ids) for c in group],
             })
-    return summarize(rows, cfg.k), rows
+    metrics = summarize(rows, cfg.k)
+    sources = sorted({str(r["data_source"]) for r in rows})
+    if len(sources) > 1:  # one benchmark per source, e.g. the paper's six math sets
+        for source in sources:
+            part = summarize([r for r in rows if str(r["data_source"]) == source], cfg.k)
+            metrics.update({f"{source}/{k}": v for k, v in part.items()})
+    return metrics, rows
 
 
 def summarize(rows: list[dict], k: int) -> dict[str, float]:
