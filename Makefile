@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv clean sysdeps
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,7 +20,17 @@ demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(VENV)/bin/lad bandit --json $(OUT)/bandit.json --plot $(OUT)/bandit.png
 
-test: $(STAMP)
+# System packages the tests need: bubblewrap for the code sandbox (apt-get as root when missing).
+sysdeps:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	else \
+		echo "missing system package: bubblewrap (the code sandbox); install it, e.g. sudo apt-get install bubblewrap"; \
+		exit 1; \
+	fi
+
+test: $(STAMP) sysdeps
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -85,9 +85,10 @@ class SandboxClient:
 
     def __init__(self, url: Optional[str] = None, *, token: Optional[str] = None, timeout_s: float = 600.0,
                  retries: int = 5, backoff_s: float = 0.25, config: Optional[SandboxConfig] = None,
-                 concurrency: Optional[int] = None):
+                 concurrency: Optional[int] = None, transport: Optional[httpx.BaseTransport] = None):
         self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency)
-        self._http = httpx.Client(timeout=timeout_s, headers=self._s.headers) if self._s.url else None
+        self._http = (httpx.Client(timeout=timeout_s, headers=self._s.headers, transport=transport)
+                      if self._s.url else None)
 
     @property
     def url(self) -> Optional[str]:
@@ -157,9 +158,10 @@ class AsyncSandboxClient:
 
     def __init__(self, url: Optional[str] = None, *, token: Optional[str] = None, timeout_s: float = 600.0,
                  retries: int = 5, backoff_s: float = 0.25, config: Optional[SandboxConfig] = None,
-                 concurrency: Optional[int] = None):
+                 concurrency: Optional[int] = None, transport: Optional[httpx.AsyncBaseTransport] = None):
         self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency)
-        self._http = httpx.AsyncClient(timeout=timeout_s, headers=self._s.headers) if self._s.url else None
+        self._http = (httpx.AsyncClient(timeout=timeout_s, headers=self._s.headers, transport=transport)
+                      if self._s.url else None)
 
     async def _post(self, path: str, body: dict) -> dict:
         response = None

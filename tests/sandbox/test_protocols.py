@@ -1,0 +1,181 @@
+"""The three test protocols, verdicts and limits through the in-process executor (the client's
+local mode), plus the pure comparison and value-encoding rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+
+from lad.sandbox.client import AsyncSandboxClient, SandboxClient
+from lad.sandbox.compare import normalize_output, stdout_matches, values_match
+from lad.sandbox.config import SandboxConfig
+from lad.sandbox.executor import Executor, RequestError
+from lad.sandbox.isolation import IsolationError
+from lad.sandbox.models import RunRequest
+from lad.sandbox.runner import decode, encode
+
+
+@pytest.fixture(scope="module")
+def local():
+    with SandboxClient(url="", config=SandboxConfig(default_timeout_s=2)) as c:
+        assert c.url is None
+        yield c
+
+
+def test_normalize_and_stdout_comparison():
+    assert normalize_output("1 2 \r\n3\n\n\n") == ["1 2", "3"]
+    assert stdout_matches("3\n", "3")
+    assert not stdout_matches("3\n4\n", "3")
+    assert not stdout_matches("0.3333\n", "0.3333333")
+    assert stdout_matches("0.3333 x\n", "0.3333333 x", atol=1e-3)
+    assert not stdout_matches("0.3333 y\n", "0.3333333 x", atol=1e-3)
+
+
+def test_values_match_follows_evalplus():
+    assert values_match([1, 2], [1, 2])
+    assert not values_match((1, 2), [1, 2])  # a tuple is not a list (EvalPlus: out == exp)
+    assert values_match(0.1 + 0.2, 0.3)  # floats get atol 1e-6
+    assert not values_match(0.3001, 0.3)
+    assert values_match(0.3001, 0.3, atol=1e-3)
+    assert values_match([1.0, 2.0000001], [1.0, 2.0])
+    assert not values_match(float("nan"), float("nan"))
+    assert not values_match(1, 1.5, atol=1.0)  # closeness needs equal types
+    assert values_match(True, 1)  # as ==
+
+
+def test_encode_decode_round_trip():
+    values = [None, True, 3, -(2 ** 70), 2.5, float("inf"), "s", b"\x00\xff", (1, [2, (3,)]), {1: "a"},
+              {"__tuple__": 1}, {3, 4}, frozenset(), 1 + 2j, [2 ** 60, 1.5, "x"], 10 ** 5000]
+    for v in values:
+        assert decode(json.loads(json.dumps(encode(v)))) == v
+    assert math.isnan(decode(json.loads(json.dumps(encode(float("nan"))))))
+    for bad in (object(), [1, object()], type("Int", (int,), {})(3)):
+        with pytest.raises(TypeError):
+            encode(bad)
+
+
+def test_run_statuses(local):
+    ok = local.run("import sys\nprint(sys.stdin.read().upper(), end='')\nprint('e', file=sys.stderr)", stdin="abc")
+    assert (ok.status, ok.exit_code, ok.stdout, ok.stderr, ok.truncated) == ("ok", 0, "ABC", "e\n", False)
+    assert ok.isolation == "bwrap"
+    err = local.run("raise ValueError('boom')")
+    assert err.status == "runtime_error" and err.exit_code == 1 and "ValueError: boom" in err.stderr
+    assert local.run("import sys; sys.exit(0)").status == "ok"
+    assert local.run("import sys; sys.exit(3)").exit_code == 3
+    slow = local.run("import time; time.sleep(60)", timeout_s=0.5)
+    assert slow.status == "timeout" and 0.5 <= slow.wall_s < 5
+    assert local.run("x = ' ' * (300 << 20)", memory_mb=128).status == "memory_limit"
+    big = local.run("print('y' * (3 << 20))")
+    assert big.status == "output_limit" and big.truncated and len(big.stdout) == 1 << 20
+
+
+def test_limits_above_the_service_maximum_are_refused():
+    ex = Executor(SandboxConfig(max_timeout_s=10, max_memory_mb=256))
+    with pytest.raises(RequestError, match="timeout_s: 11.0 exceeds"):
+        ex.run(RunRequest(code="pass", timeout_s=11))
+    with pytest.raises(RequestError, match="memory_mb: 512 exceeds"):
+        ex.run(RunRequest(code="pass", memory_mb=512))
+
+
+def test_three_protocols_in_one_request(local):
+    code = ("import sys\nCALLS = []\ndef add(a, b):\n    CALLS.append(1)\n    return a + b\n"
+            "def pair(x):\n    return (x, len(CALLS))\n"
+            "if __name__ == '__main__':\n    a, b = map(int, sys.stdin.read().split())\n    print(add(a, b))\n")
+    tests = [
+        {"type": "call", "entry_point": "add", "args": [1, 2], "expected": 3},
+        {"type": "call", "entry_point": "add", "args": [[1], [2]], "expected": [1, 2]},
+        {"type": "call", "entry_point": "add", "args": [0.1, 0.2], "expected": 0.3},
+        {"type": "call", "entry_point": "add", "args": [1, 1], "expected": 3},
+        # one process runs every call/assert test: the module state counts the earlier calls
+        {"type": "call", "entry_point": "pair", "args": [7], "expected": {"__tuple__": [7, 4]}},
+        {"type": "call", "entry_point": "pair", "args": [7]},  # no expected: the value is recorded
+        {"type": "assert", "code": "assert add(2, 2) == 4"},
+        {"type": "assert", "code": "assert add(2, 2) == 5, 'wrong sum'"},
+        {"type": "assert", "code": "add(None, 1)"},
+        {"type": "stdin", "input": "4 5\n", "output": "9\n"},
+        {"type": "stdin", "input": "4 5\n", "output": "10\n"},
+        {"type": "stdin", "input": "x\n", "output": "1\n"},
+        {"type": "call", "entry_point": "missing", "args": [], "expected": 1},
+    ]
+    r = local.evaluate(code, tests)
+    statuses = [v.status for v in r.verdicts]
+    assert statuses == ["passed", "passed", "passed", "failed", "passed", "passed", "passed", "failed",
+                        "runtime_error", "passed", "failed", "runtime_error", "runtime_error"]
+    assert (r.status, r.passed, r.total) == ("ok", 7, 13)
+    assert r.verdicts[5].output == {"__tuple__": [7, 4]}
+    assert r.verdicts[3].detail == "returned 2, expected 3"
+    assert r.verdicts[7].detail == "AssertionError: wrong sum"
+    assert "TypeError" in r.verdicts[8].detail
+    assert "ValueError" in r.verdicts[11].detail
+    assert r.verdicts[12].detail == "NameError: the program defines no 'missing'"
+    assert all(v.wall_s >= 0 for v in r.verdicts)
+
+
+def test_per_test_limits_and_recovery(local):
+    """A test that hangs, blows memory or floods output gets its verdict; the next tests still run
+    (the test process is restarted), all in the same sandbox."""
+    code = ("import time\ndef f(x):\n    if x == 'hang':\n        while True:\n            pass\n"
+            "    if x == 'mem':\n        return len(' ' * (1 << 34))\n"
+            "    if x == 'flood':\n        print('z' * (4 << 20))\n    if x == 'exit':\n        import os; os._exit(7)\n"
+            "    return x\n")
+    tests = [{"type": "call", "entry_point": "f", "args": [a], "expected": a}
+             for a in ("a", "hang", "b", "mem", "c", "flood", "d", "exit", "e")]
+    r = local.evaluate(code, tests, timeout_s=1, memory_mb=256)
+    assert [v.status for v in r.verdicts] == ["passed", "timeout", "passed", "memory_limit", "passed",
+                                              "output_limit", "passed", "runtime_error", "passed"]
+    assert 1 <= r.verdicts[1].wall_s < 3
+    assert r.verdicts[7].detail == "exit status 7: "
+
+
+def test_stdin_tests_share_one_sandbox_but_not_one_process(local):
+    code = ("import os\nseen = os.path.exists('/tmp/mark')\nopen('/tmp/mark', 'w').close()\n"
+            "print(os.getpid() > 1, seen)\n")
+    r = local.evaluate(code, [{"type": "stdin", "input": "", "output": "True False"},
+                              {"type": "stdin", "input": "", "output": "True True"}])
+    assert r.passed == 2
+
+
+def test_program_that_fails_to_load(local):
+    r = local.evaluate("def f(:\n", [{"type": "call", "entry_point": "f", "args": [], "expected": 1}] * 3)
+    assert [v.status for v in r.verdicts] == ["runtime_error"] * 3
+    assert all(v.detail.startswith("while loading the program") for v in r.verdicts)
+    hang = local.evaluate("while True:\n    pass\n", [{"type": "assert", "code": "pass"}] * 2, timeout_s=0.5)
+    assert [v.status for v in hang.verdicts] == ["timeout"] * 2
+
+
+def test_stdin_float_tolerance(local):
+    code = "print(1 / 3)\n"
+    r = local.evaluate(code, [{"type": "stdin", "input": "", "output": "0.33333", "atol": 1e-4},
+                              {"type": "stdin", "input": "", "output": "0.33333"}])
+    assert [v.status for v in r.verdicts] == ["passed", "failed"]
+
+
+def test_async_batch_api(local):
+    programs = [(f"def f():\n    return {i}\n", [{"type": "call", "entry_point": "f", "args": [], "expected": i % 3}])
+                for i in range(6)]
+
+    async def go():
+        async with AsyncSandboxClient(url="", concurrency=2) as c:
+            return await c.evaluate_many(programs), await c.run("print(5)")
+
+    results, run = asyncio.run(go())
+    assert [r.passed for r in results] == [1, 1, 1, 0, 0, 0]
+    assert run.stdout == "5\n"
+    assert [r.passed for r in local.evaluate_many(programs)] == [1, 1, 1, 0, 0, 0]
+    assert [r.stdout for r in local.run_many(["print(1)", ("print(input())", "x\n")])] == ["1\n", "x\n"]
+
+
+def test_isolation_none_is_reported():
+    with SandboxClient(url="", config=SandboxConfig(isolation="none")) as c:
+        r = c.run("print(2)")
+        e = c.evaluate("def f():\n    return 1\n", [{"type": "call", "entry_point": "f", "args": [], "expected": 1}])
+    assert (r.stdout, r.isolation) == ("2\n", "none")
+    assert (e.passed, e.isolation) == (1, "none")
+
+
+def test_missing_bubblewrap_is_refused():
+    with pytest.raises(IsolationError, match="bubblewrap .* is not installed.*--isolation none"):
+        Executor(SandboxConfig(bwrap="bwrap-that-does-not-exist"))
