@@ -397,23 +397,25 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
     sums = _Sums()
     device = engine.device
 
+    def keep_old(micro: list[int], old: torch.Tensor, ref: Optional[torch.Tensor], mask: torch.Tensor) -> None:
+        sampled = pad_values([samples[i].sampling_logprobs for i in micro], mask.shape[1], device)
+        diff = ((old - sampled) * mask).abs()
+        sums.add({"rollout/logprob_diff_abs_mean": float(diff.sum() / mask.sum()),
+                  "rollout/logprob_diff_abs_max": float(diff.max())}, float(mask.sum()))
+        for row, i in enumerate(micro):
+            n = len(samples[i].response_ids)
+            samples[i].old_logprobs = old[row, :n].tolist()
+            if ref is not None:
+                samples[i].ref_logprobs = ref[row, :n].tolist()
+
     # pi_old: the training engine's log-probs before any update of this step (the sampling
-    # engine's own log-probs are only compared with them).
+    # engine's own log-probs are only compared with them). The first mini-batch is trained before
+    # any update, so its own forward gives them exactly; the others need a pass now.
     with torch.no_grad():
-        for micro in (mb for _, micros in plan for mb in micros):
+        for micro in (mb for _, micros in plan[1:] for mb in micros):
             batch = collate([samples[i] for i in micro], pad_id, device)
             old, _ = token_logprobs(engine.forward, batch, temp)
-            ref = token_logprobs(ref_model, batch, temp)[0] if ref_model is not None else None
-            mask = batch["response_mask"]
-            sampled = pad_values([samples[i].sampling_logprobs for i in micro], mask.shape[1], device)
-            diff = (old - sampled) * mask
-            sums.add({"rollout/logprob_diff_abs_mean": float(diff.abs().sum() / mask.sum()),
-                      "rollout/logprob_diff_abs_max": float(diff.abs().max())}, float(mask.sum()))
-            for row, i in enumerate(micro):
-                n = len(samples[i].response_ids)
-                samples[i].old_logprobs = old[row, :n].tolist()
-                if ref is not None:
-                    samples[i].ref_logprobs = ref[row, :n].tolist()
+            keep_old(micro, old, token_logprobs(ref_model, batch, temp)[0] if ref_model is not None else None, batch["response_mask"])
 
     grad_norms, losses = [], []
     for _ in range(cfg.algorithm.update_epochs):
@@ -426,9 +428,12 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                 batch = collate([samples[i] for i in micro], pad_id, device)
                 mask = batch["response_mask"]
                 width = mask.shape[1]
-                old = pad_values([samples[i].old_logprobs for i in micro], width, device)
                 adv = torch.tensor([samples[i].advantage for i in micro], dtype=torch.float32, device=device)
                 logp, ent = token_logprobs(engine.forward, batch, temp, entropy=True)
+                if samples[micro[0]].old_logprobs is None:  # first mini-batch, first epoch: on-policy
+                    with torch.no_grad():
+                        keep_old(micro, logp.detach(), token_logprobs(ref_model, batch, temp)[0] if ref_model is not None else None, mask)
+                old = pad_values([samples[i].old_logprobs for i in micro], width, device)
                 loss, metrics = loss_fn(logp, old, adv, mask, norm=norm, **params)
                 if ref_model is not None:
                     ref = pad_values([samples[i].ref_logprobs for i in micro], width, device)
