@@ -38,6 +38,12 @@ from lad.evaluation.cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 
+from lad.pipeline.cli import pipeline_app  # noqa: E402
+from lad.pipeline.images_cli import images_app  # noqa: E402
+
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(images_app, name="images")
+
 
 @app.callback()
 def main() -> None:

@@ -1,0 +1,16 @@
+"""KFP lightweight Python components, one per pipeline stage.
+
+Each is a thin shell: it takes its inputs' local paths and its parameters, calls one function
+of ``lad.pipeline.steps`` (which calls the library) and records the outputs. The function bodies
+are shipped inside the compiled pipeline and run in the images from images/, where ``lad``
+(and with it kfp) is installed, so the components install nothing at run time.
+"""
+
+from components.code_execution import code_execution
+from components.data_prep import data_prep
+from components.evaluate import evaluate
+from components.lad_train import lad_train
+from components.register_model import champion_model, register_model
+from components.sft_warmup import sft_warmup
+
+__all__ = ["code_execution", "data_prep", "evaluate", "lad_train", "champion_model", "register_model", "sft_warmup"]

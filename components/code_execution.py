@@ -1,0 +1,31 @@
+"""code_execution: score a table of programs against their tests in the sandbox."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def code_execution(
+    evaluation: Input[Dataset], benchmarks: str, verdicts: Output[Dataset], metrics: Output[Metrics], k: int = 4,
+    limit: int = 0, sandbox_url: str = "", benchmarks_dir: str = "/opt/lad/benchmarks", timeout_s: float = 10.0,
+):
+    """Per-test verdicts of the evaluation's code answers, run by the sandbox service.
+
+    Args:
+        evaluation: the evaluate step's results (samples of the code benchmarks).
+        benchmarks: the evaluated benchmarks; the code ones are executed.
+        sandbox_url: the sandbox Service URL; empty: an in-process sandbox.
+    """
+    import json
+
+    from lad.pipeline.steps import code_programs, execute_programs
+
+    rows, skipped = code_programs(evaluation.path, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir)
+    results, totals = execute_programs(rows, sandbox_url=sandbox_url, timeout_s=timeout_s)
+    with open(verdicts.path, "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in results)
+    for key, value in {**totals, "reference_samples_left_out": skipped}.items():
+        metrics.log_metric(key, float(value))
+    verdicts.metadata.update(totals)

@@ -1,0 +1,35 @@
+"""evaluate: Avg@k, Pass@k and diversity on benchmarks, with a report (``lad eval``)."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.images import TRAINER_IMAGE
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model], benchmarks: str, results: Output[Dataset], metrics: Output[Metrics],
+    report: Output[HTML], report_md: Output[Markdown], k: int = 4, limit: int = 0, max_new_tokens: int = 1024,
+    temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "/opt/lad/benchmarks",
+    label: str = "model", seed: int = 0,
+):
+    """Sample k responses per problem, score them (code in the sandbox), summarise and report.
+
+    Args:
+        benchmarks: comma-separated registered benchmark names (lad eval list).
+        k: samples per problem.
+        limit: first N problems of each benchmark; 0: all.
+        sandbox_url: the sandbox Service URL for code benchmarks.
+        benchmarks_dir: folder (in the image) of the benchmark files.
+    """
+    import shutil
+
+    from lad.pipeline.steps import evaluate as run, registry_metrics
+
+    summary = run(model.path, results.path, benchmarks=benchmarks, k=k, limit=limit, max_new_tokens=max_new_tokens,
+                  temperature=temperature, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, label=label, seed=seed)
+    for key, value in registry_metrics(summary)[0].items():
+        metrics.log_metric(key, value)
+    shutil.copyfile(f"{results.path}/report.html", report.path)
+    shutil.copyfile(f"{results.path}/report.md", report_md.path)
+    results.metadata["benchmarks"] = sorted(summary["benchmarks"])

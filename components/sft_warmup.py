@@ -1,0 +1,30 @@
+"""sft_warmup: supervised warm-up before RL (``lad sft``); 0 steps passes the base model on."""
+
+from kfp import dsl
+from kfp.dsl import Metrics, Model, Output
+
+from components.images import TRAINER_IMAGE
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def sft_warmup(
+    base_model: str, model: Output[Model], metrics: Output[Metrics], steps: int = 0,
+    data: str = "synthetic:countdown,arithmetic,code", lr: float = 3e-3, micro_batch_size: int = 16,
+    max_seq_len: int = 256, heldout_problems: int = 100, engine: str = "deepspeed", seed: int = 0,
+    experiment: str = "lad-pipeline",
+):
+    """Fine-tune base_model on demonstrations; writes the model RL starts from.
+
+    Args:
+        base_model: tiny:1m, a model folder, s3:// URI or hf://org/name.
+        steps: optimizer steps; 0 skips the warm-up (the output is the base model).
+        data: synthetic:<task>,... or a parquet/JSONL of records with responses.
+    """
+    from lad.pipeline.steps import sft
+
+    results = sft(base_model, model.path, steps=steps, data=data, lr=lr, micro_batch_size=micro_batch_size,
+                  max_seq_len=max_seq_len, heldout_problems=heldout_problems, engine=engine, seed=seed, experiment=experiment)
+    for key, value in results.items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(key, float(value))
+    model.metadata.update({"base_model": base_model, "sft_steps": steps})

@@ -1,0 +1,200 @@
+"""``lad pipeline run --local``: the training pipeline on this machine with KFP's local runner.
+
+The same components and pipeline as on a cluster, run by ``kfp.local`` (SubprocessRunner: each
+step in a subprocess of this Python; DockerRunner: each step in its real image). Around it this
+module provides what the cluster would: a local pipeline root for the artifacts, MLflow's
+embedded sqlite store, and the sandbox service as a local process on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+DEFAULT_OUTPUT = Path("out/pipeline-local")
+DEFAULT_BENCHMARKS = Path("../shared/benchmarks")
+# What the local run changes from the pipeline's defaults: a slice of real data next to the
+# synthetic tasks, one process per step (no DeepSpeed launcher), and the local sandbox.
+REAL_TRAIN_SLICE = 64
+LOCAL_EVAL = "synthetic_countdown,synthetic_code,gsm8k,humaneval"
+
+
+class LocalRunError(RuntimeError):
+    """The local run cannot start or a step failed; the message says which and why."""
+
+
+def pipeline_parameters(pipeline) -> dict[str, inspect.Parameter]:
+    """The pipeline's parameters (name -> inspect.Parameter with default and annotation)."""
+    return dict(inspect.signature(pipeline.pipeline_func).parameters)
+
+
+def parse_overrides(pairs: list[str], pipeline) -> dict[str, Any]:
+    """``key=value`` strings -> typed pipeline arguments; errors name the key and the type wanted."""
+    params = pipeline_parameters(pipeline)
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep:
+            raise LocalRunError(f"--set {pair!r}: expected key=value")
+        if key not in params:
+            raise LocalRunError(f"--set {key}: not a parameter of {pipeline.name}; parameters: {', '.join(params)}")
+        want = params[key].annotation
+        try:
+            value = text if want is str else json.loads(text)
+        except json.JSONDecodeError:
+            raise LocalRunError(f"--set {key}={text!r}: expected a {want.__name__} (JSON)") from None
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise LocalRunError(f"--set {key}={text!r}: expected a {want.__name__}, got {type(value).__name__}")
+        out[key] = value
+    return out
+
+
+def local_defaults(benchmarks_dir: Path) -> dict[str, Any]:
+    """The embedded default: the pipeline's defaults plus a real-data slice from the shared benchmarks."""
+    from pipelines.training import DEFAULT_DATASETS
+
+    math_train = benchmarks_dir / "math_train.jsonl"
+    return {
+        "datasets": DEFAULT_DATASETS + [{
+            "name": "math_train", "role": "train", "adapter": "math_train", "uri": str(math_train),
+            "limit": REAL_TRAIN_SLICE, "on_bad_row": "skip",
+        }],
+        "eval_benchmarks": LOCAL_EVAL,
+        "benchmarks_dir": str(benchmarks_dir),
+        "train_engine": "torch",
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalSandbox:
+    """``lad sandbox serve`` as a child process on 127.0.0.1, stopped with the run."""
+
+    def __init__(self, log: Path, isolation: str = "bwrap"):
+        self.port = _free_port()
+        self.log = log
+        self.isolation = isolation
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "LocalSandbox":
+        import httpx
+
+        cmd = [sys.executable, "-m", "lad.cli", "sandbox", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--isolation", self.isolation]
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "wb") as fh:
+            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LocalRunError(f"the local sandbox exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.__exit__()
+        raise LocalRunError(f"the local sandbox did not answer {self.url}/healthz within 120 s; log: {self.log}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@dataclass
+class LocalResult:
+    output: Path
+    report: Path
+    decision: Path
+    registration: dict
+    tracking_uri: str
+    seconds: float
+
+    def describe(self) -> str:
+        reg = self.registration
+        alias = "champion" if reg["promoted"] else "challenger"
+        return "\n".join([
+            f"pipeline finished in {self.seconds:.0f} s; artifacts under {self.output / 'artifacts'}",
+            f"evaluation report: {self.report}",
+            f"registered model: {reg['name']} v{reg['version']} (alias {alias}; {reg['reason']})",
+            f"  load it: mlflow.pyfunc.load_model('models:/{reg['name']}@{alias}') with MLFLOW_TRACKING_URI={self.tracking_uri}",
+            f"MLflow UI: mlflow ui --backend-store-uri {self.tracking_uri} --port 5000, then open http://127.0.0.1:5000",
+        ])
+
+
+def run_local(
+    arguments: dict[str, Any], *, output: Path = DEFAULT_OUTPUT, benchmarks_dir: Path = DEFAULT_BENCHMARKS,
+    runner: str = "subprocess", caching: bool = False, isolation: str = "bwrap",
+) -> LocalResult:
+    """Run the training pipeline locally; ``arguments`` override the embedded default."""
+    from kfp import local
+
+    from lad.tracking import Tracker, TrackingConfig
+    from pipelines.training import training
+
+    output = output.resolve()
+    benchmarks_dir = benchmarks_dir.resolve()
+    if not benchmarks_dir.is_dir():
+        raise LocalRunError(f"--benchmarks-dir {benchmarks_dir}: no such folder (the shared benchmark files)")
+    output.mkdir(parents=True, exist_ok=True)
+    tracking_uri = f"sqlite:///{output / 'mlflow.db'}"
+    params = {**local_defaults(benchmarks_dir), **arguments}
+    experiment = params.get("mlflow_experiment", pipeline_parameters(training)["mlflow_experiment"].default)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    # Create the experiment here so its artifacts land next to the store, not in the working directory.
+    Tracker(TrackingConfig(tracking_uri=tracking_uri, experiment=experiment,
+                           artifact_location=(output / "mlartifacts").as_uri())).experiment_id
+
+    if runner == "subprocess":
+        kfp_runner = local.SubprocessRunner(use_venv=False)
+    elif runner == "docker":
+        from lad.images import require_engine
+
+        require_engine()
+        kfp_runner = local.DockerRunner()
+    else:
+        raise LocalRunError(f"--runner {runner!r}: expected subprocess or docker")
+    local.init(runner=kfp_runner, pipeline_root=str(output / "artifacts"), raise_on_error=True, enable_caching=caching)
+
+    start = time.monotonic()
+    with LocalSandbox(output / "sandbox.log", isolation=isolation) as sandbox:
+        params.setdefault("sandbox_url", sandbox.url)
+        with warnings.catch_warnings():
+            # The trainer image's name does not say "python"; the subprocess runner warns about that.
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+            try:
+                task = training(**params)
+            except RuntimeError as err:
+                raise LocalRunError(f"the pipeline failed: {err}") from None
+    outputs = task.outputs
+    registration = json.loads(outputs["registration"])
+    return LocalResult(output=output, report=Path(outputs["report"].path), decision=Path(outputs["decision"].path),
+                       registration=registration, tracking_uri=tracking_uri, seconds=time.monotonic() - start)

@@ -1,0 +1,381 @@
+"""What each pipeline component does, as plain functions over local paths.
+
+A KFP component hands its inputs' local paths and its parameters to one function here and
+records what it returns; the function builds the stage's typed config and calls the library
+(data prep, SFT, RL, evaluation, sandbox, registry). Keeping the work here, not in the component
+bodies, lets the same code run in a cluster pod, in KFP's local runner and in plain tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+TRAIN_FILE = "train.parquet"
+EVAL_FILE = "eval.parquet"
+SUMMARY_FILE = "summary.json"
+PROGRAMS_FILE = "programs.jsonl"
+
+
+class StepError(RuntimeError):
+    """A step's input or parameter is unusable; the message names it and what was expected."""
+
+
+def _move_into(src: Path, dest: Path) -> None:
+    """Put a finished folder at ``dest`` (same filesystem: a rename, so never half there)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(src), str(dest))
+
+
+def _workdir(dest: Path) -> tempfile.TemporaryDirectory:
+    """Scratch space next to ``dest`` so the final move is a rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=f".{dest.name}-", dir=dest.parent)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# data prep
+# --------------------------------------------------------------------------------------------
+
+
+def prep(datasets: list[dict], output: str | Path, *, extra_train_uri: str = "", seed: int = 0) -> dict:
+    """Data prep of ``datasets`` (data prep source entries, see lad/data/config.py) into
+    ``output`` (train.parquet, eval.parquet, report.json, manifest). ``extra_train_uri``: one
+    more training source read with the generic adapter (the retraining job's new data)."""
+    from pydantic import ValidationError
+
+    from lad.data.config import PrepConfig, format_validation
+    from lad.data.prep import PrepError, run_prep
+
+    sources = [dict(s) for s in datasets]
+    if extra_train_uri:
+        sources.append({"name": "new-data", "role": "train", "uri": extra_train_uri, "adapter": "generic"})
+    try:
+        cfg = PrepConfig(sources=sources, output=str(output), eval_layout="single", seed=seed)
+    except ValidationError as err:
+        raise StepError(f"parameter datasets: {format_validation(err)}") from None
+    if not any(s.role == "train" for s in cfg.sources):
+        raise StepError("parameter datasets: needs at least one source with role: train (the RL prompts)")
+    try:
+        return run_prep(cfg, progress=lambda name, n: print(f"data prep: {name}: {n} rows", flush=True) if n % 500 == 0 else None)
+    except PrepError as err:
+        raise StepError(f"data prep: {err}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------
+
+
+def materialize_model(ref: str, dest: str | Path, *, seed: int = 0, card: Optional[dict] = None) -> None:
+    """Write the model ``ref`` (tiny:<preset>, a folder, s3:// or hf://org/name) as a Hugging
+    Face folder at ``dest``: the starting point when a step has nothing to train from."""
+    from lad.modeling import TINY_PRESETS, build_tiny_model, load_model, save_model
+
+    if ref.startswith("tiny:"):
+        preset = ref[len("tiny:"):]
+        if preset not in TINY_PRESETS:
+            raise StepError(f"parameter base_model {ref!r}: unknown tiny preset; expected one of {sorted(TINY_PRESETS)}")
+        model, tokenizer = build_tiny_model(preset, seed=seed)
+    else:
+        try:
+            model, tokenizer = load_model(ref)
+        except (OSError, ValueError) as err:
+            raise StepError(f"parameter base_model {ref!r}: cannot load it: {err}") from None
+    save_model(model, tokenizer, Path(dest), card or {"base_model": ref})
+
+
+def sft(
+    base_model: str, model_out: str | Path, *, steps: int, data: str = "synthetic:countdown,arithmetic,code",
+    lr: float = 3e-3, micro_batch_size: int = 16, max_seq_len: int = 256, heldout_problems: int = 100,
+    engine: str = "deepspeed", seed: int = 0, experiment: str = "lad-pipeline",
+) -> dict:
+    """SFT warm-up of ``base_model`` for ``steps`` optimizer steps into ``model_out``.
+
+    ``steps == 0`` skips training: ``model_out`` is the base model itself, so the RL step always
+    starts from this step's output. ``data``: ``synthetic:<task>,...`` (the generators'
+    demonstrations) or a parquet/JSONL of records with responses (local or s3://).
+    """
+    from lad.train.sft import SFTConfig, train_sft
+
+    dest = Path(model_out)
+    if steps < 0:
+        raise StepError(f"parameter sft_steps: expected >= 0 (0 skips the warm-up), got {steps}")
+    if steps == 0:
+        materialize_model(base_model, dest, seed=seed, card={"base_model": base_model, "sft": "skipped"})
+        return {"sft/steps": 0}
+    if data.startswith("synthetic:"):
+        tasks = [t.strip() for t in data[len("synthetic:"):].split(",") if t.strip()]
+        source = {"synthetic": {"tasks": tasks, "n_per_task": max(64, steps * micro_batch_size), "seed": seed}}
+        heldout_tasks = tasks
+    else:
+        source = {"path": data}
+        heldout_tasks = []
+    with _workdir(dest) as work:
+        raw = {
+            "model": base_model, "output_dir": work,
+            "data": {**source, "max_seq_len": max_seq_len},
+            "train": {"micro_batch_size": micro_batch_size, "max_steps": steps, "seed": seed, "log_every": 1},
+            "optim": {"lr": lr, "warmup_steps": min(20, steps // 10)},
+            "engine": {"name": engine},
+            "checkpoint": {"every_steps": max(steps, 1)},
+            "heldout": {"tasks": heldout_tasks if heldout_problems else [], "n_per_task": heldout_problems, "max_new_tokens": 64},
+            "tracking": {"experiment": experiment, "run_name": "sft"},
+        }
+        try:
+            cfg = SFTConfig.model_validate(raw)
+        except ValueError as err:
+            raise StepError(f"SFT settings: {err}") from None
+        results = train_sft(cfg)
+        _move_into(Path(work) / "model", dest)
+    return results
+
+
+def rl_config(
+    init_model: str, train_path: str, eval_path: Optional[str], output_dir: str, *,
+    objective: str = "lad", divergence: str = "js", kappa: float = 4.0, group_size: int = 8, lr: float = 1e-6,
+    steps: int = 100, prompts_per_step: int = 32, micro_batch_size: int = 8, max_new_tokens: int = 1024,
+    temperature: float = 1.0, rollout_engine: str = "hf", engine: str = "deepspeed", eval_prompts: int = 64,
+    eval_k: int = 4, sandbox_url: str = "", seed: int = 0, experiment: str = "lad-pipeline",
+):
+    """The RL stage's config from the pipeline's knobs: LAD (divergence, kappa) or a GRPO-family
+    baseline, G completions per prompt, eval_path (when given) scored before and after."""
+    from lad.train.rl import RLConfig
+
+    loss_params = {"divergence": divergence, "kappa": kappa} if objective == "lad" else {}
+    raw = {
+        "model": str(init_model), "output_dir": str(output_dir),
+        "data": {
+            "train": {"path": train_path},
+            "eval": {"path": eval_path, "limit": eval_prompts} if eval_path and eval_prompts > 0 else None,
+        },
+        "rollout": {"engine": rollout_engine, "n": group_size, "temperature": temperature, "max_new_tokens": max_new_tokens},
+        "algorithm": {"objective": objective, "loss_params": loss_params},
+        "reward": {"sandbox_url": sandbox_url or None},
+        "train": {"prompts_per_step": prompts_per_step, "micro_batch_size": micro_batch_size, "max_steps": steps,
+                  "seed": seed, "samples_every": 0},
+        "optim": {"lr": lr, "warmup_steps": 0, "min_lr_ratio": 1.0, "weight_decay": 0.0},
+        "engine": {"name": engine},
+        "eval": {"every_steps": 0, "k": eval_k},
+        "checkpoint": {"every_steps": max(steps, 1)},
+        "tracking": {"experiment": experiment, "run_name": f"{objective}-train"},
+    }
+    try:
+        return RLConfig.model_validate(raw)
+    except ValueError as err:
+        raise StepError(f"RL settings: {err}") from None
+
+
+def train(init_model: str | Path, data_dir: str | Path, model_out: str | Path, **settings) -> dict:
+    """RL (see :func:`rl_config` for the settings) from ``init_model`` on data prep's
+    train.parquet into ``model_out``; returns the trainer's final metrics."""
+    from lad.train.rl import train_rl
+
+    data_dir, dest = Path(data_dir), Path(model_out)
+    if not (data_dir / TRAIN_FILE).is_file():
+        raise StepError(f"input data: {data_dir} has no {TRAIN_FILE} (is it the output of data prep?)")
+    eval_path = str(data_dir / EVAL_FILE) if (data_dir / EVAL_FILE).is_file() else None
+    with _workdir(dest) as work:
+        cfg = rl_config(str(init_model), str(data_dir / TRAIN_FILE), eval_path, work, **settings)
+        results = train_rl(cfg)
+        _move_into(Path(work) / "model", dest)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation and code execution
+# --------------------------------------------------------------------------------------------
+
+
+def parse_benchmarks(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise StepError("parameter eval_benchmarks: expected comma-separated benchmark names (lad eval list)")
+    return names
+
+
+def evaluate(
+    model_dir: str | Path, output: str | Path, *, benchmarks: str, k: int = 4, limit: int = 0,
+    max_new_tokens: int = 1024, temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "../shared/benchmarks",
+    label: str = "model", seed: int = 0,
+) -> dict:
+    """Evaluate the model folder on the named benchmarks (k samples, first ``limit`` problems;
+    0: all) into ``output`` (samples/, summary.json, report.md/.html); returns the summary."""
+    from pydantic import ValidationError
+
+    from lad.evaluation.benchmarks import BenchmarkError
+    from lad.evaluation.config import EvalConfig, format_validation
+    from lad.evaluation.stage import run_eval
+
+    per = {"k": k, "max_new_tokens": max_new_tokens, "temperature": temperature, **({"limit": limit} if limit else {})}
+    try:
+        cfg = EvalConfig(
+            model=str(model_dir), output=str(output), label=label, seed=seed, benchmarks_dir=benchmarks_dir,
+            sandbox_url=sandbox_url or None, benchmarks=[{"name": n, **per} for n in parse_benchmarks(benchmarks)],
+        )
+    except ValidationError as err:
+        raise StepError(f"evaluation settings: {format_validation(err)}") from None
+    try:
+        return run_eval(cfg, progress=lambda name, done, total: print(f"eval {name}: {done}/{total}", flush=True))
+    except BenchmarkError as err:
+        raise StepError(str(err)) from None
+
+
+def registry_metrics(summary: dict) -> tuple[dict[str, float], list[str]]:
+    """The numbers a model version is registered with, and its benchmark tags.
+
+    Metrics: every numeric aggregate as ``<group>/<metric>`` (``all/avg@k`` is the default
+    promotion metric) and each benchmark's avg@k, pass@1 and pass@k. The benchmark tags carry
+    k and the problem count, so the gate only compares versions scored the same way.
+    """
+    metrics: dict[str, float] = {}
+    for group, values in summary["aggregate"].items():
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and value is not None:
+                metrics[f"{group}/{key}"] = float(value)
+    tags = []
+    for name, b in summary["benchmarks"].items():
+        k = b["k"]
+        for key, alias in ((f"avg@{k}", "avg@k"), ("pass@1", "pass@1"), (f"pass@{k}", "pass@k")):
+            metrics[f"{name}/{alias}"] = float(b[key])
+        tags.append(f"{name}:k={k}:n={b['problems']}")
+    return metrics, sorted(tags)
+
+
+def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int, limit: int = 0,
+                  benchmarks_dir: str = "../shared/benchmarks") -> tuple[list[dict], int]:
+    """The evaluation's code answers as a programs table for the sandbox: one row per sample
+    with an extracted program, ``{id, code, tests}``, the code completed with the problem's
+    starter code exactly as the evaluation scored it. Returns (rows, samples left out because
+    their tests need reference outputs, which only the evaluation computes)."""
+    from lad.evaluation.benchmarks import BENCHMARKS, load_records, resolve
+    from lad.evaluation.config import BenchmarkOverrides, EvalConfig
+    from lad.evaluation.scoring import _tests, assemble_program, method_shim
+
+    rows, skipped = [], 0
+    names = [n for n in parse_benchmarks(benchmarks) if n in BENCHMARKS and BENCHMARKS[n].ability == "code"]
+    for name in names:
+        over = BenchmarkOverrides(name=name, k=k, **({"limit": limit} if limit else {}))
+        cfg = EvalConfig(model=str(eval_dir), benchmarks=[over], benchmarks_dir=benchmarks_dir)
+        records = {r["extra_info"]["index"]: r for r in load_records(resolve(over, cfg), cfg)}
+        path = Path(eval_dir) / "samples" / f"{name}.jsonl"
+        if not path.is_file():
+            raise StepError(f"input evaluation: {path} is missing (was {name} evaluated?)")
+        for line in path.read_text().splitlines():
+            sample = json.loads(line)
+            if sample["reason"] == "no_code" or not sample["answer"]:
+                continue
+            record = records[sample["problem_id"]]
+            if record["extra_info"].get("test_type") == "reference":
+                skipped += 1
+                continue
+            code, tests = method_shim(assemble_program(sample["answer"], record["extra_info"]), _tests(record))
+            rows.append({"id": f"{name}/{sample['problem_id']}/{sample['sample']}", "code": code, "tests": tests})
+    return rows, skipped
+
+
+def execute_programs(rows: list[dict], *, sandbox_url: str = "", timeout_s: float = 10.0) -> tuple[list[dict], dict]:
+    """Run each program of the table against its tests in the sandbox; per-test verdict rows and
+    totals (programs, programs passing every test, tests, tests passed)."""
+    from lad.sandbox.client import SandboxClient
+
+    for i, row in enumerate(rows):
+        missing = [key for key in ("id", "code", "tests") if key not in row]
+        if missing:
+            raise StepError(f"input programs, row {i + 1}: missing {missing}; expected id, code and tests")
+    with SandboxClient(sandbox_url or None) as client:
+        if client.url is None:
+            results = [client.evaluate(r["code"], r["tests"], timeout_s=timeout_s) for r in rows]
+        else:
+            results = client.evaluate_many([(r["code"], r["tests"]) for r in rows], timeout_s=timeout_s)
+    verdicts, totals = [], {"programs": len(rows), "programs_passed": 0, "tests": 0, "tests_passed": 0}
+    for row, result in zip(rows, results):
+        passed = result.status == "ok" and result.passed == result.total
+        totals["programs_passed"] += int(passed)
+        totals["tests"] += result.total
+        totals["tests_passed"] += result.passed
+        for i, v in enumerate(result.verdicts):
+            verdicts.append({"id": row["id"], "test": i, "status": v.status, "program_status": result.status})
+    return verdicts, totals
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+
+
+def register(
+    model_dir: str | Path, summary: dict, *, name: str, metric: str = "all/avg@k", margin: float = 0.0,
+    champion_summary: Optional[dict] = None, data_dir: str | Path | None = None, base_model: str = "",
+    experiment: str = "lad-pipeline",
+) -> dict:
+    """Log the model to MLflow, register it as a version of ``name`` (alias challenger) with its
+    evaluation, and run the promotion gate: ``champion`` moves to it only when it beats the
+    current champion by ``margin`` on ``metric`` over the same benchmarks.
+
+    ``champion_summary``: the current champion re-evaluated in this run; its version is re-tagged
+    with those numbers first, so the gate compares two evaluations made the same way now.
+    """
+    from lad.modeling import load_model
+    from lad.storage import content_hash
+    from lad.tracking import METRIC_TAG_PREFIX, TAG_BENCHMARKS, Tracker, TrackingConfig, TrackingError, metric_key
+
+    metrics, benchmarks = registry_metrics(summary)
+    if metric_key(metric) not in {metric_key(m) for m in metrics}:
+        raise StepError(f"parameter promotion_metric {metric!r}: not among the evaluation's metrics {sorted(metrics)}")
+    if margin < 0:
+        raise StepError(f"parameter promotion_margin: expected >= 0, got {margin}")
+    tracker = Tracker(TrackingConfig(experiment=experiment))
+    model, tokenizer = load_model(str(model_dir))
+    data_hash = content_hash(str(data_dir)) if data_dir else None
+    try:
+        with tracker.run(f"register-{name}", tags={"lad.stage": "register"}) as run:
+            uri = run.log_model(model, tokenizer, metadata={"benchmarks": benchmarks})
+            run.log_metrics(metrics, 0)
+            run.log_dict(summary, "evaluation/summary.json")
+        mv = tracker.register_model(name, uri, metrics=metrics, benchmarks=benchmarks, data_hash=data_hash, base_model=base_model or None)
+        champion = tracker.champion(name)
+        if champion_summary is not None and champion is not None and str(champion.version) != str(mv.version):
+            champ_metrics, champ_benchmarks = registry_metrics(champion_summary)
+            tracker.client.set_model_version_tag(name, champion.version, TAG_BENCHMARKS, ",".join(champ_benchmarks))
+            for key, value in champ_metrics.items():
+                tracker.client.set_model_version_tag(name, champion.version, f"{METRIC_TAG_PREFIX}{metric_key(key)}", repr(value))
+        result = tracker.promote(name, mv.version, metric, margin)
+    except TrackingError as err:
+        raise StepError(f"registry: {err}") from None
+    return {
+        "name": name, "version": str(mv.version), "promoted": result.promoted, "reason": result.reason,
+        "champion": result.champion, "model_uri": f"models:/{name}/{mv.version}", "tracking_uri": tracker.tracking_uri,
+        "metric": metric, "value": metrics[next(m for m in metrics if metric_key(m) == metric_key(metric))],
+    }
+
+
+def champion_model(name: str, dest: str | Path, *, fallback: str, seed: int = 0) -> dict:
+    """The current champion of ``name`` as a Hugging Face folder at ``dest`` (the retraining
+    job's starting point); without a champion, ``fallback`` (the base model)."""
+    from lad.modeling import save_model
+    from lad.tracking import Tracker, TrackingConfig
+
+    tracker = Tracker(TrackingConfig())
+    champion = tracker.champion(name)
+    if champion is None:
+        materialize_model(fallback, dest, seed=seed, card={"base_model": fallback, "champion": None})
+        return {"version": "", "source": fallback}
+    import mlflow.transformers
+
+    components = mlflow.transformers.load_model(f"models:/{name}@champion", return_type="components")
+    card = {"base_model": f"models:/{name}/{champion.version}", "champion": str(champion.version)}
+    save_model(components["model"], components["tokenizer"], Path(dest), card)
+    return {"version": str(champion.version), "source": f"models:/{name}/{champion.version}"}

@@ -1,0 +1,129 @@
+"""The retraining pipeline, run on a schedule (``lad pipeline schedule``): new data under an S3
+prefix, the registered champion as the starting point, LAD training, challenger and champion
+evaluated on the same benchmarks in the same run, registration, and the promotion gate.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Markdown
+
+from components import champion_model, code_execution, data_prep, evaluate, lad_train, register_model
+from pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
+from pipelines.training import DEFAULT_DATASETS, DEFAULT_TOLERATIONS, SANDBOX_SERVICE
+
+
+class Outputs(NamedTuple):
+    challenger_report: HTML
+    champion_report: HTML
+    decision: Markdown
+    registration: str
+
+
+@dsl.pipeline(name="lad-retraining", description="Scheduled LAD retraining: champion + new data -> challenger, gated promotion.")
+def retraining(
+    registered_model_name: str = "lad-policy",
+    new_data_uri: str = "",
+    base_model: str = "tiny:1m",
+    datasets: list = DEFAULT_DATASETS,
+    objective: str = "lad",
+    divergence: str = "js",
+    kappa: float = 4.0,
+    group_size: int = 8,
+    lr: float = 2e-4,
+    steps: int = 20,
+    prompts_per_step: int = 16,
+    max_new_tokens: int = 48,
+    rollout_engine: str = "hf",
+    train_engine: str = "deepspeed",
+    train_eval_prompts: int = 32,
+    eval_benchmarks: str = "synthetic_countdown,synthetic_code",
+    eval_k: int = 4,
+    eval_limit: int = 16,
+    eval_max_new_tokens: int = 64,
+    promotion_metric: str = "all/avg@k",
+    promotion_margin: float = 0.0,
+    sandbox_url: str = SANDBOX_SERVICE,
+    benchmarks_dir: str = "/opt/lad/benchmarks",
+    mlflow_experiment: str = "lad-retraining",
+    seed: int = 0,
+    num_nodes: int = 1,
+    gpus_per_node: int = 1,
+    gpu_type: str = "nvidia.com/gpu",
+    gpu_node_selector: dict = {},
+    gpu_tolerations: list = DEFAULT_TOLERATIONS,
+    s3_secret: str = "lad-s3",
+    mlflow_secret: str = "lad-mlflow",
+) -> Outputs:
+    """Retrain the champion on new data and promote the result only if it beats the champion.
+
+    Args:
+        registered_model_name: MLflow registered model whose champion is retrained.
+        new_data_uri: new training data, e.g. s3://bucket/lad/incoming/2026-11/ (generic adapter); empty: datasets only.
+        base_model: starting model when the registered model has no champion yet.
+        datasets: data prep sources besides the new data (held-out eval sets, replay data).
+        objective: lad, or a baseline: grpo, dr_grpo, dapo.
+        divergence: LAD f-divergence: js, hd, tv, kl, rkl, jf, ps.
+        kappa: LAD's 1/eta.
+        group_size: G, completions sampled per prompt.
+        lr: RL learning rate.
+        steps: RL steps.
+        prompts_per_step: prompts per RL step.
+        max_new_tokens: longest sampled response during training.
+        rollout_engine: hf or vllm (GPU).
+        train_engine: deepspeed or torch (one process).
+        train_eval_prompts: held-out prompts (data prep's eval rows) scored before and after RL; 0: none.
+        eval_benchmarks: comma-separated benchmarks both models are evaluated on.
+        eval_k: samples per problem.
+        eval_limit: first N problems per benchmark; 0: all.
+        eval_max_new_tokens: longest evaluated response.
+        promotion_metric: metric the gate compares, e.g. all/avg@k.
+        promotion_margin: improvement over the champion needed for promotion.
+        sandbox_url: URL of the sandbox Service that runs code.
+        benchmarks_dir: folder of the benchmark files inside the images.
+        mlflow_experiment: MLflow experiment of the stage runs.
+        seed: seed of every stage.
+        num_nodes: RL training nodes; above 1 runs a PyTorchJob.
+        gpus_per_node: GPUs of each training and evaluation pod.
+        gpu_type: accelerator resource name.
+        gpu_node_selector: node labels the GPU pods require.
+        gpu_tolerations: tolerations of the GPU pods.
+        s3_secret: Secret with the S3 credentials.
+        mlflow_secret: Secret with MLFLOW_TRACKING_URI and its credentials.
+    """
+    champ = champion_model(name=registered_model_name, fallback_model=base_model, seed=seed).set_display_name("champion")
+    prep = data_prep(datasets=datasets, extra_train_uri=new_data_uri, seed=seed).set_display_name("data prep")
+    train = lad_train(
+        init_model=champ.outputs["model"], data=prep.outputs["data"], objective=objective, divergence=divergence, kappa=kappa,
+        group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, max_new_tokens=max_new_tokens,
+        rollout_engine=rollout_engine, engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k,
+        sandbox_url=sandbox_url, seed=seed, experiment=mlflow_experiment,
+        num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=gpu_node_selector,
+        tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
+    ).set_display_name("LAD training")
+    evals = {}
+    for label, model in (("challenger", train.outputs["model"]), ("champion", champ.outputs["model"])):
+        evals[label] = evaluate(model=model, benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
+                                max_new_tokens=eval_max_new_tokens, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir,
+                                label=label, seed=seed).set_display_name(f"evaluate {label}")
+    code = code_execution(evaluation=evals["challenger"].outputs["results"], benchmarks=eval_benchmarks, k=eval_k,
+                          limit=eval_limit, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir).set_display_name("code execution")
+    reg = register_model(model=train.outputs["model"], evaluation=evals["challenger"].outputs["results"],
+                         champion_evaluation=evals["champion"].outputs["results"], data=prep.outputs["data"],
+                         name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,
+                         experiment=mlflow_experiment).set_display_name("register + gate")
+    reg.after(code)
+
+    tasks = (champ, prep, train, evals["challenger"], evals["champion"], code, reg)
+    for task in tasks:
+        with_credentials(task, s3_secret, mlflow_secret)
+        retried(task)
+    for task in (train, evals["challenger"], evals["champion"]):
+        on_gpus(task, gpu_type, gpus_per_node, gpu_node_selector, gpu_tolerations)
+    for task in (train, evals["challenger"], evals["champion"], code):
+        with_sandbox_token(task)
+    # The champion and the registry change between runs: never reuse an earlier answer.
+    champ.set_caching_options(False)
+    reg.set_caching_options(False)
+    return Outputs(challenger_report=evals["challenger"].outputs["report"], champion_report=evals["champion"].outputs["report"],
+                   decision=reg.outputs["decision"], registration=reg.outputs["Output"])

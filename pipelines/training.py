@@ -1,0 +1,139 @@
+"""The training pipeline: data prep -> SFT warm-up (optional) -> LAD RL -> evaluate (code
+answers executed in the sandbox) -> register in MLflow with the promotion gate.
+
+Every default is the embedded default that ``lad pipeline run --local`` runs on one machine
+(tiny model, synthetic tasks); on a cluster, set them in the Kubeflow UI.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Markdown
+
+from components import code_execution, data_prep, evaluate, lad_train, register_model, sft_warmup
+from pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
+
+# Synthetic countdown problems: RL prompts and a held-out split (no files needed anywhere).
+DEFAULT_DATASETS = [
+    {"name": "synthetic/countdown", "role": "train", "synthetic": {"task": "countdown", "n": 2000, "seed": 0}, "decontaminate": False},
+    {"name": "synthetic/countdown-test", "data_source": "synthetic/countdown", "role": "eval",
+     "synthetic": {"task": "countdown", "n": 64, "seed": 1}},
+]
+DEFAULT_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+SANDBOX_SERVICE = "http://lad-sandbox.lad.svc.cluster.local:8080"
+
+
+class Outputs(NamedTuple):
+    report: HTML
+    decision: Markdown
+    registration: str
+
+
+@dsl.pipeline(name="lad-training", description="LAD post-training: data prep, SFT warm-up, LAD RL, evaluation, registration.")
+def training(
+    base_model: str = "tiny:1m",
+    datasets: list = DEFAULT_DATASETS,
+    sft_steps: int = 30,
+    sft_data: str = "synthetic:countdown",
+    sft_lr: float = 3e-3,
+    sft_heldout_problems: int = 32,
+    objective: str = "lad",
+    divergence: str = "js",
+    kappa: float = 4.0,
+    group_size: int = 8,
+    lr: float = 2e-4,
+    steps: int = 20,
+    prompts_per_step: int = 16,
+    max_new_tokens: int = 48,
+    rollout_engine: str = "hf",
+    train_engine: str = "deepspeed",
+    train_eval_prompts: int = 32,
+    eval_benchmarks: str = "synthetic_countdown,synthetic_code",
+    eval_k: int = 4,
+    eval_limit: int = 16,
+    eval_max_new_tokens: int = 64,
+    registered_model_name: str = "lad-policy",
+    promotion_metric: str = "all/avg@k",
+    promotion_margin: float = 0.0,
+    sandbox_url: str = SANDBOX_SERVICE,
+    benchmarks_dir: str = "/opt/lad/benchmarks",
+    mlflow_experiment: str = "lad-pipeline",
+    seed: int = 0,
+    num_nodes: int = 1,
+    gpus_per_node: int = 1,
+    gpu_type: str = "nvidia.com/gpu",
+    gpu_node_selector: dict = {},
+    gpu_tolerations: list = DEFAULT_TOLERATIONS,
+    s3_secret: str = "lad-s3",
+    mlflow_secret: str = "lad-mlflow",
+) -> Outputs:
+    """Train with LAD and register the result.
+
+    Args:
+        base_model: starting model: tiny:1m, s3:// URI of a Hugging Face folder, or hf://org/name.
+        datasets: data prep sources (lad/data/config.py SourceConfig): files, s3:// URIs, synthetic tasks; role train or eval.
+        sft_steps: SFT warm-up steps; 0 skips the warm-up.
+        sft_data: synthetic:<task>,... or an s3:// parquet/JSONL of records with responses.
+        sft_lr: SFT peak learning rate.
+        sft_heldout_problems: held-out synthetic problems per task decoded after SFT (0: none).
+        objective: lad, or a baseline: grpo, dr_grpo, dapo.
+        divergence: LAD f-divergence: js, hd, tv, kl, rkl, jf, ps.
+        kappa: LAD's 1/eta (paper: 4 for math).
+        group_size: G, completions sampled per prompt.
+        lr: RL learning rate.
+        steps: RL steps (rollout + update each).
+        prompts_per_step: prompts per RL step.
+        max_new_tokens: longest sampled response during training.
+        rollout_engine: hf or vllm (GPU).
+        train_engine: deepspeed or torch (one process).
+        train_eval_prompts: held-out prompts (data prep's eval rows) scored before and after RL; 0: none.
+        eval_benchmarks: comma-separated benchmarks (lad eval list), e.g. math500,aime24,humanevalplus.
+        eval_k: samples per problem (Avg@k, Pass@k).
+        eval_limit: first N problems per benchmark; 0: all.
+        eval_max_new_tokens: longest evaluated response.
+        registered_model_name: MLflow registered model that receives the version.
+        promotion_metric: metric the gate compares, e.g. all/avg@k, math/pass@k, aime24/avg@k.
+        promotion_margin: improvement over the champion needed for promotion.
+        sandbox_url: URL of the sandbox Service that runs code.
+        benchmarks_dir: folder of the benchmark files inside the images.
+        mlflow_experiment: MLflow experiment of the stage runs.
+        seed: seed of every stage.
+        num_nodes: RL training nodes; above 1 runs a PyTorchJob.
+        gpus_per_node: GPUs of each training, SFT and evaluation pod.
+        gpu_type: accelerator resource name.
+        gpu_node_selector: node labels the GPU pods require, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
+        gpu_tolerations: tolerations of the GPU pods.
+        s3_secret: Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and optional AWS_ENDPOINT_URL).
+        mlflow_secret: Secret with MLFLOW_TRACKING_URI (and optional MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN).
+    """
+    prep = data_prep(datasets=datasets, seed=seed).set_display_name("data prep")
+    sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, heldout_problems=sft_heldout_problems,
+                     engine=train_engine, seed=seed,
+                     experiment=mlflow_experiment).set_display_name("SFT warm-up")
+    train = lad_train(
+        init_model=sft.outputs["model"], data=prep.outputs["data"], objective=objective, divergence=divergence, kappa=kappa,
+        group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, max_new_tokens=max_new_tokens,
+        rollout_engine=rollout_engine, engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k,
+        sandbox_url=sandbox_url, seed=seed, experiment=mlflow_experiment,
+        num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=gpu_node_selector,
+        tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
+    ).set_display_name("LAD training")
+    ev = evaluate(model=train.outputs["model"], benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
+                  max_new_tokens=eval_max_new_tokens, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir,
+                  label=objective, seed=seed).set_display_name("evaluate")
+    code = code_execution(evaluation=ev.outputs["results"], benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
+                          sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir).set_display_name("code execution")
+    reg = register_model(model=train.outputs["model"], evaluation=ev.outputs["results"], data=prep.outputs["data"],
+                         name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,
+                         experiment=mlflow_experiment).set_display_name("register")
+    reg.after(code)  # a model whose code answers the sandbox cannot run is not registered
+
+    for task in (prep, sft, train, ev, code, reg):
+        with_credentials(task, s3_secret, mlflow_secret)
+        retried(task)
+    for task in (sft, train, ev):
+        on_gpus(task, gpu_type, gpus_per_node, gpu_node_selector, gpu_tolerations)
+    for task in (train, ev, code):
+        with_sandbox_token(task)
+    reg.set_caching_options(False)  # registration changes the registry: never reuse an earlier result
+    return Outputs(report=ev.outputs["report"], decision=reg.outputs["decision"], registration=reg.outputs["Output"])

@@ -1,0 +1,133 @@
+"""The compiled pipelines: committed YAML is current, and it carries the cluster settings
+(GPUs, shared memory, secrets, placement, retries, caching) on the right tasks and every
+parameter the Kubeflow UI shows."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lad.pipeline.compile import COMPILED_DIR, PIPELINES, compile_pipeline, stale
+
+TRAINING_PARAMETERS = {
+    "base_model", "datasets", "sft_steps", "sft_data", "sft_lr", "sft_heldout_problems", "objective", "divergence", "kappa",
+    "group_size", "lr", "steps", "prompts_per_step", "max_new_tokens", "rollout_engine", "train_engine",
+    "train_eval_prompts", "eval_benchmarks", "eval_k", "eval_limit", "eval_max_new_tokens", "registered_model_name",
+    "promotion_metric", "promotion_margin", "sandbox_url", "benchmarks_dir", "mlflow_experiment", "seed", "num_nodes",
+    "gpus_per_node", "gpu_type", "gpu_node_selector", "gpu_tolerations", "s3_secret", "mlflow_secret",
+}
+RETRAINING_PARAMETERS = (TRAINING_PARAMETERS - {"sft_steps", "sft_data", "sft_lr", "sft_heldout_problems"}) | {"new_data_uri"}
+GPU_TASKS = {
+    "training": {"sft-warmup", "lad-train", "evaluate"},
+    "retraining": {"lad-train", "evaluate", "evaluate-2"},
+}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
+    out = tmp_path_factory.mktemp("compiled")
+    docs = {}
+    for name in PIPELINES:
+        spec, platform = yaml.safe_load_all(compile_pipeline(name, out / f"{name}.yaml").read_text())
+        docs[name] = (spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"])
+    return docs
+
+
+def test_committed_yaml_is_current():
+    assert stale(COMPILED_DIR) == [], "run: lad pipeline compile --output pipelines/compiled"
+
+
+def test_stale_reports_a_changed_file(tmp_path):
+    for name in PIPELINES:
+        (tmp_path / f"{name}.yaml").write_text((COMPILED_DIR / f"{name}.yaml").read_text())
+    (tmp_path / "retraining.yaml").write_text((COMPILED_DIR / "retraining.yaml").read_text().replace("lad-policy", "other"))
+    assert stale(tmp_path) == ["retraining"]
+
+
+@pytest.mark.parametrize("name,expected", [("training", TRAINING_PARAMETERS), ("retraining", RETRAINING_PARAMETERS)])
+def test_every_ui_knob_is_a_pipeline_parameter(compiled, name, expected):
+    spec, _ = compiled[name]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == expected
+    assert all(p.get("description") for p in params.values()), "every parameter is described in the UI"
+    assert params["objective"]["defaultValue"] == "lad"
+    assert params["divergence"]["defaultValue"] == "js"
+    assert params["kappa"]["defaultValue"] == 4.0
+    assert params["promotion_metric"]["defaultValue"] == "all/avg@k"
+    assert params["gpu_tolerations"]["parameterType"] == "LIST"
+    assert params["gpu_node_selector"]["parameterType"] == "STRUCT"
+
+
+@pytest.mark.parametrize("name", ["training", "retraining"])
+def test_gpu_shm_and_placement_on_the_gpu_tasks_only(compiled, name):
+    spec, executors = compiled[name]
+    tasks = spec["root"]["dag"]["tasks"]
+    for task, body in tasks.items():
+        executor = spec["components"][body["componentRef"]["name"]]["executorLabel"]
+        resources = spec["deploymentSpec"]["executors"][executor]["container"].get("resources", {})
+        k8s = executors.get(executor, {})
+        if task in GPU_TASKS[name]:
+            assert resources["accelerator"] == {
+                "resourceCount": "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}",
+                "resourceType": "{{$.inputs.parameters['pipelinechannel--gpu_type']}}",
+            }, task
+            assert k8s["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi", "volumeName": "dshm"}]
+            assert k8s["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "gpu_node_selector"}}
+            assert k8s["tolerations"] == [{"tolerationJson": {"componentInputParameter": "gpu_tolerations"}}]
+        else:
+            assert "accelerator" not in resources, task
+            assert not {"emptyDirMounts", "nodeSelector", "tolerations"} & set(k8s), task
+
+
+@pytest.mark.parametrize("name", ["training", "retraining"])
+def test_credentials_come_from_secrets_on_every_task(compiled, name):
+    spec, executors = compiled[name]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    for executor, k8s in executors.items():
+        by_secret = {}
+        for entry in k8s["secretAsEnv"]:
+            source = entry["secretNameParameter"].get("componentInputParameter") or entry["secretName"]
+            for pair in entry["keyToEnv"]:
+                assert pair["envVar"] == pair["secretKey"]
+                by_secret.setdefault(source, {})[pair["envVar"]] = entry["optional"]
+        assert by_secret["s3_secret"] == {"AWS_ACCESS_KEY_ID": False, "AWS_SECRET_ACCESS_KEY": False,
+                                          "AWS_ENDPOINT_URL": True, "AWS_DEFAULT_REGION": True}, executor
+        assert by_secret["mlflow_secret"] == {"MLFLOW_TRACKING_URI": False, "MLFLOW_TRACKING_USERNAME": True,
+                                              "MLFLOW_TRACKING_PASSWORD": True, "MLFLOW_TRACKING_TOKEN": True}, executor
+        uses_sandbox = any(x in executor for x in ("lad-train", "evaluate", "code-execution"))
+        assert ("lad-sandbox" in by_secret) == uses_sandbox, executor
+
+
+@pytest.mark.parametrize("name", ["training", "retraining"])
+def test_retries_caching_and_images(compiled, name):
+    spec, _ = compiled[name]
+    tasks = spec["root"]["dag"]["tasks"]
+    for task, body in tasks.items():
+        assert body["retryPolicy"]["maxRetryCount"] == 2, task
+        stateful = task in ("register-model", "champion-model")
+        assert body["cachingOptions"].get("enableCache", False) is (not stateful), task
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"lad/lad-python:0.1.0", "lad/lad-trainer:0.1.0"}
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert "pip install" not in " ".join(executor["container"]["command"]), "the images carry lad and kfp"
+
+
+def test_retraining_compares_challenger_and_champion(compiled):
+    spec, _ = compiled["retraining"]
+    tasks = spec["root"]["dag"]["tasks"]
+    artifacts = tasks["register-model"]["inputs"]["artifacts"]
+    assert artifacts["evaluation"]["taskOutputArtifact"]["producerTask"] == "evaluate"
+    assert artifacts["champion_evaluation"]["taskOutputArtifact"]["producerTask"] == "evaluate-2"
+    assert tasks["evaluate-2"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "champion-model"
+    assert tasks["lad-train"]["inputs"]["artifacts"]["init_model"]["taskOutputArtifact"]["producerTask"] == "champion-model"
+    assert tasks["data-prep"]["inputs"]["parameters"]["extra_train_uri"] == {"componentInputParameter": "new_data_uri"}
+
+
+def test_compile_with_a_registry_names_its_images(tmp_path):
+    from lad.pipeline.compile import compile_all
+
+    paths = compile_all(tmp_path, registry="registry.example.com/team")
+    assert sorted(p.name for p in paths) == ["retraining.yaml", "training.yaml"]
+    spec = next(yaml.safe_load_all(Path(tmp_path / "training.yaml").read_text()))
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example.com/team/lad-python:0.1.0", "registry.example.com/team/lad-trainer:0.1.0"}
