@@ -103,14 +103,20 @@ def run(
 
 
 def _print_summary(summary: dict) -> None:
-    from lad.evaluation.report import summary_table
+    """The headline numbers on the terminal (the report has the full table)."""
+    from lad.evaluation.report import avg_of, num, pct
 
-    t = summary_table(summary)
-    table = Table(title=f"evaluation: {summary['label']}")
-    for h in t.headers:
-        table.add_column(h, justify="left" if h == "benchmark" else "right")
-    for row in t.rows:
-        table.add_row(*row)
+    table = Table(title=f"evaluation: {summary['label']} (percent)")
+    for col in ("benchmark", "k", "problems", "Avg@k", "95% CI", "Pass@k", "maj@k", "dist-4", "tokens"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for b in summary["benchmarks"].values():
+        k = b["k"]
+        lo, hi = b[f"avg@{k}_ci95"]
+        table.add_row(b["benchmark"], str(k), str(b["problems"]), pct(avg_of(b)), f"{pct(lo)}-{pct(hi)}", pct(b[f"pass@{k}"]),
+                      pct(b[f"maj@{k}"]), num(b.get("dist-4")), num(b["response_tokens"]["mean"], 1))
+    for group, agg in summary["aggregate"].items():
+        table.add_row(f"mean ({group})", "", "", pct(agg["avg@k"]), "", pct(agg["pass@k"]), pct(agg["maj@k"]),
+                      num(agg.get("dist-4")), num(agg["response_tokens_mean"], 1), style="bold")
     Console().print(table)
 
 

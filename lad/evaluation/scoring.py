@@ -262,11 +262,7 @@ class CodeScorer:
             self._expected[key] = [v.output for v in result.verdicts]
 
     def _evaluate_many(self, requests: list[tuple[str, list[dict]]]):
-        if self.client.url is not None:
-            return self.client.evaluate_many(requests, timeout_s=self.timeout_s)
-        # The in-process executor is not yet safe to drive from several threads (evaluate_many
-        # fails with EBADF on its pipes), so without a service programs run one at a time.
-        return [self.client.evaluate(code, tests, timeout_s=self.timeout_s) for code, tests in requests]
+        return self.client.evaluate_many(requests, timeout_s=self.timeout_s) if requests else []
 
     def _resolved_tests(self, record: dict) -> list[dict]:
         tests = _tests(record)
