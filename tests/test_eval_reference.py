@@ -17,7 +17,7 @@ import pytest
 
 from lad.evaluation.benchmarks import load_records, resolve
 from lad.evaluation.config import EvalConfig
-from lad.evaluation.scoring import CodeScorer, MathScorer
+from lad.evaluation.scoring import CodeScorer, MathScorer, ScoringError
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 
@@ -130,6 +130,11 @@ def test_humanevalplus_references_pass_through_the_code_scorer(code_scorer):
     verdicts = code_scorer.score(whole + body + broken, records * 3)
     assert [v.reason for v in verdicts] == ["correct"] * 8 + ["failed"] * 4
     assert verdicts[0].answer.startswith(raw[0]["prompt"].split("def ", 1)[0].replace("from typing import List", ""))
+
+    # without a working reference the expected outputs are unknown: an error, not wrong verdicts
+    broken_ref = dict(records[1], extra_info=dict(records[1]["extra_info"], reference_solution="def nope(): pass\n"))
+    with pytest.raises(ScoringError, match=r"humanevalplus problem 1: the reference solution fails \d+ of its \d+ inputs \(runtime_error"):
+        code_scorer.score([body[1]], [broken_ref])
 
 
 def test_humaneval_and_livecodebench_through_the_code_scorer(code_scorer):

@@ -58,6 +58,7 @@ def run(
     from lad.evaluation.benchmarks import BenchmarkError
     from lad.evaluation.config import ConfigError, EvalConfig, format_validation, load_config
     from lad.evaluation.results import ResultsError
+    from lad.evaluation.scoring import ScoringError
     from lad.evaluation.stage import run_eval
 
     top = {key: v for key, v in {"model": model, "output": output, "label": label, "engine": engine, "seed": seed}.items()
@@ -92,7 +93,7 @@ def run(
 
         try:
             summary = run_eval(cfg, restart=restart, progress=progress, notice=lambda m: console.print(f"[yellow]{m}[/yellow]"))
-        except (BenchmarkError, ResultsError, FileNotFoundError, NotADirectoryError) as err:
+        except (BenchmarkError, ResultsError, ScoringError, FileNotFoundError, NotADirectoryError) as err:
             bar.stop()
             _fail(str(err), 1)
 

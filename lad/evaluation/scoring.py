@@ -223,11 +223,17 @@ def method_shim(program: str, tests: list[dict]) -> tuple[str, list[dict]]:
     return program, [dict(t, entry_point=METHOD_SHIM) if t["type"] == "call" else t for t in tests]
 
 
+class ScoringError(RuntimeError):
+    """A benchmark cannot be scored (its reference solution fails); the message names the problem."""
+
+
 class CodeScorer:
     """Programs run against the record's tests in the sandbox; correct when every test passes.
 
     Rows whose expected values come from a reference solution (HumanEval+) get them by running
-    that solution once per problem, as EvalPlus does; they are cached for the scorer's lifetime.
+    that solution on the problems of each ``score`` call, as EvalPlus does. They are not kept
+    across calls: some HumanEval+ outputs are hundreds of MB, and the stage scores each problem's
+    k samples in one call anyway.
     """
 
     def __init__(self, client=None, *, timeout_s: float = 10.0, url: Optional[str] = None):
@@ -236,47 +242,46 @@ class CodeScorer:
         self.client = client or SandboxClient(url)
         self._owned = client is None
         self.timeout_s = timeout_s
-        self._expected: dict[str, list] = {}
 
-    def _reference_outputs(self, records: list[dict]) -> None:
+    def _reference_outputs(self, records: list[dict]) -> dict[str, list]:
         todo = {}
         for r in records:
-            info = r["extra_info"]
-            key = _reference_key(r)
-            if info.get("test_type") == "reference" and key not in self._expected and key not in todo:
-                todo[key] = r
-        if not todo:
-            return
+            if r["extra_info"].get("test_type") == "reference":
+                todo.setdefault(_reference_key(r), r)
         requests = []
         for r in todo.values():
             tests = [{k: v for k, v in t.items() if k != "expected"} if t["type"] == "call" else t for t in _tests(r)]
             requests.append(method_shim(r["extra_info"]["reference_solution"], tests))
+        expected = {}
         for (key, r), result in zip(todo.items(), self._evaluate_many(requests)):
             failed = [v for v in result.verdicts if v.status != "passed"]
             if result.status != "ok" or failed:
                 detail = failed[0].detail if failed else result.status
-                raise RuntimeError(
-                    f"{r['data_source']} problem {r['extra_info']['index']}: the reference solution fails its own "
-                    f"inputs ({len(failed)} of {result.total}: {detail[:200]}); cannot compute expected outputs"
+                raise ScoringError(
+                    f"{r['data_source']} problem {r['extra_info']['index']}: the reference solution fails {len(failed)} of "
+                    f"its {result.total} inputs ({failed[0].status if failed else result.status}: {detail[:200]}), so the "
+                    "expected outputs are unknown; raise code_timeout_s if the machine is slow"
                 )
-            self._expected[key] = [v.output for v in result.verdicts]
+            expected[key] = [v.output for v in result.verdicts]
+        return expected
 
     def _evaluate_many(self, requests: list[tuple[str, list[dict]]]):
         return self.client.evaluate_many(requests, timeout_s=self.timeout_s) if requests else []
 
-    def _resolved_tests(self, record: dict) -> list[dict]:
+    @staticmethod
+    def _resolved_tests(record: dict, expected: dict[str, list]) -> list[dict]:
         tests = _tests(record)
         if record["extra_info"].get("test_type") != "reference":
             return tests
-        outputs = self._expected[_reference_key(record)]
+        outputs = expected[_reference_key(record)]
         return [dict(t, expected=o) if t["type"] == "call" else t for t, o in zip(tests, outputs)]
 
     def score(self, responses: list[str], records: list[dict]) -> list[Verdict]:
         programs = [extract_program(r) for r in responses]
         todo = [i for i, p in enumerate(programs) if p is not None and p.strip()]
-        self._reference_outputs([records[i] for i in todo])
+        expected = self._reference_outputs([records[i] for i in todo])
         requests = [
-            method_shim(assemble_program(programs[i], records[i]["extra_info"]), self._resolved_tests(records[i]))
+            method_shim(assemble_program(programs[i], records[i]["extra_info"]), self._resolved_tests(records[i], expected))
             for i in todo
         ]
         results = self._evaluate_many(requests)
