@@ -12,6 +12,11 @@ sandbox_app = typer.Typer(help="Sandboxed code execution service.", no_args_is_h
 console = Console(stderr=True)
 
 
+@sandbox_app.callback()
+def _group() -> None:
+    """Sandboxed code execution service."""
+
+
 @sandbox_app.command("serve")
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
@@ -26,8 +31,9 @@ def serve(
     max_memory_mb: int = typer.Option(4096, help="largest memory_mb a request may ask for"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
 ) -> None:
-    """Serve POST /v1/run, POST /v1/evaluate, GET /healthz and GET /metrics. A bearer token is
-    required on every request except /healthz when $LAD_SANDBOX_TOKEN is set."""
+    """Serve POST /v1/run, POST /v1/evaluate, GET /healthz and GET /metrics.
+
+    When $LAD_SANDBOX_TOKEN is set, every request but /healthz needs it as a bearer token."""
     import uvicorn
 
     from lad.sandbox.config import SandboxConfig
@@ -44,6 +50,7 @@ def serve(
         raise typer.Exit(2)
     try:
         app = create_app(cfg)
+        app.state.executor.self_check()
     except IsolationError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2)

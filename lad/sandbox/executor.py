@@ -70,6 +70,16 @@ class Executor:
     def isolation(self) -> str:
         return self.config.isolation
 
+    def self_check(self) -> None:
+        """Run one trivial program; raise IsolationError with bwrap's own words when the sandbox
+        cannot start here (no user namespaces, a seccomp profile that forbids mounts, ...)."""
+        from lad.sandbox.isolation import IsolationError
+
+        r = self.run(RunRequest(code="print(6 * 7)", timeout_s=min(10.0, self.config.max_timeout_s)))
+        if r.status != "ok" or r.stdout != "42\n":
+            raise IsolationError(f"the sandbox does not work on this machine ({r.status}, exit {r.exit_code}): "
+                                 f"{r.stderr.strip()[-1000:]}")
+
     # ---- limits -------------------------------------------------------------------------------
     def _limits(self, timeout_s: Optional[float], memory_mb: Optional[int]) -> tuple[float, int]:
         cfg = self.config
@@ -239,7 +249,7 @@ class Executor:
             msg = reports.get(i)
             if msg is None:
                 if sandbox_failed:
-                    verdicts.append(Verdict(status="sandbox_error", detail=stderr.strip()[-2000:]))
+                    verdicts.append(Verdict(status="sandbox_error", detail=_sandbox_failure(o.returncode, stderr)))
                 elif o.killed_at_deadline:
                     verdicts.append(Verdict(status="timeout", detail="request time budget exhausted"))
                 else:
@@ -252,6 +262,13 @@ class Executor:
         return EvaluateResult(status="sandbox_error" if sandbox_failed else "ok", passed=passed,
                               total=len(verdicts), verdicts=verdicts, wall_s=round(o.wall_s, 6),
                               isolation=self.isolation)
+
+
+def _sandbox_failure(returncode: Optional[int], stderr: str) -> str:
+    if returncode is not None and returncode < 0:
+        return (f"the sandbox was killed by signal {-returncode} before it reported "
+                f"(out of memory on the host?) {stderr.strip()[-1000:]}").strip()
+    return stderr.strip()[-2000:]
 
 
 def _without_expected(test) -> dict:

@@ -120,18 +120,20 @@ def create_app(config: Optional[ServiceConfig] = None, executor: Optional[Execut
         finally:
             metrics.busy.dec()
 
+    # Responses are serialised by pydantic directly: FastAPI's generic encoder took seconds and
+    # several copies of the data for the multi-megabyte outputs that HumanEval+ records.
     @app.post("/v1/run", response_model=RunResult)
-    async def run(req: RunRequest) -> RunResult:
+    async def run(req: RunRequest) -> Response:
         result = await _execute(ex.run, req)
         metrics.runs.labels(status=result.status).inc()
-        return result
+        return Response(result.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/evaluate", response_model=EvaluateResult)
-    async def evaluate(req: EvaluateRequest) -> EvaluateResult:
+    async def evaluate(req: EvaluateRequest) -> Response:
         result = await _execute(ex.evaluate, req)
         for v in result.verdicts:
             metrics.verdicts.labels(status=v.status).inc()
-        return result
+        return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> dict:

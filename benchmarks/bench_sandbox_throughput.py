@@ -1,0 +1,118 @@
+"""Trivial programs per second: the sandbox service versus a naive baseline that starts one
+`bwrap ... python3 -c` subprocess per program, both driven by the same number of client threads,
+measured in the same run.
+
+    .venv/bin/python benchmarks/bench_sandbox_throughput.py [--programs 200] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from lad.sandbox.client import SandboxClient
+from lad.sandbox.config import SandboxConfig
+from lad.sandbox.isolation import host_user
+
+PROGRAM = "print(sum(range(10)))"
+EXPECTED = "45\n"
+
+
+def naive_command(code: str) -> list[str]:
+    """What one would write by hand: every namespace, /usr read-only, a tmpfs, python3 -c."""
+    return [shutil.which("bwrap"), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
+            "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+            "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+            "/usr/bin/python3", "-c", code]
+
+
+def naive_run(_: int) -> None:
+    out = subprocess.run(naive_command(PROGRAM), capture_output=True, text=True, timeout=30,
+                         **host_user(SandboxConfig()))
+    if out.stdout != EXPECTED:
+        raise RuntimeError(f"naive baseline run failed: {out.stderr[-300:]}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed(fn, n: int, threads: int) -> float:
+    """Programs per second for n calls of fn over `threads` threads (one warm-up call each)."""
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fn, range(threads)))
+        start = time.perf_counter()
+        list(pool.map(fn, range(n)))
+        return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--programs", type=int, default=200, help="programs per measurement")
+    ap.add_argument("--threads", type=int, default=2, help="client threads")
+    ap.add_argument("--workers", type=int, default=2, help="service workers")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of each (the machine is shared)")
+    args = ap.parse_args()
+    console = Console()
+    if shutil.which("bwrap") is None:
+        sys.exit("bubblewrap is not installed (apt-get install bubblewrap)")
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lad.sandbox", "serve", "--port", str(port), "--workers", str(args.workers)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                sys.exit("the service did not start")
+            time.sleep(0.2)
+        client = SandboxClient(url, concurrency=args.threads)
+
+        def service_run(_: int) -> None:
+            r = client.run(PROGRAM)
+            if r.stdout != EXPECTED:
+                raise RuntimeError(f"service run failed: {r}")
+
+        service, naive = [], []
+        for _ in range(args.rounds):
+            naive.append(timed(naive_run, args.programs, args.threads))
+            service.append(timed(service_run, args.programs, args.threads))
+        client.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+    best_service, best_naive = max(service), max(naive)
+    table = Table(title=f"Trivial programs per second, {args.threads} client threads, {args.programs} per round, "
+                        f"{os.cpu_count()} CPUs")
+    table.add_column("path")
+    table.add_column("programs/s per round", justify="right")
+    table.add_column("best", justify="right")
+    table.add_row("naive: bwrap ... python3 -c per program", " ".join(f"{x:.1f}" for x in naive), f"{best_naive:.1f}")
+    table.add_row(f"lad sandbox service ({args.workers} workers)", " ".join(f"{x:.1f}" for x in service),
+                  f"{best_service:.1f}")
+    console.print(table)
+    console.print(f"ratio service / naive (best rounds): {best_service / best_naive:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The sandbox image and its Kubernetes manifest say what the service needs to run safely."""
+
+from __future__ import annotations
+
+import yaml
+
+from conftest import ROOT
+
+IMAGE = ROOT / "images" / "sandbox"
+
+
+def test_manifest_deployment_and_service():
+    docs = {d["kind"]: d for d in yaml.safe_load_all((IMAGE / "sandbox.yaml").read_text())}
+    assert set(docs) == {"Deployment", "Service"}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert {"cpu", "memory"} <= set(c["resources"]["limits"]) and {"cpu", "memory"} <= set(c["resources"]["requests"])
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1000 and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["env"][0]["name"] == "LAD_SANDBOX_TOKEN"
+    assert docs["Deployment"]["spec"]["selector"]["matchLabels"].items() <= \
+        docs["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
+    svc = docs["Service"]["spec"]
+    assert svc["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert svc["ports"][0]["targetPort"] == "http"
+
+
+def test_dockerfile_installs_bubblewrap_and_drops_root():
+    lines = [line.strip() for line in (IMAGE / "Dockerfile").read_text().splitlines()]
+    assert lines[[i for i, line in enumerate(lines) if line.startswith("FROM ")][0]].startswith("FROM python:3.11-slim")
+    assert any("apt-get install" in line and "bubblewrap" in line for line in lines)
+    assert "USER 1000" in lines
+    assert 'ENTRYPOINT ["python", "-m", "lad.sandbox"]' in lines
