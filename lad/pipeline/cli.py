@@ -78,6 +78,8 @@ def run_cmd(
     overrides: list[str] = SET,
     caching: bool = typer.Option(False, "--caching/--no-caching", help="reuse outputs of identical earlier local steps"),
     isolation: str = typer.Option("bwrap", "--isolation", help="sandbox isolation: bwrap, or none for trusted local use"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="an MLflow server to use instead of the "
+                                               "embedded store OUTPUT/mlflow.db (S3 credentials from the AWS_* variables)"),
 ) -> None:
     """Run the training pipeline on this machine (KFP local runner, no cluster).
 
@@ -93,7 +95,7 @@ def run_cmd(
     arguments = _arguments("training", overrides)
     try:
         result = run_local(arguments, output=output, benchmarks_dir=benchmarks_dir, runner=runner, caching=caching,
-                           isolation=isolation)
+                           isolation=isolation, tracking_uri=tracking_uri)
     except (LocalRunError, ImagesError, StepError) as err:
         _fail(str(err), 1)
     typer.echo(result.describe())

@@ -142,18 +142,24 @@ class LocalResult:
         alias = "champion" if reg["promoted"] else "challenger"
         return "\n".join([
             f"pipeline finished in {self.seconds:.0f} s; artifacts under {self.output / 'artifacts'}",
-            f"evaluation report: {self.report}",
+            f"evaluation report: {self.report} (and report.md, summary.json, samples/ beside it)",
+            f"promotion decision: {self.decision}",
             f"registered model: {reg['name']} v{reg['version']} (alias {alias}; {reg['reason']})",
             f"  load it: mlflow.pyfunc.load_model('models:/{reg['name']}@{alias}') with MLFLOW_TRACKING_URI={self.tracking_uri}",
+            f"MLflow UI: open {self.tracking_uri}" if self.tracking_uri.startswith("http") else
             f"MLflow UI: mlflow ui --backend-store-uri {self.tracking_uri} --port 5000, then open http://127.0.0.1:5000",
         ])
 
 
 def run_local(
     arguments: dict[str, Any], *, output: Path = DEFAULT_OUTPUT, benchmarks_dir: Path = DEFAULT_BENCHMARKS,
-    runner: str = "subprocess", caching: bool = False, isolation: str = "bwrap",
+    runner: str = "subprocess", caching: bool = False, isolation: str = "bwrap", tracking_uri: Optional[str] = None,
 ) -> LocalResult:
-    """Run the training pipeline locally; ``arguments`` override the embedded default."""
+    """Run the training pipeline locally; ``arguments`` override the embedded default.
+
+    ``tracking_uri``: an MLflow server (artifacts wherever its artifact root points, e.g. S3)
+    instead of the embedded sqlite store under ``output``.
+    """
     from kfp import local
 
     from lad.tracking import Tracker, TrackingConfig
@@ -164,14 +170,16 @@ def run_local(
     if not benchmarks_dir.is_dir():
         raise LocalRunError(f"--benchmarks-dir {benchmarks_dir}: no such folder (the shared benchmark files)")
     output.mkdir(parents=True, exist_ok=True)
-    tracking_uri = f"sqlite:///{output / 'mlflow.db'}"
     params = {**local_defaults(benchmarks_dir), **arguments}
-    experiment = params.get("mlflow_experiment", pipeline_parameters(training)["mlflow_experiment"].default)
+    if tracking_uri is None:
+        tracking_uri = f"sqlite:///{output / 'mlflow.db'}"
+        experiment = params.get("mlflow_experiment", pipeline_parameters(training)["mlflow_experiment"].default)
+        # Create the experiment here so its artifacts land next to the store, not in the working directory.
+        Tracker(TrackingConfig(tracking_uri=tracking_uri, experiment=experiment,
+                               artifact_location=(output / "mlartifacts").as_uri())).experiment_id
+    # The steps are subprocesses of this one: they find the store through the environment.
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    # Create the experiment here so its artifacts land next to the store, not in the working directory.
-    Tracker(TrackingConfig(tracking_uri=tracking_uri, experiment=experiment,
-                           artifact_location=(output / "mlartifacts").as_uri())).experiment_id
 
     if runner == "subprocess":
         kfp_runner = local.SubprocessRunner(use_venv=False)
@@ -196,5 +204,7 @@ def run_local(
                 raise LocalRunError(f"the pipeline failed: {err}") from None
     outputs = task.outputs
     registration = json.loads(outputs["registration"])
-    return LocalResult(output=output, report=Path(outputs["report"].path), decision=Path(outputs["decision"].path),
+    # The HTML artifact is a copy; the folder next to it holds the report with its plots.
+    report = Path(outputs["report"].path).parent / "results" / "report.html"
+    return LocalResult(output=output, report=report, decision=Path(outputs["decision"].path),
                        registration=registration, tracking_uri=tracking_uri, seconds=time.monotonic() - start)
