@@ -314,21 +314,26 @@ class RunContext:
 class Tracker:
     """Runs, stages and the registry of one tracking configuration.
 
-    Sets the process's MLflow tracking and registry URIs (MLflow's fluent API, used for the
-    active-run stack and model logging, reads them from there).
+    Creating a tracker, starting a run or a stage, and registering a model make its URIs the
+    process's current MLflow tracking and registry URIs: MLflow's fluent API (the active-run
+    stack, model logging, and the registry's lookup of a logged model) reads them from there.
     """
 
     def __init__(self, config: TrackingConfig | None = None):
-        import mlflow
         from mlflow import MlflowClient
 
         self.config = config or TrackingConfig()
         self.tracking_uri = self.config.resolved_tracking_uri()
         self.registry_uri = self.config.resolved_registry_uri()
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.registry_uri)
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         self._experiment_id: str | None = None
+        self._make_current()
+
+    def _make_current(self) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri)
 
     @property
     def experiment_id(self) -> str:
@@ -364,6 +369,7 @@ class Tracker:
         """
         import mlflow
 
+        self._make_current()
         with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id, run_name=None if run_id else name) as active:
             ctx = RunContext(self, active.info.run_id)
             if tags:
@@ -385,6 +391,7 @@ class Tracker:
         pipeline step in another process passes the pipeline run's id)."""
         import mlflow
 
+        self._make_current()
         active = mlflow.active_run()
         if active is None and parent_run_id is None:
             raise TrackingError(f"stage {name!r}: no active pipeline run and no parent_run_id given")
@@ -406,15 +413,19 @@ class Tracker:
     # Registry
     # ----------------------------------------------------------------------------------------
 
-    def _source_run_id(self, model_uri: str) -> str:
-        if model_uri.startswith("runs:/"):
-            return model_uri[len("runs:/") :].split("/", 1)[0]
-        if model_uri.startswith("models:/m-"):
-            model_id = model_uri[len("models:/") :].split("/", 1)[0]
-            run_id = self.client.get_logged_model(model_id).source_run_id
-            if run_id:
-                return run_id
-        raise TrackingError(f"register {model_uri}: expected the URI returned by log_model (models:/m-...) or runs:/<run>/<path>")
+    def _logged_model(self, model_uri: str):
+        """The LoggedModel behind a ``models:/m-...`` URI (what :meth:`RunContext.log_model` returns)."""
+        from mlflow.exceptions import MlflowException
+
+        if not model_uri.startswith("models:/m-"):
+            raise TrackingError(f"register {model_uri}: expected the models:/m-... URI returned by log_model")
+        try:
+            logged = self.client.get_logged_model(model_uri[len("models:/") :].split("/", 1)[0])
+        except MlflowException as err:
+            raise TrackingError(f"register {model_uri}: {err.message}") from err
+        if not logged.source_run_id:
+            raise TrackingError(f"register {model_uri}: the logged model has no source run")
+        return logged
 
     def register_model(
         self,
@@ -437,7 +448,9 @@ class Tracker:
         """
         from mlflow.exceptions import MlflowException
 
-        run_id = self._source_run_id(model_uri)
+        self._make_current()
+        logged = self._logged_model(model_uri)
+        run_id = logged.source_run_id
         version_tags = {
             TAG_CODE_VERSION: code_version(),
             TAG_BENCHMARKS: ",".join(sorted(benchmarks or [])),
@@ -459,9 +472,9 @@ class Tracker:
             for k, v in version_tags.items():
                 self.client.set_model_version_tag(name, mv.version, k, v)
         else:
-            import mlflow
-
-            mv = mlflow.register_model(model_uri, name, tags=version_tags)
+            mv = self.client.create_model_version(
+                name, source=model_uri, run_id=run_id, tags=version_tags, model_id=logged.model_id
+            )
         if alias and CHAMPION not in self._aliases_of(name, mv.version):
             self.client.set_registered_model_alias(name, alias, mv.version)
         return self.client.get_model_version(name, mv.version)

@@ -306,6 +306,21 @@ def test_log_register_alias_load_generate(backend, logged, tiny):
     assert any(x.startswith("torch==") for x in lines) and not any(x.startswith("torchvision") for x in lines)
 
 
+def test_trackers_keep_their_own_registry(backend, logged, tmp_path):
+    tracker = backend.tracker()
+    other = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'other.db'}"))  # moves MLflow's global URIs
+    mv = register(tracker, "tiny-own", logged, 0, 0.5)
+    assert str(mv.version) == "1" and [str(v.version) for v in tracker.list_versions("tiny-own")] == ["1"]
+    assert other.list_versions("tiny-own") == []
+
+
+def test_register_needs_a_logged_model_uri(backend):
+    with pytest.raises(TrackingError, match="register runs:/abc/model: expected the models:/m-... URI returned by log_model"):
+        backend.tracker().register_model("x", "runs:/abc/model")
+    with pytest.raises(TrackingError, match="register models:/m-0000: .*"):
+        backend.tracker().register_model("x", "models:/m-0000")
+
+
 def test_register_same_run_twice_is_idempotent(backend, logged):
     tracker = backend.tracker()
     name = "tiny-idem"
