@@ -90,6 +90,7 @@ class RolloutConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(1024, gt=0, description="max response length")
     stop: list[str] = Field([], description="stop strings")
+    ignore_eos: bool = Field(False, description="sample past EOS to max_new_tokens (fixed-length completions, for benchmarks only)")
     prompts_per_call: Optional[int] = Field(
         None, gt=0, description="prompts per seeded generate call; None: all of a rank's prompts in one call. "
         "Set it to make runs with different numbers of processes sample the same completions")
@@ -317,7 +318,7 @@ def rollout_step(rollout, records: list[dict], cfg: RLConfig, step: int, rank: i
     """This rank's share of the step's completions: seeded calls of ``prompts_per_call`` prompts, round-robin over ranks."""
     per_call = cfg.rollout.prompts_per_call or -(-len(records) // world)
     params = SamplingParams(n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                            max_new_tokens=cfg.rollout.max_new_tokens, stop=cfg.rollout.stop)
+                            max_new_tokens=cfg.rollout.max_new_tokens, stop=cfg.rollout.stop, ignore_eos=cfg.rollout.ignore_eos)
     samples = []
     for call, start in enumerate(range(0, len(records), per_call)):
         if call % world != rank:
