@@ -38,6 +38,7 @@ TAG_BASE_MODEL = "base_model"
 TAG_DECISION = "promotion.decision"
 TAG_REASON = "promotion.reason"
 TAG_STAGE = "lad.stage"
+TAG_REGISTRATION_KEY = "registration_key"
 
 # MLflow rejects param values longer than this; the full config is also logged as config.json.
 _MAX_PARAM_VALUE = 6000
@@ -439,12 +440,16 @@ class Tracker:
         base_model: str | None = None,
         tags: Mapping[str, Any] | None = None,
         alias: str | None = CHALLENGER,
+        idempotency_key: str | None = None,
     ):
         """Register a logged model as a version of ``name``; returns the ModelVersion.
 
         Registering a model of a run that already has a version returns that version (a retried
-        pipeline step must not create a second one); its tags are re-applied. ``alias`` (by
-        default ``challenger``) is set on the version unless it is already the champion.
+        pipeline step must not create a second one); its tags are re-applied. A step that logs
+        its model in a fresh run on every attempt passes ``idempotency_key`` (e.g. the pipeline
+        run id and the step's name): a version carrying the same key is returned instead of a new
+        one. ``alias`` (by default ``challenger``) is set on the version unless it is already the
+        champion.
         """
         from mlflow.exceptions import MlflowException
 
@@ -460,6 +465,8 @@ class Tracker:
             if value is not None:
                 version_tags[key] = value
         version_tags.update({metric_key(k): str(v) for k, v in (tags or {}).items()})
+        if idempotency_key:
+            version_tags[TAG_REGISTRATION_KEY] = idempotency_key
 
         try:
             self.client.create_registered_model(name)
@@ -467,6 +474,10 @@ class Tracker:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise TrackingError(f"register {name}: {err.message}") from err
         existing = self.client.search_model_versions(f"name = '{_quote(name)}' and run_id = '{run_id}'")
+        if not existing and idempotency_key:
+            existing = self.client.search_model_versions(
+                f"name = '{_quote(name)}' and tags.{TAG_REGISTRATION_KEY} = '{_quote(idempotency_key)}'"
+            )
         if existing:
             mv = min(existing, key=lambda v: int(v.version))
             for k, v in version_tags.items():

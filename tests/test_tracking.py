@@ -331,6 +331,13 @@ def test_register_same_run_twice_is_idempotent(backend, logged):
     assert str(register(tracker, name, logged, 1, 0.3).version) == "2"
     assert [str(v.version) for v in tracker.list_versions(name)] == ["2", "1"]
 
+    # A step that logs its model in a new run on each attempt dedupes by its own key.
+    keyed = "tiny-idem-key"
+    first = tracker.register_model(keyed, logged[0][0], idempotency_key="kfp-run-7/register")
+    retry = tracker.register_model(keyed, logged[1][0], idempotency_key="kfp-run-7/register")
+    assert str(retry.version) == str(first.version) == "1" and retry.tags["registration_key"] == "kfp-run-7/register"
+    assert str(tracker.register_model(keyed, logged[1][0], idempotency_key="kfp-run-8/register").version) == "2"
+
 
 def test_promotion_gate(backend, logged):
     tracker = backend.tracker()
