@@ -138,7 +138,10 @@ def _grid(n: int):
 
 def _curve_axes(ax, title: str, k: int) -> None:
     ax.set_title(title, fontsize=10)
+    from matplotlib.ticker import ScalarFormatter
+
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlim(1, max(2, k))
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("k")
