@@ -266,3 +266,11 @@ def test_comparison_table_and_figure(tmp_path):
     assert (tmp_path / "plots" / "compare.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="run labels must be distinct"):
         write_comparison([runs[0], runs[0]], tmp_path)
+
+
+def test_report_label_defaults_to_a_telling_folder_name():
+    from lad.evaluation.stage import _label
+
+    assert _label(_cfg({"name": "gsm8k"}).model_copy(update={"model": "out/sft-tiny/model"})) == "sft-tiny/model"
+    assert _label(_cfg({"name": "gsm8k"}).model_copy(update={"model": "ckpts/step-100/"})) == "step-100"
+    assert _label(_cfg({"name": "gsm8k"}, label="LAD").model_copy(update={"model": "x/model"})) == "LAD"

@@ -93,7 +93,7 @@ def run(
 
         try:
             summary = run_eval(cfg, restart=restart, progress=progress, notice=lambda m: console.print(f"[yellow]{m}[/yellow]"))
-        except (BenchmarkError, ResultsError, ScoringError, FileNotFoundError, NotADirectoryError) as err:
+        except (BenchmarkError, ConfigError, ResultsError, ScoringError, FileNotFoundError, NotADirectoryError) as err:
             bar.stop()
             _fail(str(err), 1)
 

@@ -90,6 +90,15 @@ class EvalConfig(BaseModel):
     bootstrap_resamples: int = Field(1000, ge=10, description="resamples of the Avg@k bootstrap CI")
     dist_n: list[int] = Field([1, 2, 3, 4], description="n of the dist-n diversity metrics")
 
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from lad.rollout import ENGINES
+
+        if v not in ENGINES:
+            raise ValueError(f"unknown rollout engine {v!r}; expected one of {sorted(ENGINES)}")
+        return v
+
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, v: Optional[str]) -> Optional[str]:

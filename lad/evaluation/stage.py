@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from lad.evaluation.benchmarks import BenchmarkRun, load_records, resolve
-from lad.evaluation.config import EvalConfig
+from lad.evaluation.config import ConfigError, EvalConfig
 from lad.evaluation.results import SampleLog, discard, model_fingerprint
 from lad.evaluation.scoring import SCORERS, Scorer
 from lad.evaluation.summary import aggregate, benchmark_summary, by_problem
@@ -50,8 +50,17 @@ def run_settings(run: BenchmarkRun, cfg: EvalConfig) -> dict:
     }
 
 
+# checkpoint folder names that say nothing about the model: the label takes the parent's name too
+_GENERIC_NAMES = {"model", "final", "checkpoint", "hf"}
+
+
 def _label(cfg: EvalConfig) -> str:
-    return cfg.label or Path(cfg.model.rstrip("/")).name or cfg.model
+    if cfg.label:
+        return cfg.label
+    path = Path(cfg.model.rstrip("/"))
+    if path.name in _GENERIC_NAMES and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name or cfg.model
 
 
 def _build_engine(cfg: EvalConfig):
@@ -62,7 +71,10 @@ def _build_engine(cfg: EvalConfig):
 
     dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
     model, tokenizer = load_model(cfg.model, dtype=dtype)
-    return build_rollout(cfg.engine, model, tokenizer, **cfg.engine_options)
+    try:
+        return build_rollout(cfg.engine, model, tokenizer, **cfg.engine_options)
+    except (TypeError, ValueError) as err:  # an unknown or ill-typed engine option
+        raise ConfigError(f"engine {cfg.engine!r} with engine_options {cfg.engine_options}: {err}") from None
 
 
 def _todo(records: list[dict], k: int, done: set[tuple[int, int]]) -> list[tuple[dict, list[int]]]:
