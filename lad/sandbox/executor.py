@@ -96,7 +96,8 @@ class Executor:
         return {"mode": mode, "code": code, "timeout_s": timeout, "cpu_s": timeout + 1,
                 "memory_bytes": memory_mb << 20, "output_limit": cfg.output_limit_bytes,
                 "value_limit": cfg.value_limit_bytes, "nproc": cfg.nproc,
-                "nofile": cfg.nofile, "fsize": cfg.fsize_mb << 20, "workdir": workdir}
+                "nofile": cfg.nofile, "fsize": cfg.fsize_mb << 20, "workdir": workdir,
+                "private_pids": self.isolation == "bwrap"}
 
     # ---- one sandbox ----------------------------------------------------------------------------
     def _execute(self, job: dict, stdin: bytes, deadline_s: float, stdout_cap: int) -> _Outcome:

@@ -245,6 +245,7 @@ def run_mode(job):
     pid = os.fork()
     if pid == 0:
         try:
+            os.setpgid(0, 0)
             program_limits(job, job["cpu_s"])
             del job
             exec(compile(code, "<program>", "exec"), _fresh_main())
@@ -262,11 +263,8 @@ def run_mode(job):
         _flush()
         os._exit(0)
     status = _wait(pid, job["timeout_s"])
+    _kill_group(pid)  # what the program left in its group, and the program itself on timeout
     if status is None:
-        try:
-            os.kill(pid, SIGKILL)
-        except OSError:
-            pass
         os.waitpid(pid, 0)
     _sweep()
     os._exit(TIMEOUT_EXIT if status is None else _exit_status(status))
@@ -299,9 +297,27 @@ def _report(i, r):
     sys.stdout.write("{" + ",".join(parts) + "}\n")
 
 
+_PRIVATE_PIDS = False  # set from the job: True only inside the sandbox's own pid namespace
+
+
+def _kill_group(pid):
+    """SIGKILL a child's process group (each child leads its own), or the child alone."""
+    try:
+        os.killpg(pid, SIGKILL)
+    except OSError:
+        try:
+            os.kill(pid, SIGKILL)
+        except OSError:
+            pass
+
+
 def _sweep():
     """Kill every process of this sandbox except this runner (pid 1 under bwrap), so nothing a
-    test started in the background survives into the next test."""
+    test started in the background survives into the next test. Without a private pid
+    namespace (isolation none) /proc lists the host's processes: then only reap."""
+    if not _PRIVATE_PIDS:
+        _reap()
+        return
     me = os.getpid()
     for _ in range(50):
         others = []
@@ -359,6 +375,7 @@ class Child:
         pid = os.fork()
         if pid == 0:
             try:
+                os.setpgid(0, 0)
                 os.close(in_w)
                 os.close(out_r)
                 os.close(err_r)
@@ -457,15 +474,13 @@ class Child:
         return self.status is not None and not self.open
 
     def kill(self):
-        try:
-            os.kill(self.pid, SIGKILL)
-        except OSError:
-            pass
+        _kill_group(self.pid)
         if self.status is None:
             _, self.status = os.waitpid(self.pid, 0)
         self.close()
 
     def close(self):
+        _kill_group(self.pid)  # background processes the test left in its group
         for fd in list(self.bufs) + ([self.in_w] if self.in_w is not None else []):
             try:
                 os.close(fd)
@@ -663,7 +678,9 @@ def evaluate_mode(job):
 
 
 def main(job_bytes):
+    global _PRIVATE_PIDS
     job = marshal.loads(job_bytes)
+    _PRIVATE_PIDS = bool(job.get("private_pids"))
     os.chdir(job.get("workdir", "/tmp"))
     if job["mode"] == "run":
         run_mode(job)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import subprocess
+import time
 
 import pytest
 
@@ -13,7 +16,7 @@ from lad.sandbox.client import AsyncSandboxClient, SandboxClient
 from lad.sandbox.compare import normalize_output, stdout_matches, values_match
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.executor import Executor, RequestError
-from lad.sandbox.isolation import IsolationError
+from lad.sandbox.isolation import IsolationError, host_user
 from lad.sandbox.models import RunRequest
 from lad.sandbox.runner import decode, encode
 
@@ -168,12 +171,32 @@ def test_async_batch_api(local):
     assert [r.stdout for r in local.run_many(["print(1)", ("print(input())", "x\n")])] == ["1\n", "x\n"]
 
 
-def test_isolation_none_is_reported():
-    with SandboxClient(url="", config=SandboxConfig(isolation="none")) as c:
-        r = c.run("print(2)")
-        e = c.evaluate("def f():\n    return 1\n", [{"type": "call", "entry_point": "f", "args": [], "expected": 1}])
-    assert (r.stdout, r.isolation) == ("2\n", "none")
-    assert (e.passed, e.isolation) == (1, "none")
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (killed orphans wait for the host's init to reap them)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line for line in f)
+    except FileNotFoundError:
+        return False
+
+
+def test_isolation_none_is_reported_and_cleans_up_only_its_own_processes():
+    cfg = SandboxConfig(isolation="none")
+    # an unrelated process of the same host user: without a private pid namespace the runner
+    # must not sweep /proc (that would kill everything this user runs)
+    bystander = subprocess.Popen(["sleep", "60"], **host_user(cfg))
+    try:
+        with SandboxClient(url="", config=cfg) as c:
+            r = c.run("import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(60)\n    os._exit(0)\nprint(pid)")
+            e = c.evaluate("def f():\n    return 1\n", [{"type": "call", "entry_point": "f", "args": [], "expected": 1}])
+        assert (r.status, r.isolation) == ("ok", "none")
+        assert (e.passed, e.isolation) == (1, "none")
+        time.sleep(0.2)
+        assert not _running(int(r.stdout))  # the program's background child was killed
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_missing_bubblewrap_is_refused():
