@@ -58,9 +58,12 @@ class HFRollout:
     def update_weights(self, model) -> None:
         self.model = model
 
-    @torch.no_grad()
     def generate(self, prompts: list[list[dict]], params: SamplingParams) -> list[list[Completion]]:
-        ids = prompt_ids(self.tokenizer, prompts)
+        return self.generate_ids(prompt_ids(self.tokenizer, prompts), params)
+
+    @torch.no_grad()
+    def generate_ids(self, ids: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        """``generate`` for prompts that are already token ids (templated)."""
         flat = [p for p in ids for _ in range(params.n)]
         device = next(self.model.parameters()).device
         out: list[Completion] = []
@@ -75,7 +78,7 @@ class HFRollout:
                     out += self._generate_batch(flat[start : start + self.max_batch_size], params, device)
         finally:
             self.model.train(was_training)
-        return [out[i * params.n : (i + 1) * params.n] for i in range(len(prompts))]
+        return [out[i * params.n : (i + 1) * params.n] for i in range(len(ids))]
 
     def _generate_batch(self, batch: list[list[int]], params: SamplingParams, device) -> list[Completion]:
         from transformers import GenerationConfig, LogitsProcessorList
