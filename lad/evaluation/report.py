@@ -138,10 +138,10 @@ def _grid(n: int):
 
 def _curve_axes(ax, title: str, k: int) -> None:
     ax.set_title(title, fontsize=10)
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FuncFormatter
 
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlim(1, max(2, k))
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("k")
@@ -175,7 +175,7 @@ def plot_comparison(runs: list[tuple[str, dict]], benchmarks: list[str], path: P
             k = max(k, len(curve))
             ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=f"{label} ({pct(avg_of(b))})")
         _curve_axes(ax, f"{name}: Pass@k (legend: Avg@k %)", k)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     _save_figure(fig, path)
 
