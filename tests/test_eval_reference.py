@@ -153,3 +153,14 @@ def test_humaneval_and_livecodebench_through_the_code_scorer(code_scorer):
     wrong = whole.replace("return sum(", "return 1 + sum(")
     verdicts = code_scorer.score([_fenced(whole), _fenced(body), _fenced(wrong)], [problem] * 3)
     assert [v.reason for v in verdicts] == ["correct", "correct", "failed"]
+
+
+def test_amc_float_answers_through_the_adapter(math_scorer):
+    records = _records("amc23")
+    raw = [json.loads(line) for line in (BENCH / "amc23.jsonl").read_text().splitlines()]
+    assert len(records) == 40 and all(isinstance(r["answer"], float) for r in raw)
+    # the file's 27.0 becomes the ground truth 27; the answer verifies written either way
+    assert [r["reward_model"]["ground_truth"] for r in records] == [f"{r['answer']:g}" for r in raw]
+    as_float = math_scorer.score([f"\\boxed{{{r['answer']}}}" for r in raw], records)
+    as_int = math_scorer.score([f"\\boxed{{{r['answer']:g}}}" for r in raw], records)
+    assert [v.correct for v in as_float + as_int] == [True] * 80
