@@ -274,3 +274,22 @@ def test_report_label_defaults_to_a_telling_folder_name():
     assert _label(_cfg({"name": "gsm8k"}).model_copy(update={"model": "out/sft-tiny/model"})) == "sft-tiny/model"
     assert _label(_cfg({"name": "gsm8k"}).model_copy(update={"model": "ckpts/step-100/"})) == "step-100"
     assert _label(_cfg({"name": "gsm8k"}, label="LAD").model_copy(update={"model": "x/model"})) == "LAD"
+
+
+def test_answer_classes_math_by_equivalence_countdown_by_expression_code_by_program():
+    from lad.evaluation.scoring import CodeScorer, MathScorer
+
+    math_record = {"data_source": "math500", "ability": "math"}
+    countdown = {"data_source": "synthetic/countdown", "ability": "math"}
+    scorer = MathScorer()
+    try:
+        classes = scorer.answer_classes(
+            [["1/2", "3", "0.5", "\\frac{1}{2}", "3.0"], ["1 + 2 * 3", "2 * 3 + 1", "1+2*3"]], [math_record, countdown]
+        )
+    finally:
+        scorer.close()
+    assert classes == [{"1/2": 0, "3": 1, "0.5": 0, "\\frac{1}{2}": 0, "3.0": 1}, {"1 + 2 * 3": 0, "2 * 3 + 1": 1, "1+2*3": 0}]
+    programs = ["def f(x):\n    return x + 1\n", "def f(x):\n    # add one\n    return x+1\n", "def f(x):\n    return 1 + x\n"]
+    code = CodeScorer()
+    assert code.answer_classes([programs], [{}]) == [{programs[0]: 0, programs[1]: 0, programs[2]: 1}]
+    code.close()

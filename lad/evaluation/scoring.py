@@ -72,8 +72,13 @@ def group_batched(
     return labels
 
 
-def _exact_classes(answers: list[list[str]]) -> list[dict[str, int]]:
-    return group_batched(answers, lambda pairs: [False] * len(pairs))
+def classes_by_key(answers: list[list[str]], key: Callable[[str], str]) -> list[dict[str, int]]:
+    """Per problem: answers with equal ``key`` share a class, numbered in order of appearance."""
+    out = []
+    for items in answers:
+        ids: dict[str, int] = {}
+        out.append({a: ids.setdefault(key(a), len(ids)) for a in items})
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,9 +120,8 @@ class MathScorer:
         for response, record in zip(responses, records):
             unit = (record.get("extra_info") or {}).get("unit")
             answer = extract_answer(response) if unit else None
-            if answer is not None and strip_unit(answer, unit) != answer:
-                response = f"\\boxed{{{strip_unit(answer, unit)}}}"
-            prepared.append(response)
+            bare = strip_unit(answer, unit) if answer is not None else None
+            prepared.append(f"\\boxed{{{bare}}}" if bare != answer else response)
         scores = score_batch(prepared, records, verifier=self.verifier)
         return [Verdict(s.value == 1.0, s.reason, s.answer) for s in scores]
 
@@ -134,10 +138,9 @@ class MathScorer:
 
         for i, labels in zip(math_idx, group_batched([answers[i] for i in math_idx], equivalent_many)):
             out[i] = labels
-        # countdown: an expression is its own answer; two differently written ones are two answers
-        spaced = [[a for a in answers[i]] for i in other_idx]
-        for i, items, labels in zip(other_idx, spaced, _exact_classes([[_squash(a) for a in s] for s in spaced])):
-            out[i] = {a: labels[_squash(a)] for a in items}
+        # countdown: an expression is its own answer (spacing aside): two different ones are two answers
+        for i, labels in zip(other_idx, classes_by_key([answers[i] for i in other_idx], _squash)):
+            out[i] = labels
         return out
 
     def close(self) -> None:
@@ -297,11 +300,7 @@ class CodeScorer:
         return verdicts
 
     def answer_classes(self, answers: list[list[str]], records: list[dict]) -> list[dict[str, int]]:
-        normalised = [[normalize_program(a) for a in items] for items in answers]
-        return [
-            {a: labels[n] for a, n in zip(items, norms)}
-            for items, norms, labels in zip(answers, normalised, _exact_classes(normalised))
-        ]
+        return classes_by_key(answers, normalize_program)
 
     def close(self) -> None:
         if self._owned:
