@@ -20,6 +20,11 @@ demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(VENV)/bin/lad bandit --json $(OUT)/bandit.json --plot $(OUT)/bandit.png
 
+# The training pipeline on this machine (KFP local runner, tiny model, embedded MLflow).
+.PHONY: pipeline-local
+pipeline-local: $(STAMP) sysdeps
+	$(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-local
+
 # System packages the tests need: bubblewrap for the code sandbox (apt-get as root when missing).
 sysdeps:
 	@if command -v bwrap >/dev/null 2>&1; then :; \

@@ -10,7 +10,7 @@ from components.images import BASE_IMAGE
 def register_model(
     model: Input[Model], evaluation: Input[Dataset], data: Input[Dataset], name: str, decision: Output[Markdown],
     metrics: Output[Metrics], metric: str = "all/avg@k", margin: float = 0.0, base_model: str = "",
-    experiment: str = "lad-pipeline", champion_evaluation: Input[Dataset] = None,
+    experiment: str = "lad-pipeline", registration_key: str = "", champion_evaluation: Input[Dataset] = None,
 ) -> str:
     """Register the model with its evaluation (alias challenger) and run the promotion gate.
 
@@ -18,6 +18,7 @@ def register_model(
         name: registered model name.
         metric: promotion metric, e.g. all/avg@k, math/pass@1, humaneval/avg@k.
         margin: required improvement over the champion.
+        registration_key: the pipeline run's id: a retried step returns the version it registered before.
         champion_evaluation: the champion evaluated in this run on the same benchmarks (retraining).
     """
     import json
@@ -31,7 +32,8 @@ def register_model(
 
     result = register(model.path, summary(evaluation), name=name, metric=metric, margin=margin, base_model=base_model,
                       champion_summary=summary(champion_evaluation) if champion_evaluation is not None else None,
-                      data_dir=data.path, experiment=experiment)
+                      data_dir=data.path, experiment=experiment,
+                      registration_key=registration_key)
     metrics.log_metric("version", float(result["version"]))
     metrics.log_metric("promoted", float(result["promoted"]))
     metrics.log_metric(result["metric"], result["value"])

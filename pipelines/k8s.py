@@ -9,7 +9,8 @@ S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 S3_OPTIONAL_KEYS = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
 MLFLOW_KEYS = ("MLFLOW_TRACKING_URI",)
 MLFLOW_OPTIONAL_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
-SANDBOX_SECRET = "lad-sandbox"  # optional: holds LAD_SANDBOX_TOKEN when the sandbox requires one
+# Optional: the sandbox's bearer token, the Secret that images/sandbox/sandbox.yaml reads too.
+SANDBOX_SECRET, SANDBOX_TOKEN_KEY = "lad-sandbox-token", "token"
 
 
 def with_credentials(task: PipelineTask, s3_secret, mlflow_secret) -> PipelineTask:
@@ -23,7 +24,7 @@ def with_credentials(task: PipelineTask, s3_secret, mlflow_secret) -> PipelineTa
 
 
 def with_sandbox_token(task: PipelineTask) -> PipelineTask:
-    kubernetes.use_secret_as_env(task, SANDBOX_SECRET, {"LAD_SANDBOX_TOKEN": "LAD_SANDBOX_TOKEN"}, optional=True)
+    kubernetes.use_secret_as_env(task, SANDBOX_SECRET, {SANDBOX_TOKEN_KEY: "LAD_SANDBOX_TOKEN"}, optional=True)
     return task
 
 

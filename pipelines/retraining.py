@@ -31,15 +31,15 @@ def retraining(
     kappa: float = 4.0,
     group_size: int = 8,
     lr: float = 2e-4,
-    steps: int = 20,
-    prompts_per_step: int = 16,
-    max_new_tokens: int = 48,
+    steps: int = 8,
+    prompts_per_step: int = 4,
+    max_new_tokens: int = 32,
     rollout_engine: str = "hf",
     train_engine: str = "deepspeed",
-    train_eval_prompts: int = 32,
+    train_eval_prompts: int = 16,
     eval_benchmarks: str = "synthetic_countdown,synthetic_code",
     eval_k: int = 4,
-    eval_limit: int = 16,
+    eval_limit: int = 8,
     eval_max_new_tokens: int = 64,
     promotion_metric: str = "all/avg@k",
     promotion_margin: float = 0.0,
@@ -111,7 +111,7 @@ def retraining(
     reg = register_model(model=train.outputs["model"], evaluation=evals["challenger"].outputs["results"],
                          champion_evaluation=evals["champion"].outputs["results"], data=prep.outputs["data"],
                          name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,
-                         experiment=mlflow_experiment).set_display_name("register + gate")
+                         experiment=mlflow_experiment, registration_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name("register + gate")
     reg.after(code)
 
     tasks = (champ, prep, train, evals["challenger"], evals["champion"], code, reg)

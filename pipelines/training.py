@@ -20,7 +20,8 @@ DEFAULT_DATASETS = [
      "synthetic": {"task": "countdown", "n": 64, "seed": 1}},
 ]
 DEFAULT_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-SANDBOX_SERVICE = "http://lad-sandbox.lad.svc.cluster.local:8080"
+# The Service of images/sandbox/sandbox.yaml, deployed in the namespace the pipeline runs in.
+SANDBOX_SERVICE = "http://lad-sandbox"
 
 
 class Outputs(NamedTuple):
@@ -33,24 +34,24 @@ class Outputs(NamedTuple):
 def training(
     base_model: str = "tiny:1m",
     datasets: list = DEFAULT_DATASETS,
-    sft_steps: int = 30,
+    sft_steps: int = 20,
     sft_data: str = "synthetic:countdown",
     sft_lr: float = 3e-3,
-    sft_heldout_problems: int = 32,
+    sft_heldout_problems: int = 16,
     objective: str = "lad",
     divergence: str = "js",
     kappa: float = 4.0,
     group_size: int = 8,
     lr: float = 2e-4,
-    steps: int = 20,
-    prompts_per_step: int = 16,
-    max_new_tokens: int = 48,
+    steps: int = 8,
+    prompts_per_step: int = 4,
+    max_new_tokens: int = 32,
     rollout_engine: str = "hf",
     train_engine: str = "deepspeed",
-    train_eval_prompts: int = 32,
+    train_eval_prompts: int = 16,
     eval_benchmarks: str = "synthetic_countdown,synthetic_code",
     eval_k: int = 4,
-    eval_limit: int = 16,
+    eval_limit: int = 8,
     eval_max_new_tokens: int = 64,
     registered_model_name: str = "lad-policy",
     promotion_metric: str = "all/avg@k",
@@ -125,7 +126,7 @@ def training(
                           sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir).set_display_name("code execution")
     reg = register_model(model=train.outputs["model"], evaluation=ev.outputs["results"], data=prep.outputs["data"],
                          name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,
-                         experiment=mlflow_experiment).set_display_name("register")
+                         experiment=mlflow_experiment, registration_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name("register")
     reg.after(code)  # a model whose code answers the sandbox cannot run is not registered
 
     for task in (prep, sft, train, ev, code, reg):

@@ -62,9 +62,11 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(model_dir, st
     assert (better["version"], better["promoted"], better["champion"]) == ("2", True, "2")
     assert better["reason"] == "promoted: all/avg_k 0.5 vs champion v1 0.25: gain 0.25 (higher is better), margin 0.1"
 
-    worse = register(model_dir, quarter, name="policy", champion_summary=half)
+    worse = register(model_dir, quarter, name="policy", champion_summary=half, registration_key="run-3")
     assert (worse["version"], worse["promoted"], worse["champion"]) == ("3", False, "2")
     assert worse["reason"] == "refused: all/avg_k 0.25 vs champion v2 0.5: gain -0.25 (higher is better), margin 0"
+    retried = register(model_dir, quarter, name="policy", champion_summary=half, registration_key="run-3")
+    assert (retried["version"], retried["promoted"]) == ("3", False), "a retried step registers no second version"
 
     tracker = Tracker(TrackingConfig(tracking_uri=store))
     assert str(tracker.champion("policy").version) == "2"

@@ -75,13 +75,15 @@ def run_cmd(
                                "(steps in their images; needs a Docker engine and lad images build)"),
     output: Path = typer.Option(Path("out/pipeline-local"), "--output", "-o", help="artifacts, MLflow store and logs go here"),
     benchmarks_dir: Path = typer.Option(Path("../shared/benchmarks"), "--benchmarks-dir", help="folder of the shared benchmark files"),
+    pipeline: str = typer.Option("training", "--pipeline", "-p", help="training, or retraining (starts from the "
+                                 "champion registered in OUTPUT/mlflow.db by an earlier run)"),
     overrides: list[str] = SET,
     caching: bool = typer.Option(False, "--caching/--no-caching", help="reuse outputs of identical earlier local steps"),
     isolation: str = typer.Option("bwrap", "--isolation", help="sandbox isolation: bwrap, or none for trusted local use"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="an MLflow server to use instead of the "
                                                "embedded store OUTPUT/mlflow.db (S3 credentials from the AWS_* variables)"),
 ) -> None:
-    """Run the training pipeline on this machine (KFP local runner, no cluster).
+    """Run the training (or retraining) pipeline on this machine (KFP local runner, no cluster).
 
     The embedded default: tiny model, synthetic tasks plus a slice of the shared benchmarks, the
     sandbox as a local process, MLflow in OUTPUT/mlflow.db, artifacts in OUTPUT/artifacts. Prints where the evaluation report and the registered model are and how to open the MLflow UI.
@@ -92,9 +94,9 @@ def run_cmd(
 
     if not local_run:
         _fail("only --local runs here; to run on a Kubeflow cluster use: lad pipeline submit --host URL")
-    arguments = _arguments("training", overrides)
+    arguments = _arguments(pipeline, overrides)
     try:
-        result = run_local(arguments, output=output, benchmarks_dir=benchmarks_dir, runner=runner, caching=caching,
+        result = run_local(arguments, pipeline=pipeline, output=output, benchmarks_dir=benchmarks_dir, runner=runner, caching=caching,
                            isolation=isolation, tracking_uri=tracking_uri)
     except (LocalRunError, ImagesError, StepError) as err:
         _fail(str(err), 1)

@@ -1,4 +1,4 @@
-"""``lad pipeline run --local``: the training pipeline on this machine with KFP's local runner.
+"""``lad pipeline run --local``: a pipeline on this machine with KFP's local runner.
 
 The same components and pipeline as on a cluster, run by ``kfp.local`` (SubprocessRunner: each
 step in a subprocess of this Python; DockerRunner: each step in its real image). Around it this
@@ -26,6 +26,8 @@ DEFAULT_BENCHMARKS = Path("../shared/benchmarks")
 # What the local run changes from the pipeline's defaults: a slice of real data next to the
 # synthetic tasks, one process per step (no DeepSpeed launcher), and the local sandbox.
 REAL_TRAIN_SLICE = 64
+# Environment the steps need inside containers (MLflow store, S3 credentials, sandbox token).
+FORWARDED_ENV = ("MLFLOW_", "AWS_", "LAD_SANDBOX_")
 LOCAL_EVAL = "synthetic_countdown,synthetic_code,gsm8k,humaneval"
 
 
@@ -130,7 +132,7 @@ class LocalSandbox:
 
 @dataclass
 class LocalResult:
-    output: Path
+    artifacts: Path
     report: Path
     decision: Path
     registration: dict
@@ -141,7 +143,7 @@ class LocalResult:
         reg = self.registration
         alias = "champion" if reg["promoted"] else "challenger"
         return "\n".join([
-            f"pipeline finished in {self.seconds:.0f} s; artifacts under {self.output / 'artifacts'}",
+            f"pipeline finished in {self.seconds:.0f} s; artifacts under {self.artifacts}",
             f"evaluation report: {self.report} (and report.md, summary.json, samples/ beside it)",
             f"promotion decision: {self.decision}",
             f"registered model: {reg['name']} v{reg['version']} (alias {alias}; {reg['reason']})",
@@ -152,18 +154,24 @@ class LocalResult:
 
 
 def run_local(
-    arguments: dict[str, Any], *, output: Path = DEFAULT_OUTPUT, benchmarks_dir: Path = DEFAULT_BENCHMARKS,
+    arguments: dict[str, Any], *, pipeline: str = "training", output: Path = DEFAULT_OUTPUT,
+    benchmarks_dir: Path = DEFAULT_BENCHMARKS,
     runner: str = "subprocess", caching: bool = False, isolation: str = "bwrap", tracking_uri: Optional[str] = None,
 ) -> LocalResult:
-    """Run the training pipeline locally; ``arguments`` override the embedded default.
+    """Run a pipeline (training or retraining) locally; ``arguments`` override the embedded default.
 
     ``tracking_uri``: an MLflow server (artifacts wherever its artifact root points, e.g. S3)
     instead of the embedded sqlite store under ``output``.
     """
     from kfp import local
 
+    from lad.pipeline.compile import CompileError, load
     from lad.tracking import Tracker, TrackingConfig
-    from pipelines.training import training
+
+    try:
+        chosen = load(pipeline)
+    except CompileError as err:
+        raise LocalRunError(f"--pipeline: {err}") from None
 
     output = output.resolve()
     benchmarks_dir = benchmarks_dir.resolve()
@@ -173,7 +181,7 @@ def run_local(
     params = {**local_defaults(benchmarks_dir), **arguments}
     if tracking_uri is None:
         tracking_uri = f"sqlite:///{output / 'mlflow.db'}"
-        experiment = params.get("mlflow_experiment", pipeline_parameters(training)["mlflow_experiment"].default)
+        experiment = params.get("mlflow_experiment", pipeline_parameters(chosen)["mlflow_experiment"].default)
         # Create the experiment here so its artifacts land next to the store, not in the working directory.
         Tracker(TrackingConfig(tracking_uri=tracking_uri, experiment=experiment,
                                artifact_location=(output / "mlartifacts").as_uri())).experiment_id
@@ -187,10 +195,16 @@ def run_local(
         from lad.images import require_engine
 
         require_engine()
-        kfp_runner = local.DockerRunner()
+        # Host network: the steps reach the local sandbox on 127.0.0.1; the host's uid: the files
+        # they write under the (mounted) pipeline root stay the caller's.
+        kfp_runner = local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
+                                        environment={k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)})
     else:
         raise LocalRunError(f"--runner {runner!r}: expected subprocess or docker")
-    local.init(runner=kfp_runner, pipeline_root=str(output / "artifacts"), raise_on_error=True, enable_caching=caching)
+    # The docker runner mounts only the pipeline root into the containers, and the steps there
+    # need the MLflow store beside the artifacts: the whole output folder is the root then.
+    root = output if runner == "docker" else output / "artifacts"
+    local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True, enable_caching=caching)
 
     start = time.monotonic()
     with LocalSandbox(output / "sandbox.log", isolation=isolation) as sandbox:
@@ -199,12 +213,13 @@ def run_local(
             # The trainer image's name does not say "python"; the subprocess runner warns about that.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
             try:
-                task = training(**params)
+                task = chosen(**params)
             except RuntimeError as err:
                 raise LocalRunError(f"the pipeline failed: {err}") from None
     outputs = task.outputs
     registration = json.loads(outputs["registration"])
     # The HTML artifact is a copy; the folder next to it holds the report with its plots.
-    report = Path(outputs["report"].path).parent / "results" / "report.html"
-    return LocalResult(output=output, report=report, decision=Path(outputs["decision"].path),
+    report_artifact = outputs["report" if "report" in outputs else "challenger_report"]
+    report = Path(report_artifact.path).parent / "results" / "report.html"
+    return LocalResult(artifacts=root, report=report, decision=Path(outputs["decision"].path),
                        registration=registration, tracking_uri=tracking_uri, seconds=time.monotonic() - start)

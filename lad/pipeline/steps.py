@@ -319,7 +319,7 @@ def execute_programs(rows: list[dict], *, sandbox_url: str = "", timeout_s: floa
 def register(
     model_dir: str | Path, summary: dict, *, name: str, metric: str = "all/avg@k", margin: float = 0.0,
     champion_summary: Optional[dict] = None, data_dir: str | Path | None = None, base_model: str = "",
-    experiment: str = "lad-pipeline",
+    experiment: str = "lad-pipeline", registration_key: str = "",
 ) -> dict:
     """Log the model to MLflow, register it as a version of ``name`` (alias challenger) with its
     evaluation, and run the promotion gate: ``champion`` moves to it only when it beats the
@@ -327,6 +327,8 @@ def register(
 
     ``champion_summary``: the current champion re-evaluated in this run; its version is re-tagged
     with those numbers first, so the gate compares two evaluations made the same way now.
+    ``registration_key`` (the pipeline run's id): a retried step gets the version it registered
+    before instead of a second one.
     """
     from lad.modeling import load_model
     from lad.storage import content_hash
@@ -345,7 +347,8 @@ def register(
             uri = run.log_model(model, tokenizer, metadata={"benchmarks": benchmarks})
             run.log_metrics(metrics, 0)
             run.log_dict(summary, "evaluation/summary.json")
-        mv = tracker.register_model(name, uri, metrics=metrics, benchmarks=benchmarks, data_hash=data_hash, base_model=base_model or None)
+        mv = tracker.register_model(name, uri, metrics=metrics, benchmarks=benchmarks, data_hash=data_hash, base_model=base_model or None,
+                                 idempotency_key=f"{registration_key}/{name}" if registration_key else None)
         champion = tracker.champion(name)
         if champion_summary is not None and champion is not None and str(champion.version) != str(mv.version):
             champ_metrics, champ_benchmarks = registry_metrics(champion_summary)

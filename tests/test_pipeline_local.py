@@ -1,0 +1,98 @@
+"""The whole training pipeline on this machine with KFP's local runner (``lad pipeline run
+--local``), at the tiniest settings: once on the embedded default (sqlite MLflow, local files)
+and once with its data and MLflow artifacts in a local S3 server behind a local MLflow server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from servers import mlflow_server, s3, s3_server  # noqa: F401
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+TINY = {
+    "sft_steps": 1, "sft_heldout_problems": 0, "steps": 1, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 8,
+    "train_eval_prompts": 0, "eval_benchmarks": "synthetic_countdown,humaneval", "eval_k": 2, "eval_limit": 1,
+    "eval_max_new_tokens": 8,
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_uris():
+    import mlflow
+
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+
+
+def run_cli(tmp_path: Path, extra: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}")]
+    cmd = [sys.executable, "-m", "lad.cli", "pipeline", "run", "--local", "--output", str(tmp_path / "out"),
+           "--benchmarks-dir", str(BENCHMARKS), *sets, *extra]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done
+
+
+def printed(stdout: str, prefix: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith(prefix))
+
+
+def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
+    from lad.tracking import Tracker, TrackingConfig
+
+    done = run_cli(tmp_path, [])
+    out = tmp_path / "out"
+    store = f"sqlite:///{out / 'mlflow.db'}"
+    assert printed(done.stdout, "registered model:").startswith("registered model: lad-policy v1 (alias champion; promoted: no champion yet")
+    assert printed(done.stdout, "MLflow UI:") == f"MLflow UI: mlflow ui --backend-store-uri {store} --port 5000, then open http://127.0.0.1:5000"
+    report = Path(printed(done.stdout, "evaluation report:").split()[2])
+    assert report.name == "report.html" and report.is_relative_to(out / "artifacts")
+    html = report.read_text()
+    assert "synthetic_countdown" in html and "humaneval" in html
+    summary = json.loads((report.parent / "summary.json").read_text())
+    assert sorted(summary["benchmarks"]) == ["humaneval", "synthetic_countdown"]
+    assert {b["k"] for b in summary["benchmarks"].values()} == {2}
+
+    tracker = Tracker(TrackingConfig(tracking_uri=store, experiment="lad-pipeline"))
+    champion = tracker.champion("lad-policy")
+    assert str(champion.version) == "1" and "champion" in champion.aliases
+    assert champion.tags["benchmarks"] == "humaneval:k=2:n=1,synthetic_countdown:k=2:n=1"
+    assert champion.tags["promotion.decision"] == "promoted"
+    assert float(champion.tags["metric.all/avg_k"]) == summary["aggregate"]["all"]["avg@k"]
+    logged = tracker.client.get_logged_model(champion.source.split("/")[1])
+    assert Path(logged.artifact_location.removeprefix("file://")).is_relative_to(out / "mlartifacts")
+    stages = {r.data.tags.get("lad.stage") for r in tracker.client.search_runs([tracker.experiment_id])}
+    assert {"rl", "register"} <= stages
+
+
+def test_local_run_with_s3_data_and_an_mlflow_server(tmp_path, s3, mlflow_server):  # noqa: F811
+    from lad.tracking import Tracker, TrackingConfig
+
+    s3.server.client().put_object(Bucket=s3.bucket, Key="raw/math_train.jsonl", Body=(BENCHMARKS / "math_train.jsonl").read_bytes()[:200_000])
+    datasets = [
+        {"name": "synthetic/countdown", "role": "train", "synthetic": {"task": "countdown", "n": 200}, "decontaminate": False},
+        {"name": "math_train", "role": "train", "adapter": "math_train", "uri": f"{s3.root}/raw/math_train.jsonl", "limit": 16,
+         "on_bad_row": "skip"},
+    ]
+    done = run_cli(tmp_path, ["--tracking-uri", mlflow_server.uri, "--set", f"datasets={json.dumps(datasets)}",
+                              "--set", "registered_model_name=lad-s3"])
+    assert printed(done.stdout, "registered model:").startswith("registered model: lad-s3 v1 (alias champion")
+    assert printed(done.stdout, "MLflow UI:") == f"MLflow UI: open {mlflow_server.uri}"
+    report = Path(printed(done.stdout, "evaluation report:").split()[2])
+    prep = json.loads(next((tmp_path / "out" / "artifacts").glob("lad-training-*/data-prep/data/report.json")).read_text())
+    assert prep["sources"]["math_train"]["read"] == 16
+    assert report.is_file()
+
+    tracker = Tracker(TrackingConfig(tracking_uri=mlflow_server.uri))
+    champion = tracker.champion("lad-s3")
+    logged = tracker.client.get_logged_model(champion.source.split("/")[1])
+    prefix = logged.artifact_location.removeprefix(f"s3://{mlflow_server.bucket}/")
+    assert logged.artifact_location.startswith(f"s3://{mlflow_server.bucket}/artifacts/")
+    keys = [o["Key"] for o in s3.server.client().list_objects_v2(Bucket=mlflow_server.bucket, Prefix=prefix)["Contents"]]
+    assert any(k.endswith("/MLmodel") for k in keys) and any(k.endswith(".safetensors") for k in keys)
