@@ -210,3 +210,18 @@ def test_code_benchmark_scored_in_the_sandbox(tmp_path):
     # the two correct programs differ only in docstring and comment: one distinct correct program
     assert b["distinct_correct"] == 1.0 and b["distinct_correct_of"] == "programs"
     assert summary["aggregate"]["code"]["benchmarks"] == ["synthetic_code"]
+
+
+def test_more_problems_extend_a_run_and_fewer_summarise_a_subset(tmp_path):
+    cfg = _config(tmp_path, name="synthetic_arithmetic", n=6, k=2)
+    script, correct = _arithmetic_script(cfg, 2)
+    small = cfg.model_copy(update={"benchmarks": [cfg.benchmarks[0].model_copy(update={"n": 4})]})
+    assert run_eval(small, engine=ScriptedEngine(script))["run"]["synthetic_arithmetic"] == {"reused_samples": 0, "generated_samples": 8}
+    engine = ScriptedEngine(script)
+    summary = run_eval(cfg, engine=engine)
+    assert summary["run"]["synthetic_arithmetic"] == {"reused_samples": 8, "generated_samples": 4}
+    assert len(engine.prompts_generated) == 2 and summary["benchmarks"]["synthetic_arithmetic"]["problems"] == 6
+    fewer = cfg.model_copy(update={"benchmarks": [cfg.benchmarks[0].model_copy(update={"limit": 3})]})
+    engine = ScriptedEngine(script)
+    b = run_eval(fewer, engine=engine)["benchmarks"]["synthetic_arithmetic"]
+    assert engine.calls == [] and b["problems"] == 3 and b["avg@2"] == pytest.approx(sum(correct[:3]) / 6)

@@ -37,11 +37,18 @@ def batch_seed(seed: int, benchmark: str, problem_id: int, first_sample: int) ->
 
 
 def run_settings(run: BenchmarkRun, cfg: EvalConfig) -> dict:
-    """What the samples of a benchmark depend on; resuming under other settings is refused."""
+    """What the samples of a benchmark depend on; resuming under other settings is refused.
+
+    How many problems are evaluated (limit, a synthetic set's n) is left out: problem i is the
+    same problem whatever the count, so a run can be extended to more problems, or summarised
+    on fewer, without redoing any sample.
+    """
+    benchmark = run.model_dump(exclude={"limit"})
+    benchmark["source"] = {key: v for key, v in benchmark["source"].items() if key != "n"}
     return {
         "model": cfg.model,
         "model_fingerprint": model_fingerprint(cfg.model),
-        "benchmark": run.model_dump(),
+        "benchmark": benchmark,
         "engine": cfg.engine,
         "engine_options": cfg.engine_options,
         "dtype": cfg.dtype,
@@ -146,7 +153,8 @@ def evaluate_benchmark(
 
 def summarise_benchmark(run: BenchmarkRun, records: list[dict], rows: list[dict], scorer: Scorer, cfg: EvalConfig) -> dict:
     ids = [r["extra_info"]["index"] for r in records]
-    problems = by_problem([row for row in rows if row["problem_id"] in set(ids)])
+    wanted = set(ids)  # a run with a smaller limit than an earlier one summarises only its own problems
+    problems = by_problem([row for row in rows if row["problem_id"] in wanted])
     ordered = {pid: problems.get(pid, []) for pid in ids}
     answers = [[row["answer"] for row in ordered[pid] if row["answer"] is not None] for pid in ids]
     classes = dict(zip(ids, scorer.answer_classes(answers, records)))
@@ -182,7 +190,9 @@ def run_eval(
                 if log.dropped_torn_line:
                     notice(f"{path}: dropped a torn last line (an interrupted write); its samples are redone")
                 reused = len(log.rows)
-                scorer = scorers.get(run.scorer) or scorers.setdefault(run.scorer, SCORERS[run.scorer](cfg))
+                if run.scorer not in scorers:
+                    scorers[run.scorer] = SCORERS[run.scorer](cfg)
+                scorer = scorers[run.scorer]
                 if _todo(data[run.name], run.k, log.done()) and engine is None:
                     engine = _build_engine(cfg)
                 generated = evaluate_benchmark(run, data[run.name], log, engine, scorer, cfg, progress)
