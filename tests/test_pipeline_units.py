@@ -240,3 +240,27 @@ def test_code_execution_gives_per_test_verdicts():
         ("good", 0, "passed"), ("good", 1, "passed"), ("off-by-one", 0, "passed"), ("off-by-one", 1, "failed")]
     with pytest.raises(StepError, match=r"input programs, row 1: missing \['tests'\]"):
         execute_programs([{"id": "x", "code": "print(1)"}])
+
+
+def test_code_programs_table_from_evaluation_samples(tmp_path):
+    """The evaluation's HumanEval answers become sandbox programs: the canonical solution passes
+    every test of its problem, a wrong one does not, a response without code is left out."""
+    from lad.pipeline.steps import code_programs, execute_programs
+
+    raw = [json.loads(line) for line in (ROOT.parent / "shared/benchmarks/humaneval.jsonl").read_text().splitlines()[:2]]
+    good = raw[0]["prompt"] + raw[0]["canonical_solution"]
+    wrong = raw[1]["prompt"] + "    return []\n"
+    samples = [
+        {"problem_id": 0, "sample": 0, "answer": good, "reason": "correct"},
+        {"problem_id": 1, "sample": 0, "answer": wrong, "reason": "failed"},
+        {"problem_id": 1, "sample": 1, "answer": None, "reason": "no_code"},
+    ]
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "humaneval.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    rows, skipped = code_programs(tmp_path, "synthetic_countdown,humaneval", k=2, limit=2,
+                                  benchmarks_dir=str(ROOT.parent / "shared/benchmarks"))
+    assert [r["id"] for r in rows] == ["humaneval/0/0", "humaneval/1/0"] and skipped == 0
+    verdicts, totals = execute_programs(rows)
+    assert totals["programs"] == 2 and totals["programs_passed"] == 1
+    assert {v["status"] for v in verdicts if v["id"] == "humaneval/0/0"} == {"passed"}
+    assert any(v["status"] != "passed" for v in verdicts if v["id"] == "humaneval/1/0")

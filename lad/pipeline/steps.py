@@ -243,7 +243,7 @@ def registry_metrics(summary: dict) -> tuple[dict[str, float], list[str]]:
     metrics: dict[str, float] = {}
     for group, values in summary["aggregate"].items():
         for key, value in values.items():
-            if isinstance(value, (int, float)) and value is not None:
+            if isinstance(value, (int, float)):
                 metrics[f"{group}/{key}"] = float(value)
     tags = []
     for name, b in summary["benchmarks"].items():
