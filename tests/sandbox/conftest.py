@@ -3,7 +3,6 @@ real `lad sandbox serve` process on a free port (started inside the fence)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,10 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fence import Fence  # noqa: E402
+from sandbox_paths import LAD  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT.parent / "shared" / "benchmarks"
-LAD = Path(sys.executable).parent / "lad"
 TOKEN = "test-token-5f2c"
 
 # An escaped fork bomb is capped here instead of at the host's pid_max (32768).
@@ -128,8 +125,3 @@ def service(fence, tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def read_jsonl(name: str) -> list[dict]:
-    with open(BENCH / name) as f:
-        return [json.loads(line) for line in f]

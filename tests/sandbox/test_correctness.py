@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import read_jsonl
+from sandbox_paths import read_jsonl
 from lad.sandbox.client import SandboxClient
 from lad.sandbox.compare import stdout_matches
 

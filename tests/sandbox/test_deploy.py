@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from conftest import ROOT
+from sandbox_paths import ROOT
 
 IMAGE = ROOT / "images" / "sandbox"
 

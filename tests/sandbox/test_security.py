@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT
+from sandbox_paths import ROOT
 from lad.sandbox.client import SandboxClient
 
 SECRET = "host-secret-91b3"

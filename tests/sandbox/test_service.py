@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import LAD
+from sandbox_paths import LAD
 from lad.sandbox.client import AsyncSandboxClient, SandboxRequestError
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.executor import Executor
