@@ -7,8 +7,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
