@@ -1,6 +1,6 @@
 """LAD vs GRPO on countdown from an SFT-warmed tiny model: learning, accuracy and diversity.
 
-Runs ``lad train`` twice from the same starting model with the same seed, data, steps and
+Runs ``lad train`` twice from the same starting model with the same seed, data, time budget and
 settings (configs/train/tiny_cpu.yaml unless --config), once per objective, side by side (one
 process each, one thread each), then compares the held-out evaluations the trainer wrote: the
 starting policy's (step 0) and each final policy's, k samples per problem. Prints Avg@8 before
@@ -33,7 +33,7 @@ def launch(args, objective: str, out: Path) -> tuple[subprocess.Popen, Path]:
     raw["algorithm"]["objective"] = objective
     if objective != "lad":
         raw["algorithm"]["loss_params"] = {}  # GRPO's own defaults: clip 0.2, seq-mean-token-mean
-    raw["train"].update({"max_steps": args.steps, "seed": args.seed})
+    raw["train"].update({"max_steps": args.steps, "seed": args.seed, "time_budget_min": args.budget_min})
     raw["eval"].update({"k": args.k, "every_steps": args.eval_every, "at_start": True})
     raw["tracking"] = {"enabled": False}
     cfg = out / f"{objective}.yaml"
@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the SFT-warmed starting model (a directory)")
     parser.add_argument("--config", default=str(ROOT / "configs/train/tiny_cpu.yaml"))
     parser.add_argument("--out", default="out/lad-vs-grpo")
-    parser.add_argument("--steps", type=int, default=100, help="RL steps per objective (the shared budget)")
+    parser.add_argument("--steps", type=int, default=1000, help="at most this many RL steps per objective")
+    parser.add_argument("--budget-min", type=float, default=15.0, help="wall-clock budget of each run (both run side by side)")
     parser.add_argument("--k", type=int, default=16, help="samples per held-out problem")
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
@@ -82,19 +83,21 @@ def main() -> None:
         if proc.wait():
             raise SystemExit(f"{obj} run failed; see {out / f'{obj}.log'}")
         walls[obj] = time.time() - t0
-    results = {"config": args.config, "model": args.model, "steps": args.steps, "seed": args.seed, "k": args.k, "runs": {}}
+    results = {"config": args.config, "model": args.model, "max_steps": args.steps, "budget_min": args.budget_min,
+               "seed": args.seed, "k": args.k, "runs": {}}
     start = None
     for obj, (_, run_dir) in runs.items():
         first, last = final_and_start(run_dir)
         start = start or metrics_of(first["problems"], args.k)
         curve = [json.loads(p.read_text()) for p in sorted((run_dir / "eval").glob("step_*.json"))]
-        results["runs"][obj] = {"wall_s": walls[obj], "final": metrics_of(last["problems"], args.k),
+        results["runs"][obj] = {"wall_s": walls[obj], "steps": last["step"], "final": metrics_of(last["problems"], args.k),
                                 "curve": [{"step": c["step"], **{k: v for k, v in c["metrics"].items() if k.startswith("avg@")}} for c in curve]}
     results["start"] = start
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
     k = args.k
-    print(f"countdown, held-out problems: {len(first['problems'])}, {k} samples each; {args.steps} RL steps per objective, seed {args.seed}")
+    print(f"countdown, held-out problems: {len(first['problems'])}, {k} samples each; budget {args.budget_min} min "
+          f"(at most {args.steps} steps) per objective, run side by side; seed {args.seed}")
     header = ["metric", "start"] + list(results["runs"])
     print("  " + "".join(f"{h:>14s}" for h in header))
     rows = ["avg@8", f"avg@{k}"] + [f"pass@{j}" for j in (1, 2, 4, 8, 16) if j <= k] + ["distinct_correct", "dist-1", "dist-2", "dist-3", "dist-4", "response_len_mean"]
@@ -103,7 +106,7 @@ def main() -> None:
         print("  " + f"{name:>14s}" + "".join(f"{v:14.4f}" for v in vals))
     for obj, r in results["runs"].items():
         gain = 100 * (r["final"]["avg@8"] - start["avg@8"])
-        print(f"{obj}: Avg@8 {100 * start['avg@8']:.1f} -> {100 * r['final']['avg@8']:.1f} ({gain:+.1f} points, goal +10) in {r['wall_s'] / 60:.1f} min wall")
+        print(f"{obj}: Avg@8 {100 * start['avg@8']:.1f} -> {100 * r['final']['avg@8']:.1f} ({gain:+.1f} points, goal +10) in {r['steps']} steps, {r['wall_s'] / 60:.1f} min wall incl. evaluations")
     plot(results, out / "lad_vs_grpo.png")
     print(f"wrote {out / 'results.json'} and {out / 'lad_vs_grpo.png'}")
 

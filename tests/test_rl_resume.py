@@ -156,3 +156,16 @@ def test_two_processes_match_one_process_with_the_same_global_batch(straight, ti
     two = [json.loads(line) for line in (tmp_path / "ddp" / "steps.jsonl").read_text().splitlines()]
     assert [s["reward/mean"] for s in one] == [s["reward/mean"] for s in two]
     assert [s["response/length_mean"] for s in one] == [s["response/length_mean"] for s in two]
+
+
+def test_time_budget_stops_after_the_step_that_exceeds_it(tiny_dir, tmp_path):
+    from lad.train.rl import load_config, train_rl
+
+    cfg = _config(tmp_path, "budget", tiny_dir, max_steps=50, time_budget_min=1e-6)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["engine"] = {"name": "torch"}
+    cfg.write_text(yaml.safe_dump(raw))
+    results = train_rl(load_config(cfg))
+    assert results["train/steps"] == 1
+    assert (tmp_path / "budget" / "model" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "budget" / "eval" / "step_00000001.json").read_text())["step"] == 1

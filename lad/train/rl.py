@@ -142,6 +142,9 @@ class RLTrainConfig(BaseModel):
     mini_batch_size: Optional[int] = Field(None, gt=0, description="sequences per optimizer step (global); None: all P x G (one update per epoch)")
     micro_batch_size: int = Field(8, gt=0, description="sequences per forward/backward on one process")
     max_steps: int = Field(100, gt=0, description="rollout steps")
+    time_budget_min: Optional[float] = Field(
+        None, gt=0, description="also stop after the first step that ends past this many minutes of this process's wall time "
+        "(final evaluation and model save follow); None: no time cap")
     seed: int = Field(0, description="seeds model init (tiny), data order, sampling and the update plan")
     log_every: int = Field(1, gt=0, description="steps between MLflow metric logs")
     samples_every: int = Field(10, ge=0, description="write a JSONL of prompts, completions and rewards every N steps; 0: never")
@@ -196,7 +199,7 @@ class RLConfig(BaseModel):
     def trajectory(self) -> dict:
         """Settings that determine the trajectory; a resume must not change them."""
         return json.loads(json.dumps(self.model_dump(include={"model", "data", "rollout", "algorithm", "reward", "optim", "engine"})
-                                     | {"train": self.train.model_dump(exclude={"log_every", "samples_every", "samples_per_dump"})}))
+                                     | {"train": self.train.model_dump(exclude={"log_every", "samples_every", "samples_per_dump", "time_budget_min"})}))
 
 
 def load_config(path: str | Path, **overrides) -> RLConfig:
@@ -570,6 +573,7 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
         run = stack.enter_context(tracker.run(name, config=None if run_id else cfg, run_id=run_id))
         run.set_tags({"lad.stage": "rl", "world_size": world, "dropped_long_prompts": dropped})
 
+    started = time.perf_counter()
     bar = tqdm(total=tc.max_steps, initial=step, desc=f"rl[{cfg.algorithm.objective}]", disable=rank != 0, dynamic_ncols=True)
     with stack:
         try:
@@ -577,7 +581,8 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
                 history.append({"step": 0, **evaluate(0)})
                 if run:
                     run.log_metrics({k: v for k, v in history[-1].items() if k != "step"}, 0)
-            while step < tc.max_steps:
+            last = step >= tc.max_steps
+            while not last:
                 t0 = time.perf_counter()
                 idx = step_prompts(len(train_records), tc.prompts_per_step, step, seed=tc.seed, shuffle=cfg.data.shuffle)
                 records = [train_records[i] for i in idx]
@@ -597,19 +602,21 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
                 metrics = policy_update(engine, samples, cfg, step, tokenizer.pad_token_id, ref_model)
                 t4 = time.perf_counter()
                 step += 1
+                over = tc.time_budget_min is not None and time.perf_counter() - started > 60 * tc.time_budget_min
+                last = step == tc.max_steps or engine.all_reduce_sum(float(over)) > 0  # every rank stops at the same step
                 tokens = sum(len(s.response_ids) for s in samples)
                 metrics.update(rollout_metrics(samples, rewards, adv_metrics))
                 metrics.update({"time/generate_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t4 - t3,
                                 "time/step_s": t4 - t0, "perf/completion_tokens_per_s": tokens / (t4 - t0),
                                 "actor/lr": engine.lr(), "data/epoch": step * tc.prompts_per_step / len(train_records)})
-                if (cfg.eval.every_steps and step % cfg.eval.every_steps == 0) or (step == tc.max_steps and eval_records):
+                if (cfg.eval.every_steps and step % cfg.eval.every_steps == 0) or (last and eval_records):
                     metrics.update(evaluate(step))
                     history.append({"step": step, **{k: v for k, v in metrics.items() if k.startswith("eval/")}})
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}",
                                 len=f"{metrics['response/length_mean']:.0f}", tok_s=f"{metrics['perf/completion_tokens_per_s']:.0f}",
                                 **({"eval": f"{metrics[f'eval/avg@{cfg.eval.k}']:.3f}"} if f"eval/avg@{cfg.eval.k}" in metrics else {}))
-                if run and (step % tc.log_every == 0 or step == tc.max_steps):
+                if run and (step % tc.log_every == 0 or last):
                     run.log_metrics(metrics, step)
                 if rank == 0:
                     with (out_dir / "steps.jsonl").open("a") as f:
@@ -619,7 +626,7 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
                     write_samples(path, samples, tc.samples_per_dump)
                     if run:
                         run.log_artifact(path, "samples")
-                if step % cfg.checkpoint.every_steps == 0 and step < tc.max_steps:
+                if step % cfg.checkpoint.every_steps == 0 and not last:
                     save_checkpoint(engine, root, step, {"trajectory": cfg.trajectory(), "eval_history": history,
                                                          "mlflow_run_id": run.run_id if run else None},
                                     keep_last=cfg.checkpoint.keep_last)
