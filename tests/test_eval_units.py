@@ -14,7 +14,8 @@ from lad.evaluation.config import ConfigError, EvalConfig, load_config
 from lad.evaluation.metrics import group_equivalent
 from lad.evaluation.report import write_comparison
 from lad.evaluation.results import ResultsError, SampleLog, read_samples
-from lad.evaluation.scoring import LEETCODE_PREAMBLE, METHOD_SHIM, assemble_program, extract_program, group_batched, method_shim, strip_unit
+from lad.evaluation.scoring import LEETCODE_PREAMBLE, METHOD_SHIM, assemble_program, group_batched, method_shim, strip_unit
+from lad.rewards.extract import last_code_block
 from lad.evaluation.summary import aggregate, benchmark_summary, pass_ks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,11 +145,11 @@ def test_strip_unit(answer, unit, expected):
 
 
 def test_extract_program_takes_the_last_fenced_block():
-    assert extract_program("a\n```python\nx = 1\n```\nb\n```py\ny = 2\n```") == "y = 2\n"
-    assert extract_program("```\nz = 3\n```") == "z = 3\n"
-    assert extract_program("```Python3\nq = 4\n```") == "q = 4\n"
-    assert extract_program("def f(): pass") is None
-    assert extract_program("```python\nunterminated") is None
+    assert last_code_block("a\n```python\nx = 1\n```\nb\n```py\ny = 2\n```") == "y = 2\n"
+    assert last_code_block("```\nz = 3\n```") == "z = 3\n"
+    assert last_code_block("```Python3\nq = 4\n```") == "q = 4\n"
+    assert last_code_block("def f(): pass") is None
+    assert last_code_block("```python\nunterminated") is None
 
 
 def test_assemble_program_completes_with_the_starter_code():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 from lad.evaluation.metrics import normalize_program
+from lad.rewards.extract import last_code_block
 
 
 @dataclass(frozen=True)
@@ -156,16 +157,9 @@ def _squash(text: str) -> str:
 # code
 # --------------------------------------------------------------------------------------------
 
-_FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 # LeetCode-style (Class.method) problems are written against an implicit typing import, as
 # LiveCodeBench's own harness assumes.
 LEETCODE_PREAMBLE = "from typing import *\n"
-
-
-def extract_program(response: str) -> Optional[str]:
-    """The last fenced code block (```python, ```py or bare ```); None when there is none."""
-    blocks = _FENCE.findall(response)
-    return blocks[-1][1] if blocks else None
 
 
 def _defines(code: str, name: str) -> bool:
@@ -280,7 +274,7 @@ class CodeScorer:
         return [dict(t, expected=o) if t["type"] == "call" else t for t, o in zip(tests, outputs)]
 
     def score(self, responses: list[str], records: list[dict]) -> list[Verdict]:
-        programs = [extract_program(r) for r in responses]
+        programs = [last_code_block(r) for r in responses]
         todo = [i for i, p in enumerate(programs) if p is not None and p.strip()]
         expected = self._reference_outputs([records[i] for i in todo])
         requests = [

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
+# ```python, ```py, ```python3 or a bare ``` fence, any case.
+_FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 def last_boxed(text: str) -> str | None:
@@ -41,3 +43,9 @@ def extract_answer(text: str, pattern: str | None = None) -> str | None:
         return None
     last = matches[-1]
     return (last if isinstance(last, str) else last[0]).strip()
+
+
+def last_code_block(text: str) -> str | None:
+    """The last fenced code block (```python, ```py, ```python3 or bare ```); None when there is none."""
+    blocks = _FENCE.findall(text)
+    return blocks[-1] if blocks else None

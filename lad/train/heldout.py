@@ -8,16 +8,14 @@ Python block for code) and how often its greedy answer is right.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
-from typing import Optional
 
 import torch
 from pydantic import BaseModel, Field
 
+from lad.rewards.extract import last_code_block
 from lad.train.sft_data import prompt_text
 
-_CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
 class HeldoutConfig(BaseModel):
@@ -59,15 +57,10 @@ def greedy_generate(model, tokenizer, prompts: list[list[dict]], *, max_new_toke
     return out
 
 
-def code_block(response: str) -> Optional[str]:
-    blocks = _CODE_BLOCK.findall(response)
-    return blocks[-1] if blocks else None
-
-
 def formatted(record: dict, response: str) -> bool:
     """Whether the response carries its answer in the format the task's reward parses."""
     if record["ability"] == "code":
-        return code_block(response) is not None
+        return last_code_block(response) is not None
     from lad.rewards import extract_answer
 
     return extract_answer(response) is not None
@@ -82,7 +75,7 @@ def correct(records: list[dict], responses: list[str]) -> list[bool]:
     scored = [i for i, r in enumerate(records) if r["ability"] != "code"]
     for i, s in zip(scored, score_batch([responses[i] for i in scored], [records[i] for i in scored])):
         verdicts[i] = s.value == 1.0
-    programs = [(i, code_block(responses[i])) for i, r in enumerate(records) if r["ability"] == "code"]
+    programs = [(i, last_code_block(responses[i])) for i, r in enumerate(records) if r["ability"] == "code"]
     programs = [(i, p) for i, p in programs if p is not None]
     if programs:
         # One program at a time: the in-process executor's evaluate_many is not thread-safe yet.
