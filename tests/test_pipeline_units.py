@@ -264,3 +264,13 @@ def test_code_programs_table_from_evaluation_samples(tmp_path):
     assert totals["programs"] == 2 and totals["programs_passed"] == 1
     assert {v["status"] for v in verdicts if v["id"] == "humaneval/0/0"} == {"passed"}
     assert any(v["status"] != "passed" for v in verdicts if v["id"] == "humaneval/1/0")
+
+
+def test_docker_runner_without_an_engine_writes_nothing(tmp_path):
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "lad.cli", "pipeline", "run", "--local", "--runner", "docker",
+                           "--output", str(tmp_path / "out"), "--benchmarks-dir", str(ROOT.parent / "shared/benchmarks")],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == 1
+    assert "no Docker engine reachable" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -173,6 +173,12 @@ def run_local(
     except CompileError as err:
         raise LocalRunError(f"--pipeline: {err}") from None
 
+    if runner not in ("subprocess", "docker"):
+        raise LocalRunError(f"--runner {runner!r}: expected subprocess or docker")
+    if runner == "docker":
+        from lad.images import require_engine
+
+        require_engine()  # before anything is written
     output = output.resolve()
     benchmarks_dir = benchmarks_dir.resolve()
     if not benchmarks_dir.is_dir():
@@ -191,16 +197,11 @@ def run_local(
 
     if runner == "subprocess":
         kfp_runner = local.SubprocessRunner(use_venv=False)
-    elif runner == "docker":
-        from lad.images import require_engine
-
-        require_engine()
+    else:
         # Host network: the steps reach the local sandbox on 127.0.0.1; the host's uid: the files
         # they write under the (mounted) pipeline root stay the caller's.
         kfp_runner = local.DockerRunner(network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
                                         environment={k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)})
-    else:
-        raise LocalRunError(f"--runner {runner!r}: expected subprocess or docker")
     # The docker runner mounts only the pipeline root into the containers, and the steps there
     # need the MLflow store beside the artifacts: the whole output folder is the root then.
     root = output if runner == "docker" else output / "artifacts"
