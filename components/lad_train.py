@@ -38,7 +38,7 @@ def lad_train(
 
         job = JobSettings(num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=node_selector,
                           tolerations=tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, image=trainer_image)
-        results = run_multinode(job, init_model.uri, data.uri, model.path, settings)
+        results = run_multinode(job, init_model.path, data.path, model.path, model.uri, settings)
     else:
         results = train(init_model.path, data.path, model.path, **settings)
     for key, value in results.items():
