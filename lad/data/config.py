@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lad.config import ConfigError, format_validation, load_yaml_config  # noqa: F401  (re-exported for callers)
 
 from lad.data.adapters import ADAPTERS, FieldMap
 from lad.data.readers import Format
 from lad.data.synthetic import DIFFICULTIES, TASKS
 from lad.data.templates import PromptTemplate
-
-
-class ConfigError(ValueError):
-    """The prep config is unreadable or invalid; the message names the file and the field."""
 
 
 class SyntheticSpec(BaseModel):
@@ -113,22 +111,4 @@ class PrepConfig(BaseModel):
 
 def load_config(path: str | Path) -> PrepConfig:
     """Read a YAML prep config; errors name the file and the field path."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return PrepConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(f"{path}: " + format_validation(err)) from None
-
-
-def format_validation(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in err.errors())
+    return load_yaml_config(path, PrepConfig)

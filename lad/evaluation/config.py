@@ -14,14 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lad.data.config import format_validation
+from lad.config import ConfigError, format_validation, load_yaml_config  # noqa: F401  (re-exported for callers)
 from lad.data.templates import PromptTemplate
-
-
-class ConfigError(ValueError):
-    """The eval config is unreadable or invalid; the message names the file and the field."""
 
 
 class Sampling(BaseModel):
@@ -123,20 +119,5 @@ class EvalConfig(BaseModel):
 
 
 def load_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> EvalConfig:
-    """Read a YAML eval config, apply top-level overrides; errors name the file and the field path."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    data.update(overrides or {})
-    try:
-        return EvalConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(f"{path}: " + format_validation(err)) from None
+    """Read a YAML eval config, apply overrides; errors name the file and the field path."""
+    return load_yaml_config(path, EvalConfig, overrides)

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from lad.config import load_yaml_config
 from lad.tracking import Tracker, TrackingConfig
 from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
@@ -95,22 +95,8 @@ class SFTConfig(BaseModel):
 
 
 def load_config(path: str | Path, **overrides) -> SFTConfig:
-    """SFTConfig from a YAML file; ``overrides`` replace top-level keys. Errors name file and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"config {path}: invalid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"config {path}: expected a mapping at the top level")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return SFTConfig.model_validate(raw)
-    except ValidationError as err:
-        lines = [f"config {path}: {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()]
-        raise ValueError("\n".join(lines)) from None
+    """SFTConfig from a YAML file; ``overrides`` replace values (dotted keys reach nested sections)."""
+    return load_yaml_config(path, SFTConfig, overrides)
 
 
 def _load_start_model(cfg: SFTConfig):
