@@ -76,7 +76,7 @@ def main() -> None:
 
     def sync() -> None:
         if cuda:
-            sync()
+            torch.cuda.synchronize()
 
     from transformers import AutoModelForCausalLM, Qwen2Config
 
