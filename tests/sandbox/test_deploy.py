@@ -28,6 +28,14 @@ def test_manifest_deployment_and_service():
     assert svc["ports"][0]["targetPort"] == "http"
 
 
+def test_manifest_runs_the_image_that_lad_images_builds():
+    from lad.images import IMAGES
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((IMAGE / "sandbox.yaml").read_text())}
+    (c,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == IMAGES["sandbox"].ref()
+
+
 def test_dockerfile_installs_bubblewrap_and_drops_root():
     lines = [line.strip() for line in (IMAGE / "Dockerfile").read_text().splitlines()]
     assert lines[[i for i, line in enumerate(lines) if line.startswith("FROM ")][0]].startswith("FROM python:3.11-slim")
