@@ -43,6 +43,8 @@ def test_registry_defaults_and_overrides():
     assert (lcb.k, lcb.scorer, lcb.sampling.temperature, lcb.sampling.top_p, lcb.sampling.stop) == (4, "code", 1.0, 0.95, ["</s>"])
     assert cd.source == {"task": "countdown", "n": 20, "seed": 1234, "difficulty": 2, "data_source": "synthetic/countdown"}
     assert cd.k == 32 and BENCHMARKS["synthetic_code"].k == 16
+    on_s3 = cfg.model_copy(update={"benchmarks_dir": "s3://bucket/bench/"})
+    assert resolve(cfg.benchmarks[0], on_s3).source["uri"] == "s3://bucket/bench/math500.jsonl"
 
 
 def test_registry_errors_name_the_benchmark_and_field():

@@ -16,6 +16,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lad.evaluation.config import BenchmarkOverrides, EvalConfig, Sampling
+from lad.storage import join_uri
 
 MATH_K = 32
 CODE_K = 16
@@ -110,7 +111,7 @@ def resolve(over: BenchmarkOverrides, cfg: EvalConfig) -> BenchmarkRun:
     else:
         if over.n is not None or over.difficulty is not None or over.seed is not None:
             raise BenchmarkError(f"benchmark {bench.name}: n, difficulty and seed apply to synthetic benchmarks only")
-        uri = over.uri or str(Path(cfg.benchmarks_dir) / bench.file)
+        uri = over.uri or join_uri(cfg.benchmarks_dir, bench.file)  # a folder or an s3:// prefix
         source = {"uri": uri, "adapter": bench.adapter, "data_source": data_source}
     return BenchmarkRun(
         name=bench.name, ability=bench.ability, scorer=bench.scorer, k=over.k or bench.k, limit=over.limit,
