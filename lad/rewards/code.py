@@ -1,4 +1,4 @@
-"""Code rewards: the response's last ```python block run against the record's tests in the sandbox.
+"""Code rewards: the response's last fenced code block run against the record's tests in the sandbox.
 
 ground_truth of a code record is the JSON list of its tests (the sandbox's test models). The
 reward is the fraction of tests passed, or 1.0 only when all pass (``mode="all_pass"``). A
@@ -9,19 +9,12 @@ and never stops training.
 from __future__ import annotations
 
 import json
-import re
 from typing import Literal, Optional
 
+from lad.rewards.extract import last_code_block
 from lad.rewards.math import Score
 
 CODE_MODES = ("fraction", "all_pass")
-_CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
-
-
-def extract_code(response: str) -> Optional[str]:
-    """The last fenced ```python block of a response, or None."""
-    blocks = _CODE_BLOCK.findall(response)
-    return blocks[-1] if blocks else None
 
 
 def code_score(passed: int, total: int, status: str, mode: Literal["fraction", "all_pass"]) -> Score:
@@ -49,7 +42,7 @@ def score_code(responses: list[str], records: list[dict], *, mode: Literal["frac
     scores: list[Optional[Score]] = [None] * len(responses)
     programs = []
     for i, (response, record) in enumerate(zip(responses, records)):
-        code = extract_code(response)
+        code = last_code_block(response)
         if code is None:
             scores[i] = Score(0.0, "no_code")
             continue

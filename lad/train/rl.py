@@ -32,8 +32,7 @@ from statistics import fmean, pstdev
 from typing import Any, Callable, Literal, Optional
 
 import torch
-import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from lad.advantages import ADVANTAGES, get_advantage
 from lad.objectives import POLICY_LOSSES, BatchNorm, aggregate, get_policy_loss
@@ -205,28 +204,9 @@ class RLConfig(BaseModel):
 def load_config(path: str | Path, **overrides) -> RLConfig:
     """RLConfig from YAML; ``overrides`` (dotted keys allowed: train.max_steps=5) replace values.
     Errors name the file and the field."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"config {path}: invalid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"config {path}: expected a mapping at the top level")
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        *parents, leaf = key.split(".")
-        node = raw
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    try:
-        return RLConfig.model_validate(raw)
-    except ValidationError as err:
-        lines = [f"config {path}: {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()]
-        raise ValueError("\n".join(lines)) from None
+    from lad.config import load_yaml_config
+
+    return load_yaml_config(path, RLConfig, overrides)
 
 
 # --------------------------------------------------------------------------------------------
