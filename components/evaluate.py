@@ -11,7 +11,8 @@ def evaluate(
     model: Input[Model], benchmarks: str, results: Output[Dataset], metrics: Output[Metrics],
     report: Output[HTML], report_md: Output[Markdown], k: int = 4, limit: int = 0, max_new_tokens: int = 1024,
     temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "/opt/lad/benchmarks",
-    label: str = "model", seed: int = 0,
+    label: str = "model", seed: int = 0, experiment: str = "lad-pipeline", stage: str = "evaluate",
+    pipeline_run_id: str = "", pipeline_run_name: str = "",
 ):
     """Sample k responses per problem, score them (code in the sandbox), summarise and report.
 
@@ -21,13 +22,16 @@ def evaluate(
         limit: first N problems of each benchmark; 0: all.
         sandbox_url: the sandbox Service URL for code benchmarks.
         benchmarks_dir: folder (in the image) of the benchmark files.
+        stage: name of the MLflow stage run (one per evaluated model of a pipeline run).
+        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under; empty: a run of its own.
     """
     import shutil
 
-    from lad.pipeline.steps import evaluate as run, registry_metrics
+    from lad.pipeline.steps import evaluate as run, pipeline_run, registry_metrics
 
     summary = run(model.path, results.path, benchmarks=benchmarks, k=k, limit=limit, max_new_tokens=max_new_tokens,
-                  temperature=temperature, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, label=label, seed=seed)
+                  temperature=temperature, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, label=label, seed=seed,
+                  experiment=experiment, stage=stage, parent_run_id=pipeline_run(experiment, pipeline_run_id, pipeline_run_name))
     for key, value in registry_metrics(summary)[0].items():
         metrics.log_metric(key, value)
     shutil.copyfile(f"{results.path}/report.html", report.path)

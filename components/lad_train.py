@@ -15,6 +15,7 @@ def lad_train(
     eval_k: int = 4, sandbox_url: str = "", seed: int = 0, experiment: str = "lad-pipeline",
     num_nodes: int = 1, gpus_per_node: int = 1, gpu_type: str = "nvidia.com/gpu", node_selector: dict = {},
     tolerations: list = [], s3_secret: str = "lad-s3", mlflow_secret: str = "lad-mlflow", trainer_image: str = "",
+    pipeline_run_id: str = "", pipeline_run_name: str = "",
 ):
     """RL from init_model on data's train.parquet.
 
@@ -26,13 +27,15 @@ def lad_train(
         num_nodes: above 1, train as a PyTorchJob across that many nodes (DeepSpeed under torchrun).
         gpus_per_node, gpu_type, node_selector, tolerations, s3_secret, mlflow_secret: the PyTorchJob's pods' settings.
         trainer_image: image of the PyTorchJob's pods; empty: this step's own image.
+        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under; empty: a run of its own.
     """
-    from lad.pipeline.steps import train
+    from lad.pipeline.steps import pipeline_run, train
 
     settings = dict(objective=objective, divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, steps=steps,
                     prompts_per_step=prompts_per_step, micro_batch_size=micro_batch_size, max_new_tokens=max_new_tokens,
                     temperature=temperature, rollout_engine=rollout_engine, engine=engine, eval_prompts=eval_prompts,
-                    eval_k=eval_k, sandbox_url=sandbox_url, seed=seed, experiment=experiment)
+                    eval_k=eval_k, sandbox_url=sandbox_url, seed=seed, experiment=experiment,
+                    parent_run_id=pipeline_run(experiment, pipeline_run_id, pipeline_run_name))
     if num_nodes > 1:
         from lad.pipeline.launcher import JobSettings, run_multinode
 

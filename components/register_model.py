@@ -10,7 +10,8 @@ from components.images import BASE_IMAGE
 def register_model(
     model: Input[Model], evaluation: Input[Dataset], data: Input[Dataset], name: str, decision: Output[Markdown],
     metrics: Output[Metrics], metric: str = "all/avg@k", margin: float = 0.0, base_model: str = "",
-    experiment: str = "lad-pipeline", registration_key: str = "", champion_evaluation: Input[Dataset] = None,
+    experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "",
+    champion_evaluation: Input[Dataset] = None,
 ) -> str:
     """Register the model with its evaluation (alias challenger) and run the promotion gate.
 
@@ -18,13 +19,14 @@ def register_model(
         name: registered model name.
         metric: promotion metric, e.g. all/avg@k, math/pass@1, humaneval/avg@k.
         margin: required improvement over the champion.
-        registration_key: the pipeline run's id: a retried step returns the version it registered before.
+        pipeline_run_id: the KFP run's id: a retried step returns the version it registered before, and the model is
+            logged by the stage register of the pipeline run's MLflow run (named pipeline_run_name), which it ends.
         champion_evaluation: the champion evaluated in this run on the same benchmarks (retraining).
     """
     import json
 
     from lad.pipeline.reports import decision_markdown
-    from lad.pipeline.steps import SUMMARY_FILE, register
+    from lad.pipeline.steps import SUMMARY_FILE, pipeline_run, register
 
     def summary(artifact):
         with open(f"{artifact.path}/{SUMMARY_FILE}") as fh:
@@ -32,8 +34,8 @@ def register_model(
 
     result = register(model.path, summary(evaluation), name=name, metric=metric, margin=margin, base_model=base_model,
                       champion_summary=summary(champion_evaluation) if champion_evaluation is not None else None,
-                      data_dir=data.path, experiment=experiment,
-                      registration_key=registration_key)
+                      data_dir=data.path, experiment=experiment, registration_key=pipeline_run_id,
+                      parent_run_id=pipeline_run(experiment, pipeline_run_id, pipeline_run_name))
     metrics.log_metric("version", float(result["version"]))
     metrics.log_metric("promoted", float(result["promoted"]))
     metrics.log_metric(result["metric"], result["value"])

@@ -39,6 +39,8 @@ TAG_DECISION = "promotion.decision"
 TAG_REASON = "promotion.reason"
 TAG_STAGE = "lad.stage"
 TAG_REGISTRATION_KEY = "registration_key"
+TAG_PIPELINE_RUN = "lad.pipeline_run"
+TAG_PARENT = "mlflow.parentRunId"
 
 # MLflow rejects param values longer than this; the full config is also logged as config.json.
 _MAX_PARAM_VALUE = 6000
@@ -389,7 +391,11 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
     ) -> Iterator[RunContext]:
         """A nested run for one stage: under the active run, or under ``parent_run_id`` (a
-        pipeline step in another process passes the pipeline run's id)."""
+        pipeline step in another process passes the pipeline run's id).
+
+        Under ``parent_run_id``, a stage of the same name already there is resumed (a retried
+        step adds no run); it keeps the params of its first attempt, as MLflow params cannot change.
+        """
         import mlflow
 
         self._make_current()
@@ -398,17 +404,42 @@ class Tracker:
             raise TrackingError(f"stage {name!r}: no active pipeline run and no parent_run_id given")
         if active is not None and parent_run_id not in (None, active.info.run_id):
             raise TrackingError(f"stage {name!r}: parent_run_id {parent_run_id} is not the active run {active.info.run_id}")
-        kwargs: dict[str, Any] = {"run_name": name, "experiment_id": self.experiment_id, "tags": {TAG_STAGE: name}}
-        kwargs["nested"] = active is not None
-        if parent_run_id is not None:
-            kwargs["parent_run_id"] = parent_run_id
+        where = f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_STAGE}` = '{_quote(name)}'"
+        earlier = self._runs(where) if parent_run_id else []
+        kwargs: dict[str, Any] = {"nested": active is not None}
+        if earlier:
+            kwargs["run_id"] = earlier[0].info.run_id
+        else:
+            kwargs.update(run_name=name, experiment_id=self.experiment_id, tags={TAG_STAGE: name})
+            if parent_run_id is not None:
+                kwargs["parent_run_id"] = parent_run_id
         with mlflow.start_run(**kwargs) as run:
             ctx = RunContext(self, run.info.run_id)
             if tags:
                 ctx.set_tags(tags)
-            if config is not None:
+            if config is not None and not earlier:
                 ctx.log_config(config)
             yield ctx
+
+    def pipeline_run(self, key: str, name: str) -> str:
+        """The id of the run of pipeline run ``key`` (e.g. the KFP run's id), created as ``name``
+        by the first step that asks; later and retried steps get the same run to nest under."""
+        where = f"tags.`{TAG_PIPELINE_RUN}` = '{_quote(key)}'"
+        found = self._runs(where)
+        if found:
+            return found[0].info.run_id
+        mine = self.client.create_run(self.experiment_id, run_name=name, tags={TAG_PIPELINE_RUN: key}).info.run_id
+        # Steps may start at once (the retraining pipeline evaluates two models in parallel):
+        # all keep the oldest run, and each deletes its own if that is not it.
+        oldest = self._runs(where)[0].info.run_id
+        if oldest != mine:
+            self.client.delete_run(mine)
+        return oldest
+
+    def _runs(self, where: str) -> list:
+        """Live runs of the experiment matching ``where``, oldest first."""
+        found = self.client.search_runs([self.experiment_id], filter_string=where)
+        return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
 
     # ----------------------------------------------------------------------------------------
     # Registry

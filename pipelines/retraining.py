@@ -10,7 +10,7 @@ from kfp.dsl import HTML, Markdown
 
 from components import champion_model, code_execution, data_prep, evaluate, lad_train, register_model
 from pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
-from pipelines.training import DEFAULT_DATASETS, DEFAULT_TOLERATIONS, SANDBOX_SERVICE
+from pipelines.training import DEFAULT_DATASETS, DEFAULT_TOLERATIONS, PIPELINE_RUN, SANDBOX_SERVICE
 
 
 class Outputs(NamedTuple):
@@ -81,7 +81,7 @@ def retraining(
         promotion_margin: improvement over the champion needed for promotion.
         sandbox_url: URL of the sandbox Service that runs code.
         benchmarks_dir: folder of the benchmark files inside the images.
-        mlflow_experiment: MLflow experiment of the stage runs.
+        mlflow_experiment: MLflow experiment of the pipeline run (one run, a nested run per stage).
         seed: seed of every stage.
         num_nodes: RL training nodes; above 1 runs a PyTorchJob.
         gpus_per_node: GPUs of each training and evaluation pod.
@@ -99,19 +99,20 @@ def retraining(
         rollout_engine=rollout_engine, engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k,
         sandbox_url=sandbox_url, seed=seed, experiment=mlflow_experiment,
         num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=gpu_node_selector,
-        tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
+        tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, **PIPELINE_RUN,
     ).set_display_name("LAD training")
     evals = {}
     for label, model in (("challenger", train.outputs["model"]), ("champion", champ.outputs["model"])):
         evals[label] = evaluate(model=model, benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
                                 max_new_tokens=eval_max_new_tokens, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir,
-                                label=label, seed=seed).set_display_name(f"evaluate {label}")
+                                label=label, seed=seed, experiment=mlflow_experiment, stage=f"evaluate-{label}",
+                                **PIPELINE_RUN).set_display_name(f"evaluate {label}")
     code = code_execution(evaluation=evals["challenger"].outputs["results"], benchmarks=eval_benchmarks, k=eval_k,
                           limit=eval_limit, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir).set_display_name("code execution")
     reg = register_model(model=train.outputs["model"], evaluation=evals["challenger"].outputs["results"],
                          champion_evaluation=evals["champion"].outputs["results"], data=prep.outputs["data"],
                          name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,
-                         experiment=mlflow_experiment, registration_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name("register + gate")
+                         experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("register + gate")
     reg.after(code)
 
     tasks = (champ, prep, train, evals["challenger"], evals["champion"], code, reg)

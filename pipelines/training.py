@@ -22,6 +22,8 @@ DEFAULT_DATASETS = [
 DEFAULT_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 # The Service of images/sandbox/sandbox.yaml, deployed in the namespace the pipeline runs in.
 SANDBOX_SERVICE = "http://lad-sandbox"
+# The KFP run, resolved when it starts: its MLflow run, with one nested run per stage, is found by this id.
+PIPELINE_RUN = {"pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "pipeline_run_name": dsl.PIPELINE_JOB_NAME_PLACEHOLDER}
 
 
 class Outputs(NamedTuple):
@@ -97,7 +99,7 @@ def training(
         promotion_margin: improvement over the champion needed for promotion.
         sandbox_url: URL of the sandbox Service that runs code.
         benchmarks_dir: folder of the benchmark files inside the images.
-        mlflow_experiment: MLflow experiment of the stage runs.
+        mlflow_experiment: MLflow experiment of the pipeline run (one run, a nested run per stage).
         seed: seed of every stage.
         num_nodes: RL training nodes; above 1 runs a PyTorchJob.
         gpus_per_node: GPUs of each training, SFT and evaluation pod.
@@ -110,23 +112,23 @@ def training(
     prep = data_prep(datasets=datasets, seed=seed).set_display_name("data prep")
     sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, heldout_problems=sft_heldout_problems,
                      engine=train_engine, seed=seed,
-                     experiment=mlflow_experiment).set_display_name("SFT warm-up")
+                     experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("SFT warm-up")
     train = lad_train(
         init_model=sft.outputs["model"], data=prep.outputs["data"], objective=objective, divergence=divergence, kappa=kappa,
         group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, max_new_tokens=max_new_tokens,
         rollout_engine=rollout_engine, engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k,
         sandbox_url=sandbox_url, seed=seed, experiment=mlflow_experiment,
         num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=gpu_node_selector,
-        tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret,
+        tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, **PIPELINE_RUN,
     ).set_display_name("LAD training")
     ev = evaluate(model=train.outputs["model"], benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
                   max_new_tokens=eval_max_new_tokens, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir,
-                  label=objective, seed=seed).set_display_name("evaluate")
+                  label=objective, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("evaluate")
     code = code_execution(evaluation=ev.outputs["results"], benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
                           sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir).set_display_name("code execution")
     reg = register_model(model=train.outputs["model"], evaluation=ev.outputs["results"], data=prep.outputs["data"],
                          name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,
-                         experiment=mlflow_experiment, registration_key=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name("register")
+                         experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("register")
     reg.after(code)  # a model whose code answers the sandbox cannot run is not registered
 
     for task in (prep, sft, train, ev, code, reg):

@@ -67,8 +67,14 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert float(champion.tags["metric.all/avg_k"]) == summary["aggregate"]["all"]["avg@k"]
     logged = tracker.client.get_logged_model(champion.source.split("/")[1])
     assert Path(logged.artifact_location.removeprefix("file://")).is_relative_to(out / "mlartifacts")
-    stages = {r.data.tags.get("lad.stage") for r in tracker.client.search_runs([tracker.experiment_id])}
-    assert {"rl", "register"} <= stages
+    # One MLflow run named after the KFP local run, one nested run per stage.
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    (top,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert top.info.status == "FINISHED" and (out / "artifacts" / top.info.run_name).is_dir()
+    stages = {r.data.tags["lad.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == top.info.run_id}
+    assert len(runs) == 5 and sorted(stages) == ["evaluate", "register", "sft", "train"]
+    assert stages["evaluate"].data.metrics["all/avg_k"] == summary["aggregate"]["all"]["avg@k"]
+    assert stages["train"].data.params["algorithm.objective"] == "lad" and champion.run_id == stages["register"].info.run_id
 
 
 def test_local_run_with_s3_data_and_an_mlflow_server(tmp_path, s3, mlflow_server):  # noqa: F811

@@ -3,6 +3,7 @@ server) and an ``mlflow server`` on 127.0.0.1 (sqlite backend, artifacts on moto
 
 import os
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -265,6 +266,44 @@ def test_stage_in_another_process_joins_the_pipeline_run(backend):
         with pytest.raises(TrackingError, match=f"parent_run_id {run.run_id} is not the active run {other.run_id}"):
             with tracker.stage("eval", parent_run_id=run.run_id):
                 pass
+
+
+def test_pipeline_run_and_its_stages_are_reused_by_retried_steps(backend):
+    # Every step of a KFP run asks for the pipeline run by the KFP run's id; a retried step finds
+    # the run and its own stage again instead of adding runs.
+    tracker = backend.tracker()
+    key = f"kfp-{os.urandom(4).hex()}"
+    parent = tracker.pipeline_run(key, "lad-training-abc")
+    assert tracker.pipeline_run(key, "ignored") == parent
+    with pytest.raises(RuntimeError, match="boom"), tracker.stage("train", config=StageConfig(steps=1), parent_run_id=parent):
+        raise RuntimeError("boom")
+    with tracker.stage("train", config=StageConfig(steps=2), parent_run_id=parent) as st:
+        st.log_metrics({"loss": 1.0}, step=0)
+    with tracker.stage("evaluate", parent_run_id=parent):
+        pass
+    c = tracker.client
+    runs = c.search_runs([tracker.experiment_id], filter_string=f"tags.`lad.pipeline_run` = '{key}'")
+    assert [(r.info.run_id, r.info.run_name) for r in runs] == [(parent, "lad-training-abc")]
+    children = c.search_runs([tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert sorted((r.info.run_name, r.data.tags["lad.stage"], r.info.status) for r in children) == [
+        ("evaluate", "evaluate", "FINISHED"), ("train", "train", "FINISHED")]
+    train = next(r for r in children if r.info.run_name == "train")
+    assert train.info.run_id == st.run_id
+    assert train.data.params["steps"] == "1" and train.data.metrics == {"loss": 1.0}  # params of the first attempt
+
+
+def test_pipeline_run_created_twice_at_once_keeps_the_oldest(backend):
+    # Two steps that start together both create a run; each keeps the oldest and deletes its own.
+    tracker = backend.tracker()
+    key = f"kfp-{os.urandom(4).hex()}"
+    first = tracker.client.create_run(tracker.experiment_id, run_name="p", tags={"lad.pipeline_run": key}).info.run_id
+    time.sleep(0.01)  # start times are in ms: the second run starts strictly later
+    real = tracker._runs  # what the second step saw before the first step's run existed
+    calls = iter([[], None])
+    tracker._runs = lambda where: next(calls) or real(where)
+    assert tracker.pipeline_run(key, "p") == first
+    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`lad.pipeline_run` = '{key}'")
+    assert [r.info.run_id for r in runs] == [first]
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,6 +45,15 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def pipeline_run(experiment: str, run_id: str, run_name: str) -> str:
+    """The MLflow run of pipeline run ``run_id`` (the KFP run's id) in ``experiment``, named
+    ``run_name``: every step nests its stage under it. Empty ``run_id``: "" (a step called
+    outside a pipeline logs a run of its own)."""
+    from lad.tracking import Tracker, TrackingConfig
+
+    return Tracker(TrackingConfig(experiment=experiment)).pipeline_run(run_id, run_name or run_id) if run_id else ""
+
+
 # --------------------------------------------------------------------------------------------
 # data prep
 # --------------------------------------------------------------------------------------------
@@ -100,13 +109,14 @@ def materialize_model(ref: str, dest: str | Path, *, seed: int = 0, card: Option
 def sft(
     base_model: str, model_out: str | Path, *, steps: int, data: str = "synthetic:countdown,arithmetic,code",
     lr: float = 3e-3, micro_batch_size: int = 16, max_seq_len: int = 256, heldout_problems: int = 100,
-    engine: str = "deepspeed", seed: int = 0, experiment: str = "lad-pipeline",
+    engine: str = "deepspeed", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "",
 ) -> dict:
     """SFT warm-up of ``base_model`` for ``steps`` optimizer steps into ``model_out``.
 
     ``steps == 0`` skips training: ``model_out`` is the base model itself, so the RL step always
     starts from this step's output. ``data``: ``synthetic:<task>,...`` (the generators'
     demonstrations) or a parquet/JSONL of records with responses (local or s3://).
+    ``parent_run_id`` (see :func:`pipeline_run`): the MLflow run to nest the stage ``sft`` under.
     """
     from lad.train.sft import SFTConfig, train_sft
 
@@ -132,7 +142,7 @@ def sft(
             "engine": {"name": engine},
             "checkpoint": {"every_steps": max(steps, 1)},
             "heldout": {"tasks": heldout_tasks if heldout_problems else [], "n_per_task": heldout_problems, "max_new_tokens": 64},
-            "tracking": {"experiment": experiment, "run_name": "sft"},
+            "tracking": {"experiment": experiment, "run_name": "sft", "parent_run_id": parent_run_id or None},
         }
         try:
             cfg = SFTConfig.model_validate(raw)
@@ -148,10 +158,11 @@ def rl_config(
     objective: str = "lad", divergence: str = "js", kappa: float = 4.0, group_size: int = 8, lr: float = 1e-6,
     steps: int = 100, prompts_per_step: int = 32, micro_batch_size: int = 8, max_new_tokens: int = 1024,
     temperature: float = 1.0, rollout_engine: str = "hf", engine: str = "deepspeed", eval_prompts: int = 64,
-    eval_k: int = 4, sandbox_url: str = "", seed: int = 0, experiment: str = "lad-pipeline",
+    eval_k: int = 4, sandbox_url: str = "", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "",
 ):
     """The RL stage's config from the pipeline's knobs: LAD (divergence, kappa) or a GRPO-family
-    baseline, G completions per prompt, eval_path (when given) scored before and after."""
+    baseline, G completions per prompt, eval_path (when given) scored before and after; under
+    ``parent_run_id`` its MLflow run is the stage ``train``."""
     from lad.train.rl import RLConfig
 
     loss_params = {"divergence": divergence, "kappa": kappa} if objective == "lad" else {}
@@ -170,7 +181,8 @@ def rl_config(
         "engine": {"name": engine},
         "eval": {"every_steps": 0, "k": eval_k},
         "checkpoint": {"every_steps": max(steps, 1)},
-        "tracking": {"experiment": experiment, "run_name": f"{objective}-train"},
+        "tracking": {"experiment": experiment, "run_name": "train" if parent_run_id else f"{objective}-train",
+                     "parent_run_id": parent_run_id or None},
     }
     try:
         return RLConfig.model_validate(raw)
@@ -209,10 +221,13 @@ def parse_benchmarks(text: str) -> list[str]:
 def evaluate(
     model_dir: str | Path, output: str | Path, *, benchmarks: str, k: int = 4, limit: int = 0,
     max_new_tokens: int = 1024, temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "../shared/benchmarks",
-    label: str = "model", seed: int = 0,
+    label: str = "model", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "", stage: str = "evaluate",
 ) -> dict:
     """Evaluate the model folder on the named benchmarks (k samples, first ``limit`` problems;
-    0: all) into ``output`` (samples/, summary.json, report.md/.html); returns the summary."""
+    0: all) into ``output`` (samples/, summary.json, report.md/.html); returns the summary.
+
+    Under ``parent_run_id`` the MLflow stage ``stage`` gets the config, the summary's numbers
+    (:func:`registry_metrics`) and the summary and reports as artifacts."""
     from pydantic import ValidationError
 
     from lad.evaluation.benchmarks import BenchmarkError
@@ -228,9 +243,17 @@ def evaluate(
     except ValidationError as err:
         raise StepError(f"evaluation settings: {format_validation(err)}") from None
     try:
-        return run_eval(cfg, progress=lambda name, done, total: print(f"eval {name}: {done}/{total}", flush=True))
+        summary = run_eval(cfg, progress=lambda name, done, total: print(f"eval {name}: {done}/{total}", flush=True))
     except BenchmarkError as err:
         raise StepError(str(err)) from None
+    if parent_run_id:
+        from lad.tracking import Tracker, TrackingConfig
+
+        with Tracker(TrackingConfig(experiment=experiment)).stage(stage, config=cfg, parent_run_id=parent_run_id) as run:
+            run.log_metrics(registry_metrics(summary)[0], 0)
+            for name in (SUMMARY_FILE, "report.md", "report.html"):
+                run.log_artifact(Path(output) / name, "evaluation")
+    return summary
 
 
 def registry_metrics(summary: dict) -> tuple[dict[str, float], list[str]]:
@@ -319,7 +342,7 @@ def execute_programs(rows: list[dict], *, sandbox_url: str = "", timeout_s: floa
 def register(
     model_dir: str | Path, summary: dict, *, name: str, metric: str = "all/avg@k", margin: float = 0.0,
     champion_summary: Optional[dict] = None, data_dir: str | Path | None = None, base_model: str = "",
-    experiment: str = "lad-pipeline", registration_key: str = "",
+    experiment: str = "lad-pipeline", registration_key: str = "", parent_run_id: str = "",
 ) -> dict:
     """Log the model to MLflow, register it as a version of ``name`` (alias challenger) with its
     evaluation, and run the promotion gate: ``champion`` moves to it only when it beats the
@@ -328,11 +351,12 @@ def register(
     ``champion_summary``: the current champion re-evaluated in this run; its version is re-tagged
     with those numbers first, so the gate compares two evaluations made the same way now.
     ``registration_key`` (the pipeline run's id): a retried step gets the version it registered
-    before instead of a second one.
+    before instead of a second one. ``parent_run_id``: the model is logged by the stage
+    ``register`` of that MLflow run, which ends with it (the last stage); else by a run of its own.
     """
     from lad.modeling import load_model
     from lad.storage import content_hash
-    from lad.tracking import METRIC_TAG_PREFIX, TAG_BENCHMARKS, Tracker, TrackingConfig, TrackingError, metric_key
+    from lad.tracking import METRIC_TAG_PREFIX, TAG_BENCHMARKS, TAG_STAGE, Tracker, TrackingConfig, TrackingError, metric_key
 
     metrics, benchmarks = registry_metrics(summary)
     if metric_key(metric) not in {metric_key(m) for m in metrics}:
@@ -343,7 +367,9 @@ def register(
     model, tokenizer = load_model(str(model_dir))
     data_hash = content_hash(str(data_dir)) if data_dir else None
     try:
-        with tracker.run(f"register-{name}", tags={"lad.stage": "register"}) as run:
+        settings = {"name": name, "metric": metric, "margin": margin, "base_model": base_model}
+        with (tracker.stage("register", config=settings, parent_run_id=parent_run_id) if parent_run_id
+              else tracker.run(f"register-{name}", tags={TAG_STAGE: "register"})) as run:
             uri = run.log_model(model, tokenizer, metadata={"benchmarks": benchmarks})
             run.log_metrics(metrics, 0)
             run.log_dict(summary, "evaluation/summary.json")
@@ -356,6 +382,8 @@ def register(
             for key, value in champ_metrics.items():
                 tracker.client.set_model_version_tag(name, champion.version, f"{METRIC_TAG_PREFIX}{metric_key(key)}", repr(value))
         result = tracker.promote(name, mv.version, metric, margin)
+        if parent_run_id:
+            tracker.client.set_terminated(parent_run_id)
     except TrackingError as err:
         raise StepError(f"registry: {err}") from None
     return {

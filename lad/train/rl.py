@@ -153,8 +153,9 @@ class RLTrainConfig(BaseModel):
 class TrackingConfig(BaseModel):
     enabled: bool = Field(True, description="log to MLflow")
     experiment: str = Field("lad-rl", description="MLflow experiment")
-    run_name: Optional[str] = Field(None, description="None: <objective>-<output_dir name>")
+    run_name: Optional[str] = Field(None, description="None: <objective>-<output_dir name>; the stage's name under parent_run_id")
     tracking_uri: Optional[str] = Field(None, description="None: $MLFLOW_TRACKING_URI, else the embedded sqlite default")
+    parent_run_id: Optional[str] = Field(None, description="pipeline run to nest this stage under; None: a run of its own")
 
 
 class RLConfig(BaseModel):
@@ -546,12 +547,16 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
     stack = contextlib.ExitStack()
     run = None
     if cfg.tracking.enabled and rank == 0:
-        from lad.tracking import Tracker, TrackingConfig as TrackerConfig
+        from lad.tracking import TAG_STAGE, Tracker, TrackingConfig as TrackerConfig
 
         tracker = Tracker(TrackerConfig(tracking_uri=cfg.tracking.tracking_uri, experiment=cfg.tracking.experiment))
         name = cfg.tracking.run_name or f"{cfg.algorithm.objective}-{out_dir.name}"
-        run = stack.enter_context(tracker.run(name, config=None if run_id else cfg, run_id=run_id))
-        run.set_tags({"lad.stage": "rl", "world_size": world, "dropped_long_prompts": dropped})
+        if run_id is None and cfg.tracking.parent_run_id is not None:
+            run = stack.enter_context(tracker.stage(name, config=cfg, parent_run_id=cfg.tracking.parent_run_id))
+        else:
+            fresh = run_id is None
+            run = stack.enter_context(tracker.run(name, config=cfg if fresh else None, run_id=run_id, tags={TAG_STAGE: "rl"} if fresh else None))
+        run.set_tags({"world_size": world, "dropped_long_prompts": dropped})
 
     started = time.perf_counter()
     bar = tqdm(total=tc.max_steps, initial=step, desc=f"rl[{cfg.algorithm.objective}]", disable=rank != 0, dynamic_ncols=True)

@@ -1,0 +1,84 @@
+"""The pipeline's MLflow record: the steps of one pipeline run, called as the components call
+them, give one parent run named after the KFP run with one nested run per stage (config as
+params, evaluation numbers and reports on the evaluate stage, the model version linked to the
+register stage); retried steps add no run."""
+
+from pathlib import Path
+
+import pytest
+
+from lad.pipeline import steps
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+EXPERIMENT = "lad-pipeline"
+RUN_ID, RUN_NAME = "kfp-run-1", "lad-training-2026-11-26"
+TRAIN = dict(group_size=4, steps=1, prompts_per_step=2, micro_batch_size=8, max_new_tokens=8, engine="torch", eval_prompts=0,
+             experiment=EXPERIMENT)
+EVAL = dict(benchmarks="synthetic_countdown", k=2, limit=2, max_new_tokens=8, benchmarks_dir=str(BENCHMARKS), experiment=EXPERIMENT)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # the experiment's default artifact root is relative to it
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield uri
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+
+
+def run_steps(tmp_path: Path) -> dict:
+    """sft -> train -> evaluate -> register of one pipeline run, each step asking for the
+    pipeline run as its component does; returns the evaluation summary and the registration."""
+    parent = lambda: steps.pipeline_run(EXPERIMENT, RUN_ID, RUN_NAME)  # noqa: E731 (each step asks anew)
+    data = tmp_path / "data"
+    steps.prep([{"name": "synthetic/countdown", "role": "train", "synthetic": {"task": "countdown", "n": 16}, "decontaminate": False}], data)
+    steps.sft("tiny:1m", tmp_path / "sft", steps=1, micro_batch_size=4, heldout_problems=0, engine="torch",
+              experiment=EXPERIMENT, parent_run_id=parent())
+    steps.train(tmp_path / "sft", data, tmp_path / "rl", parent_run_id=parent(), **TRAIN)
+    summary = steps.evaluate(tmp_path / "rl", tmp_path / "eval", parent_run_id=parent(), **EVAL)
+    registration = steps.register(tmp_path / "rl", summary, name="policy", experiment=EXPERIMENT, registration_key=RUN_ID,
+                                  parent_run_id=parent())
+    return {"summary": summary, "registration": registration, "parent": parent}
+
+
+def test_one_parent_run_with_a_nested_run_per_stage_and_retries_add_none(tmp_path, store):
+    from lad.tracking import Tracker, TrackingConfig
+
+    done = run_steps(tmp_path)
+    tracker = Tracker(TrackingConfig(experiment=EXPERIMENT))
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [(r.info.run_name, r.data.tags["lad.pipeline_run"], r.info.status) for r in top] == [(RUN_NAME, RUN_ID, "FINISHED")]
+    parent = top[0].info.run_id
+    stages = {r.data.tags["lad.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent}
+    assert len(runs) == 5 and sorted(stages) == ["evaluate", "register", "sft", "train"]
+    assert {r.info.run_name for r in stages.values()} == set(stages)
+    assert {r.info.status for r in stages.values()} == {"FINISHED"}
+
+    assert stages["sft"].data.params["train.max_steps"] == "1" and stages["sft"].data.params["tracking.parent_run_id"] == parent
+    assert stages["train"].data.params["algorithm.objective"] == "lad" and stages["train"].data.params["rollout.n"] == "4"
+    ev = stages["evaluate"]
+    assert ev.data.params["benchmarks"].startswith('[{"') and '"k": 2' in ev.data.params["benchmarks"]
+    summary = done["summary"]["benchmarks"]["synthetic_countdown"]
+    assert ev.data.metrics["synthetic_countdown/avg_k"] == summary["avg@2"]
+    assert ev.data.metrics["synthetic_countdown/pass_k"] == summary["pass@2"]
+    assert ev.data.metrics["all/avg_k"] == done["summary"]["aggregate"]["all"]["avg@k"]
+    assert sorted(a.path for a in tracker.client.list_artifacts(ev.info.run_id, "evaluation")) == [
+        "evaluation/report.html", "evaluation/report.md", "evaluation/summary.json"]
+    assert stages["register"].data.params == {"name": "policy", "metric": "all/avg@k", "margin": "0.0", "base_model": "",
+                                              "return_full_text": "False"}  # the last: logged by MLflow with the model
+    version = tracker.get_version("policy", done["registration"]["version"])
+    assert str(version.version) == "1" and version.run_id == stages["register"].info.run_id
+
+    # Retried steps (KFP's retry policy, same run id): the same runs, the same version.
+    assert done["parent"]() == parent
+    summary = steps.evaluate(tmp_path / "rl", tmp_path / "eval-retry", parent_run_id=done["parent"](), **EVAL)
+    again = steps.register(tmp_path / "rl", summary, name="policy", experiment=EXPERIMENT, registration_key=RUN_ID,
+                           parent_run_id=done["parent"]())
+    assert again["version"] == "1"
+    assert sorted(r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id])) == sorted(r.info.run_id for r in runs)
