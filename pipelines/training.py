@@ -98,7 +98,8 @@ def training(
         promotion_metric: metric the gate compares, e.g. all/avg@k, math/pass@k, aime24/avg@k.
         promotion_margin: improvement over the champion needed for promotion.
         sandbox_url: URL of the sandbox Service that runs code.
-        benchmarks_dir: folder of the benchmark files inside the images.
+        benchmarks_dir: where file-based benchmarks (math500, humanevalplus, ...) are read: an s3:// prefix
+            holding the benchmark files, or a folder mounted into the pods (synthetic ones need none).
         mlflow_experiment: MLflow experiment of the pipeline run (one run, a nested run per stage).
         seed: seed of every stage.
         num_nodes: RL training nodes; above 1 runs a PyTorchJob.
