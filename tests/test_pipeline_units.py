@@ -274,3 +274,13 @@ def test_docker_runner_without_an_engine_writes_nothing(tmp_path):
     assert done.returncode == 1
     assert "no Docker engine reachable" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_step_reports_evaluator_errors_as_step_errors(tmp_path):
+    from lad.pipeline.steps import StepError, evaluate
+
+    (tmp_path / "benchmarks").mkdir()
+    with pytest.raises(StepError) as err:
+        evaluate(tmp_path / "model", tmp_path / "out", benchmarks="math500", benchmarks_dir=str(tmp_path / "benchmarks"),
+                 k=1, limit=1)
+    assert str(err.value) == f"evaluation: benchmark math500: {tmp_path / 'benchmarks' / 'math500.jsonl'}: no such file"

@@ -230,7 +230,10 @@ def evaluate(
     (:func:`registry_metrics`) and the summary and reports as artifacts."""
     from pydantic import ValidationError
 
+    from lad.config import ConfigError
     from lad.evaluation.benchmarks import BenchmarkError
+    from lad.evaluation.results import ResultsError
+    from lad.evaluation.scoring import ScoringError
     from lad.evaluation.config import EvalConfig, format_validation
     from lad.evaluation.stage import run_eval
 
@@ -244,8 +247,9 @@ def evaluate(
         raise StepError(f"evaluation settings: {format_validation(err)}") from None
     try:
         summary = run_eval(cfg, progress=lambda name, done, total: print(f"eval {name}: {done}/{total}", flush=True))
-    except BenchmarkError as err:
-        raise StepError(str(err)) from None
+    except (BenchmarkError, ConfigError, ResultsError, ScoringError) as err:
+        # The evaluator's own errors already name the benchmark, file or setting at fault.
+        raise StepError(f"evaluation: {err}") from None
     if parent_run_id:
         from lad.tracking import Tracker, TrackingConfig
 
