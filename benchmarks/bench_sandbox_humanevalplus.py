@@ -20,17 +20,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
+from lad.local_server import free_port, wait_until_healthy
 from lad.sandbox.client import SandboxClient
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "humanevalplus.jsonl"
@@ -95,11 +94,6 @@ def _evalplus_score(output: str) -> str:
     return found[-1] if found else "?"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -125,22 +119,15 @@ def main() -> None:
     warm, out = evalplus_run(args.evalplus_python, samples, cache)
     rows.append(("EvalPlus 0.3.1, warm (cached ground truth)", warm, _evalplus_score(out)))
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lad.sandbox", "serve", "--port", str(port), "--workers",
                              str(args.workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                sys.exit("the sandbox service did not start")
-            time.sleep(0.2)
+        problem = wait_until_healthy(proc, url + "/healthz", 60)
+        if problem is not None:
+            sys.exit(f"the sandbox service did not start: {problem}")
         with SandboxClient(url, concurrency=args.workers) as client:
             start = time.perf_counter()
             solved, expected = lad_verify(client, tasks, None)

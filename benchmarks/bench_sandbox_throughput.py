@@ -11,16 +11,15 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
+from lad.local_server import free_port, wait_until_healthy
 from lad.sandbox.client import SandboxClient
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.isolation import host_user
@@ -44,11 +43,6 @@ def naive_run(_: int) -> None:
         raise RuntimeError(f"naive baseline run failed: {out.stderr[-300:]}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def timed(fn, n: int, threads: int) -> float:
     """Programs per second for n calls of fn over `threads` threads (one warm-up call each)."""
@@ -70,21 +64,14 @@ def main() -> None:
     if shutil.which("bwrap") is None:
         sys.exit("bubblewrap is not installed (apt-get install bubblewrap)")
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lad.sandbox", "serve", "--port", str(port), "--workers", str(args.workers)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                sys.exit("the service did not start")
-            time.sleep(0.2)
+        problem = wait_until_healthy(proc, url + "/healthz", 60)
+        if problem is not None:
+            sys.exit(f"the service did not start: {problem}")
         client = SandboxClient(url, concurrency=args.threads)
 
         def service_run(_: int) -> None:

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from lad.local_server import free_port, wait_until_healthy
 
 _CREDS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -35,11 +35,6 @@ _SLOWDOWN = (
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -170,8 +165,6 @@ class MlflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180.0) -> "MlflowServer":
-        import httpx
-
         cmd = [
             sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
@@ -183,18 +176,11 @@ class MlflowServer:
             # No background job workers: the tests need none, and they slow the start on small machines.
             env = {**os.environ, **self.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
             self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.uri}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer /health within {timeout}s:\n{self.log.read_text()[-3000:]}")
+        problem = wait_until_healthy(self.proc, f"{self.uri}/health", timeout)
+        if problem is not None:
+            self.stop()
+            raise RuntimeError(f"mlflow server {problem}:\n{self.log.read_text()[-3000:]}")
+        return self
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

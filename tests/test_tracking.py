@@ -444,7 +444,7 @@ def test_models_cli(backend, logged):
 
 
 def test_models_cli_unreachable_server(monkeypatch):
-    from servers import free_port
+    from lad.local_server import free_port
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with mlflow_uris_restored():

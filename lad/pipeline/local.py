@@ -12,7 +12,6 @@ import inspect
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from lad.local_server import free_port, wait_until_healthy
 
 DEFAULT_OUTPUT = Path("out/pipeline-local")
 DEFAULT_BENCHMARKS = Path("../shared/benchmarks")
@@ -80,17 +81,12 @@ def local_defaults(benchmarks_dir: Path) -> dict[str, Any]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class LocalSandbox:
     """``lad sandbox serve`` as a child process on 127.0.0.1, stopped with the run."""
 
     def __init__(self, log: Path, isolation: str = "bwrap"):
-        self.port = _free_port()
+        self.port = free_port()
         self.log = log
         self.isolation = isolation
         self.proc: Optional[subprocess.Popen] = None
@@ -100,25 +96,16 @@ class LocalSandbox:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "LocalSandbox":
-        import httpx
-
         cmd = [sys.executable, "-m", "lad.cli", "sandbox", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--isolation", self.isolation]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as fh:
             self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise LocalRunError(f"the local sandbox exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.__exit__()
-        raise LocalRunError(f"the local sandbox did not answer {self.url}/healthz within 120 s; log: {self.log}")
+        problem = wait_until_healthy(self.proc, f"{self.url}/healthz", 120)
+        if problem is not None:
+            self.__exit__()
+            raise LocalRunError(f"the local sandbox {problem}; log: {self.log}: {self.log.read_text()[-2000:]}")
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Optional
 
 import torch
 from pydantic import BaseModel, Field, model_validator
+
+from lad.local_server import free_port
 
 
 class OptimConfig(BaseModel):
@@ -85,11 +86,6 @@ def dist_info() -> tuple[int, int, int]:
     """(rank, world size, local rank) from the launcher's environment (torchrun, deepspeed, PyTorchJob)."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def default_device() -> torch.device:
@@ -224,7 +220,7 @@ class DeepSpeedEngine(TrainEngine):
             # Launched without torchrun/deepspeed: a one-process group on a free local port.
             if world > 1:
                 raise ValueError(f"WORLD_SIZE={world} but MASTER_ADDR is not set; launch with torchrun")
-            os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+            os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
         self.device = default_device()
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)

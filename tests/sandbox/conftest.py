@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from lad.local_server import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fence import Fence  # noqa: E402
@@ -80,11 +81,6 @@ def fenced(fence):
     fence.leave(os.getpid())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Service:
     def __init__(self, proc: subprocess.Popen, url: str, token: str):
@@ -104,7 +100,7 @@ class Service:
 @pytest.fixture(scope="session")
 def service(fence, tmp_path_factory):
     """`lad sandbox serve` with 2 workers and a token, as a child process inside the fence."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("service") / "serve.log"
     env = dict(os.environ, LAD_SANDBOX_TOKEN=TOKEN, LAD_SECRET_CANARY="canary-7d1e0b")
     with open(log, "wb") as logf:
