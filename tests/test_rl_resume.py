@@ -3,15 +3,13 @@ straight run, exact resume after SIGKILL, and two data-parallel processes (torch
 process with the same global batch."""
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import textwrap
 
 import pytest
 import yaml
-from safetensors.torch import load_file
+
+from training_runs import final_weights, max_weight_diff, run, sigkill_at_step
 
 STEPS, EVERY = 4, 2
 
@@ -52,27 +50,6 @@ def _config(tmp, name, model, **train):
     return path
 
 
-def _env():
-    env = dict(os.environ)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "MLFLOW_TRACKING_URI"):
-        env.pop(k, None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-def _run(args):
-    return subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=400)
-
-
-def _weights(out_dir):
-    return load_file(str(out_dir / "model" / "model.safetensors"))
-
-
-def _max_diff(a, b):
-    assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
-
-
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, tiny_dir):
     """The reference run, one process, logging to a local MLflow store."""
@@ -81,7 +58,7 @@ def straight(tmp_path_factory, tiny_dir):
     raw = yaml.safe_load(cfg.read_text())
     raw["tracking"] = {"enabled": True, "experiment": "rl-test", "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}"}
     cfg.write_text(yaml.safe_dump(raw))
-    proc = _run([sys.executable, "-m", "lad.cli", "train", str(cfg)])
+    proc = run([sys.executable, "-m", "lad.cli", "train", str(cfg)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp
 
@@ -123,24 +100,17 @@ def test_straight_run_logs_metrics_samples_and_eval(straight):
 
 def test_sigkill_then_resume_matches_the_straight_run(straight, tiny_dir, tmp_path):
     cfg = _config(tmp_path, "killed", tiny_dir)
-    script = textwrap.dedent(f"""
-        import os, signal
-        from lad.train.rl import load_config, train_rl
-        def on_step(step):
-            if step == {EVERY + 1}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        train_rl(load_config({str(cfg)!r}), on_step=on_step)
-    """)
-    proc = _run([sys.executable, "-c", script])
+    script = sigkill_at_step("rl", cfg, EVERY + 1)
+    proc = run([sys.executable, "-c", script])
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     ckpts = tmp_path / "killed" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == [f"step_{EVERY:08d}"]
     assert not (tmp_path / "killed" / "model").exists()
 
-    proc = _run([sys.executable, "-m", "lad.cli", "train", str(cfg), "--resume"])
+    proc = run([sys.executable, "-m", "lad.cli", "train", str(cfg), "--resume"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resuming from {ckpts / f'step_{EVERY:08d}'} (step {EVERY} of {STEPS})" in proc.stdout
-    assert _max_diff(_weights(straight / "straight"), _weights(tmp_path / "killed")) < 1e-6
+    assert max_weight_diff(final_weights(straight / "straight"), final_weights(tmp_path / "killed")) < 1e-6
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "steps.jsonl").read_text().splitlines()]
     assert steps == list(range(1, STEPS + 1))  # the step the kill lost is logged once, by the resume
 
@@ -148,10 +118,10 @@ def test_sigkill_then_resume_matches_the_straight_run(straight, tiny_dir, tmp_pa
 def test_two_processes_match_one_process_with_the_same_global_batch(straight, tiny_dir, tmp_path):
     # 2 ranks x micro-batch 4 = one mini-batch of 8 without accumulation (grad_accum 2 in the straight run)
     cfg = _config(tmp_path, "ddp", tiny_dir)
-    proc = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                  "-m", "lad.train.rl_cli", str(cfg)])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _max_diff(_weights(straight / "straight"), _weights(tmp_path / "ddp")) < 1e-5
+    assert max_weight_diff(final_weights(straight / "straight"), final_weights(tmp_path / "ddp")) < 1e-5
     one = [json.loads(line) for line in (straight / "straight" / "steps.jsonl").read_text().splitlines()]
     two = [json.loads(line) for line in (tmp_path / "ddp" / "steps.jsonl").read_text().splitlines()]
     assert [s["reward/mean"] for s in one] == [s["reward/mean"] for s in two]

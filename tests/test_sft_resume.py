@@ -1,15 +1,13 @@
 """End-to-end SFT runs through DeepSpeed on CPU (gloo): exact resume after SIGKILL, and two
 data-parallel processes (torchrun) against one process with the same global batch."""
 
-import os
 import signal
-import subprocess
 import sys
-import textwrap
 
 import pytest
 import yaml
-from safetensors.torch import load_file
+
+from training_runs import final_weights, max_weight_diff, run, sigkill_at_step
 
 STEPS, EVERY = 6, 3
 
@@ -31,34 +29,12 @@ def _config(tmp, name, **train):
     return path
 
 
-def _env():
-    env = dict(os.environ)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
-def _run(args, **kw):
-    proc = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=300, **kw)
-    return proc
-
-
-def _weights(out_dir):
-    return load_file(str(out_dir / "model" / "model.safetensors"))
-
-
-def _max_diff(a, b):
-    assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
-
-
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """The reference: STEPS steps in one process, grad_accum 2 x micro-batch 4 = global batch 8."""
     tmp = tmp_path_factory.mktemp("straight")
     cfg = _config(tmp, "straight")
-    proc = _run([sys.executable, "-m", "lad.cli", "sft", str(cfg)])
+    proc = run([sys.executable, "-m", "lad.cli", "sft", str(cfg)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "straight"
 
@@ -66,30 +42,23 @@ def straight(tmp_path_factory):
 def test_sigkill_then_resume_matches_the_straight_run(straight, tmp_path):
     cfg = _config(tmp_path, "killed")
     # Killed at step EVERY + 2: the checkpoint of step EVERY is complete, two later updates are lost.
-    script = textwrap.dedent(f"""
-        import os, signal
-        from lad.train.sft import load_config, train_sft
-        def on_step(step):
-            if step == {EVERY + 2}:
-                os.kill(os.getpid(), signal.SIGKILL)
-        train_sft(load_config({str(cfg)!r}), on_step=on_step)
-    """)
-    proc = _run([sys.executable, "-c", script])
+    script = sigkill_at_step("sft", cfg, EVERY + 2)
+    proc = run([sys.executable, "-c", script])
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     ckpts = tmp_path / "killed" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == [f"step_{EVERY:08d}"]
     assert not (tmp_path / "killed" / "model").exists()
 
-    proc = _run([sys.executable, "-m", "lad.cli", "sft", str(cfg), "--resume"])
+    proc = run([sys.executable, "-m", "lad.cli", "sft", str(cfg), "--resume"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resuming from {ckpts / f'step_{EVERY:08d}'} (step {EVERY} of {STEPS})" in proc.stdout
-    assert _max_diff(_weights(straight), _weights(tmp_path / "killed")) < 1e-6
+    assert max_weight_diff(final_weights(straight), final_weights(tmp_path / "killed")) < 1e-6
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(straight, tmp_path):
     # 2 ranks x grad_accum 1 x micro-batch 4 = the straight run's global batch of 8.
     cfg = _config(tmp_path, "ddp", grad_accum=1)
-    proc = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lad.train.sft_cli", str(cfg)])
+    proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lad.train.sft_cli", str(cfg)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Same update up to the order of float additions (micro-batch sum vs all-reduce).
-    assert _max_diff(_weights(straight), _weights(tmp_path / "ddp")) < 1e-5
+    assert max_weight_diff(final_weights(straight), final_weights(tmp_path / "ddp")) < 1e-5

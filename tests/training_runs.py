@@ -1,0 +1,44 @@
+"""What the SFT and RL resume tests share: running a stage in a clean child process, killing it
+at a step, and comparing the saved weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+
+from safetensors.torch import load_file
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without a distributed rendezvous or tracking server leaking in, one thread."""
+    env = dict(os.environ)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "MLFLOW_TRACKING_URI"):
+        env.pop(k, None)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def run(args: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, env=clean_env(), timeout=timeout)
+
+
+def sigkill_at_step(stage: str, config_path, step: int) -> str:
+    """Python source that runs ``lad.train.<stage>`` on the config and SIGKILLs itself after ``step``."""
+    return textwrap.dedent(f"""
+        import os, signal
+        from lad.train.{stage} import load_config, train_{stage}
+        def on_step(step):
+            if step == {step}:
+                os.kill(os.getpid(), signal.SIGKILL)
+        train_{stage}(load_config({str(config_path)!r}), on_step=on_step)
+    """)
+
+
+def final_weights(out_dir) -> dict:
+    return load_file(str(out_dir / "model" / "model.safetensors"))
+
+
+def max_weight_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
