@@ -241,3 +241,19 @@ def mlflow_server(s3_server, tmp_path_factory):
     server.bucket = bucket
     yield server
     server.stop()
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    """An embedded MLflow store (sqlite) in the test's folder, as MLFLOW_TRACKING_URI; MLflow's
+    process-wide URIs are restored afterwards."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # the experiment's default artifact root is relative to it
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield uri
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from servers import mlflow_store  # noqa: F401
+
 from lad.evaluation.summary import aggregate, benchmark_summary
 
 
@@ -31,21 +33,7 @@ def model_dir(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.chdir(tmp_path)  # the experiment's default artifact root is relative to it
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield uri
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(registry)
-
-
-def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(model_dir, store):
+def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(model_dir, mlflow_store):
     """v1 was registered at 0.75 but scores 0.25 on today's run: the 0.5 challenger is compared
     with today's number and promoted; then a 0.25 challenger is refused against the 0.5 champion."""
     from lad.pipeline.steps import register
@@ -68,7 +56,7 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(model_dir, st
     retried = register(model_dir, quarter, name="policy", champion_summary=half, registration_key="run-3")
     assert (retried["version"], retried["promoted"]) == ("3", False), "a retried step registers no second version"
 
-    tracker = Tracker(TrackingConfig(tracking_uri=store))
+    tracker = Tracker(TrackingConfig(tracking_uri=mlflow_store))
     assert str(tracker.champion("policy").version) == "2"
     v1 = tracker.get_version("policy", "1")
     assert float(v1.tags["metric.all/avg_k"]) == 0.25, "the champion carries the numbers it was compared with"
@@ -77,7 +65,7 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(model_dir, st
     assert v3.tags["benchmarks"] == "synthetic_countdown:k=2:n=2"
 
 
-def test_register_refuses_an_unknown_metric(model_dir, store):
+def test_register_refuses_an_unknown_metric(model_dir, mlflow_store):
     from lad.pipeline.steps import StepError, register
 
     with pytest.raises(StepError, match=r"parameter promotion_metric 'all/bleu': not among the evaluation's metrics"):

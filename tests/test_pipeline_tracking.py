@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from servers import mlflow_store  # noqa: F401
+
 from lad.pipeline import steps
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
@@ -15,20 +17,6 @@ RUN_ID, RUN_NAME = "kfp-run-1", "lad-training-2026-11-26"
 TRAIN = dict(group_size=4, steps=1, prompts_per_step=2, micro_batch_size=8, max_new_tokens=8, engine="torch", eval_prompts=0,
              experiment=EXPERIMENT)
 EVAL = dict(benchmarks="synthetic_countdown", k=2, limit=2, max_new_tokens=8, benchmarks_dir=str(BENCHMARKS), experiment=EXPERIMENT)
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    import mlflow
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    monkeypatch.chdir(tmp_path)  # the experiment's default artifact root is relative to it
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield uri
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(registry)
 
 
 def run_steps(tmp_path: Path) -> dict:
@@ -46,7 +34,7 @@ def run_steps(tmp_path: Path) -> dict:
     return {"summary": summary, "registration": registration, "parent": parent}
 
 
-def test_one_parent_run_with_a_nested_run_per_stage_and_retries_add_none(tmp_path, store):
+def test_one_parent_run_with_a_nested_run_per_stage_and_retries_add_none(tmp_path, mlflow_store):
     from lad.tracking import Tracker, TrackingConfig
 
     done = run_steps(tmp_path)
