@@ -46,10 +46,10 @@ def teacher_forced(model, c: Completion, temperature: float = 1.0) -> torch.Tens
 
 
 def test_registry_and_protocol(tiny):
-    assert set(ENGINES) == {"hf", "vllm"}
+    assert set(ENGINES) == {"hf", "native", "vllm"}
     engine = build_rollout("hf", *tiny)
     assert isinstance(engine, RolloutEngine)
-    with pytest.raises(ValueError, match="unknown rollout engine 'sglang'; expected one of \\['hf', 'vllm'\\]"):
+    with pytest.raises(ValueError, match="unknown rollout engine 'sglang'; expected one of \\['hf', 'native', 'vllm'\\]"):
         build_rollout("sglang", *tiny)
 
 

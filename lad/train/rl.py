@@ -83,7 +83,8 @@ class RLData(BaseModel):
 class RolloutConfig(BaseModel):
     """How completions are sampled during training."""
 
-    engine: Literal["hf", "vllm"] = Field("hf", description="hf (transformers generate; CPU/GPU) or vllm (GPU)")
+    engine: Literal["hf", "native", "vllm"] = Field(
+        "hf", description="hf (transformers generate; CPU/GPU), native (own decode loop; CPU/GPU) or vllm (GPU)")
     n: int = Field(8, ge=2, description="G, completions per prompt")
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -93,7 +94,7 @@ class RolloutConfig(BaseModel):
     prompts_per_call: Optional[int] = Field(
         None, gt=0, description="prompts per seeded generate call; None: all of a rank's prompts in one call. "
         "Set it to make runs with different numbers of processes sample the same completions")
-    options: dict[str, Any] = Field({}, description="engine constructor options (hf: max_batch_size; vllm: gpu_memory_utilization, sleep, dtype, ...)")
+    options: dict[str, Any] = Field({}, description="engine constructor options (hf: max_batch_size; native: max_batch_size, decoder; vllm: gpu_memory_utilization, sleep, dtype, ...)")
 
 
 class RewardConfig(BaseModel):
