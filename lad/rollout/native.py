@@ -3,15 +3,15 @@
 What makes it fast on a small model, where transformers' ``generate`` spends most of each step
 in Python (logits processors, stopping criteria, mask building, cache growth):
 
-- each distinct prompt is prefilled once and its keys/values are copied to its n rows (the G
-  completions of a group share their prompt);
+- each prompt is prefilled once for its n rows (the G completions of a group share it);
 - decode steps run over a KV cache allocated once for prompt + max_new_tokens, through the
   fused forward of ``native_fused`` for Qwen2 / Llama-family models (``native_generic``, the
   model's own forward over a DynamicCache, for the rest);
 - sampling is one small block of tensor ops (``native_sampling``), and nothing is synchronised
   with the host per step unless EOS or stop strings have to be checked;
-- finished rows leave the batch once they make up a quarter of it, so long tails do not cost
-  full-batch steps (dropping a row copies the cache, so it is batched).
+- finished rows leave the batch once that shrinks it by a quarter, so long tails do not cost
+  full-batch steps (dropping rows copies the cache, so it is batched; the fused decoder keeps
+  the same number of rows for every prompt left, padded with finished ones).
 
 Weights: the engine samples from the module it holds; ``update_weights`` points it at the
 trainer's current module and copies nothing, which is correct because every forward reads the
@@ -66,46 +66,42 @@ class NativeRollout:
     @torch.no_grad()
     def generate_ids(self, ids: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         """``generate`` for prompts that are already token ids (templated)."""
-        flat = [p for p in range(len(ids)) for _ in range(params.n)]
         device = next(self.model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
         out: list[Completion] = []
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, len(flat), self.max_batch_size):
-                out += self._generate_batch(ids, flat[start : start + self.max_batch_size], params, device, generator)
+            for prompts, n in _chunks(len(ids), params.n, self.max_batch_size):
+                out += self._generate_batch([ids[p] for p in prompts], n, params, device, generator)
         finally:
             self.model.train(was_training)
         return [out[i * params.n : (i + 1) * params.n] for i in range(len(ids))]
 
-    def _generate_batch(self, ids: list[list[int]], rows: list[int], params: SamplingParams, device,
+    def _generate_batch(self, ids: list[list[int]], n: int, params: SamplingParams, device,
                         generator: Optional[torch.Generator]) -> list[Completion]:
-        """Completions of the rows ``rows`` (a prompt index each, equal ones adjacent)."""
+        """n completions of each prompt of ``ids``, prompt-major."""
         tok = self.tokenizer
-        prompts = sorted(set(rows))
-        repeats = torch.tensor([rows.count(p) for p in prompts], device=device)
-        width = max(len(ids[p]) for p in prompts)
-        input_ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(ids[p]):] = torch.tensor(ids[p])
-            attention[i, width - len(ids[p]):] = 1
+        width = max(map(len, ids))
+        input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, p in enumerate(ids):
+            input_ids[i, width - len(p):] = torch.tensor(p)
+            attention[i, width - len(p):] = 1
         decoder = self._make_decoder()
-        logits = decoder.prefill(input_ids.to(device), attention.to(device), repeats, params.max_new_tokens)
-        logits = logits.repeat_interleave(repeats, dim=0)
-        tokens, logprobs, lengths, reasons = self._decode(decoder, logits, params, device, generator)
+        logits = decoder.prefill(input_ids.to(device), attention.to(device), n, params.max_new_tokens)
+        tokens, logprobs, lengths, reasons = self._decode(decoder, logits.repeat_interleave(n, dim=0), params, device, generator)
+        rows = [p for p in ids for _ in range(n)]
         return [
-            Completion(text=tok.decode(t[:n], skip_special_tokens=True), token_ids=t[:n], logprobs=lp[:n],
-                       finish_reason=reason, prompt_token_ids=list(ids[p]))
-            for p, t, lp, n, reason in zip(rows, tokens.tolist(), logprobs.tolist(), lengths, reasons)
+            Completion(text=tok.decode(t[:k], skip_special_tokens=True), token_ids=t[:k], logprobs=lp[:k],
+                       finish_reason=reason, prompt_token_ids=list(p))
+            for p, t, lp, k, reason in zip(rows, tokens.tolist(), logprobs.tolist(), lengths, reasons)
         ]
 
     def _decode(self, decoder, logits: torch.Tensor, params: SamplingParams, device, generator):
         """The decode loop: (tokens [B, T], log-probs [B, T], lengths, finish reasons)."""
         b, steps = logits.shape[0], params.max_new_tokens
-        sampler = Sampler(b, temperature=params.temperature, top_p=params.top_p, device=device,
-                          generator=generator)
+        sampler = Sampler(b, temperature=params.temperature, top_p=params.top_p, device=device, generator=generator)
         tokens = torch.full((b, steps), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
         logprobs = torch.zeros((b, steps), dtype=torch.float32, device=device)
         lengths, reasons = [steps] * b, ["length"] * b
@@ -114,26 +110,41 @@ class NativeRollout:
         members = list(range(b))  # the same, as a list
         for t in range(steps):
             new, lp = sampler(logits, batch)
+            # A finished row still in the batch writes past its length; those entries are never read.
             if batch is None:
                 tokens[:, t], logprobs[:, t] = new, lp
             else:
                 tokens[batch, t], logprobs[batch, t] = new, lp
-            if t == steps - 1:
-                break
             if stopper.active:
                 for row in stopper.finished(members, new.tolist()):
                     lengths[row], reasons[row] = t + 1, "stop"
-                live = [i for i, row in enumerate(members) if lengths[row] == steps]
-                if not live:
+            if t == steps - 1:
+                break
+            if stopper.active:
+                live = [lengths[row] == steps for row in members]
+                if not any(live):
                     break
-                if len(members) - len(live) >= -(-len(members) // 4):
-                    keep = torch.tensor(live, device=device)
-                    decoder.keep(keep)
-                    new = new.index_select(0, keep)
-                    members = [members[i] for i in live]
+                kept = decoder.plan_keep(live)
+                if len(kept) <= 3 * len(members) // 4:
+                    decoder.keep(kept)
+                    new = new.index_select(0, torch.tensor(kept, device=device))
+                    members = [members[i] for i in kept]
                     batch = torch.tensor(members, device=device)
             logits = decoder.step(new)
         return tokens, logprobs, lengths, reasons
+
+
+def _chunks(prompts: int, n: int, max_batch_size: int):
+    """(prompt indices, rows per prompt) of each decode batch: whole groups of n rows, as many
+    prompts as fit in max_batch_size; a group larger than that is split over several batches."""
+    if n <= max_batch_size:
+        per = max_batch_size // n
+        for start in range(0, prompts, per):
+            yield list(range(start, min(start + per, prompts))), n
+        return
+    for p in range(prompts):
+        for start in range(0, n, max_batch_size):
+            yield [p], min(max_batch_size, n - start)
 
 
 class _Stopper:

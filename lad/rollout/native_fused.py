@@ -1,14 +1,22 @@
-"""The native engine's own forward for Qwen2 / Llama-family decoders, over a preallocated KV cache.
+"""The native engine's own forward for Qwen2 / Llama-family decoders, over a preallocated KV cache
+in which the n rows of a prompt share that prompt's keys and values.
 
 For a tiny model on CPU, transformers' forward costs more in Python (mask creation, cache
 objects, output dataclasses, kwarg plumbing) than in arithmetic; this module runs the same
 computation from the model's own submodules (embedding, RMSNorms, q/k/v/o projections with
-rotary embeddings, gated MLP, lm_head) with one cache tensor per layer allocated up front.
-Nothing is copied: every weight is read from the live module at each call, so the decoder
-always samples from the trainer's current parameters.
+rotary embeddings, gated MLP, lm_head). Nothing is copied: every weight is read from the live
+module at each call, so the decoder always samples from the trainer's current parameters.
 
-Layout: the prompts are left-padded to one width W, so every row writes its t-th new token's
-keys and values into cache column W + t; a per-row key mask hides the padding columns.
+Cache layout, kv-head major so that both halves of a decode step's attention are plain batched
+matmuls over views:
+
+    prompt part  keys [L, kv_heads, P, head_dim, W]      values [L, kv_heads, P, W, head_dim]
+    new tokens   keys [L, kv_heads, B, head_dim, N]      values [L, kv_heads, B, N, head_dim]
+
+with B = P x n rows (row p * n + j is completion j of prompt p), W the left-padded prompt width
+and N = max_new_tokens. The prompt part is written once by the prefill and read once per prompt
+per step (the n * group queries of a prompt's rows in one matmul), instead of once per row: the
+G completions of a group never copy or re-read their common prompt.
 """
 
 from __future__ import annotations
@@ -58,13 +66,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> tor
 
 
 class FusedDecoder:
-    """Prefill and one-token decode steps for a Qwen2 / Llama causal LM (see ``fused_unsupported``).
-
-    Cache: keys stored transposed ([..., head_dim, length]) so that a decode step's scores are one
-    batched matmul over contiguous [head_dim, t] blocks; the padding mask is kept as an additive
-    bias already laid out per (row, key/value head, query head of the group), so the scores,
-    scale and mask are one baddbmm.
-    """
+    """Prefill and one-token decode steps for a Qwen2 / Llama causal LM (see ``fused_unsupported``)."""
 
     def __init__(self, model):
         why = fused_unsupported(model)
@@ -77,7 +79,8 @@ class FusedDecoder:
         self.group = self.heads // self.kv_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
-    def _rope_table(self, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rope_tables(self, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sign-flipped sin [length, head_dim] from the model's own rotary module."""
         inner = self.model.model
         positions = torch.arange(length, device=device).unsqueeze(0)
         cos, sin = inner.rotary_emb(inner.embed_tokens.weight[:1], positions)
@@ -92,17 +95,18 @@ class FusedDecoder:
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return _linear(_rms(x, self.model.model.norm), self.model.lm_head)
 
-    def prefill(self, ids: torch.Tensor, attention: torch.Tensor, repeats: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Run the left-padded prompts ``ids`` [P, W] once, give prompt p ``repeats[p]`` rows of
-        cache, and return the next-token logits of each prompt [P, V]."""
+    def prefill(self, ids: torch.Tensor, attention: torch.Tensor, n: int, max_new_tokens: int) -> torch.Tensor:
+        """Run the left-padded prompts ``ids`` [P, W] once, make room for n rows of ``max_new_tokens``
+        each per prompt, and return the next-token logits of each prompt [P, V]."""
         p, w = ids.shape
-        rows, length = int(repeats.sum()), w + max_new_tokens
         layers = self.model.model.layers
-        dev, hd = ids.device, self.head_dim
+        dev, hd, kvh = ids.device, self.head_dim, self.kv_heads
         x = self.model.model.embed_tokens(ids)
-        self.kt = torch.empty((len(layers), rows, self.kv_heads, hd, length), dtype=x.dtype, device=dev)
-        self.v = torch.empty((len(layers), rows, self.kv_heads, length, hd), dtype=x.dtype, device=dev)
-        self.cos, self.sin = self._rope_table(length, dev)
+        self.kt_prompt = torch.empty((len(layers), kvh, p, hd, w), dtype=x.dtype, device=dev)
+        self.v_prompt = torch.empty((len(layers), kvh, p, w, hd), dtype=x.dtype, device=dev)
+        self.kt_new = torch.empty((len(layers), kvh, p * n, hd, max_new_tokens), dtype=x.dtype, device=dev)
+        self.v_new = torch.empty((len(layers), kvh, p * n, max_new_tokens, hd), dtype=x.dtype, device=dev)
+        self.cos, self.sin = self._rope_tables(w + max_new_tokens, dev)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)  # [P, 1, W, D]
         real = attention.bool()
@@ -113,46 +117,74 @@ class FusedDecoder:
             attn = layer.self_attn
             h = _rms(x, layer.input_layernorm)
             q = _linear(h, attn.q_proj).view(p, w, self.heads, hd).transpose(1, 2)
-            k = _linear(h, attn.k_proj).view(p, w, self.kv_heads, hd).transpose(1, 2)
-            v = _linear(h, attn.v_proj).view(p, w, self.kv_heads, hd).transpose(1, 2)
+            k = _linear(h, attn.k_proj).view(p, w, kvh, hd).transpose(1, 2)
+            v = _linear(h, attn.v_proj).view(p, w, kvh, hd).transpose(1, 2)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-            self.kt[i, :, :, :, :w] = k.transpose(-1, -2).repeat_interleave(repeats, dim=0)
-            self.v[i, :, :, :w] = v.repeat_interleave(repeats, dim=0)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling, enable_gqa=self.heads != self.kv_heads)
+            self.kt_prompt[i] = k.permute(1, 0, 3, 2)
+            self.v_prompt[i] = v.transpose(0, 1)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling, enable_gqa=self.heads != kvh)
             x = x + _linear(o.transpose(1, 2).reshape(p, w, self.heads * hd), attn.o_proj)
             x = x + self._mlp(layer, x)
-        self.t = w
-        self.pos = (positions[:, -1] + 1).repeat_interleave(repeats)
-        # Columns past the prompt are real for every row once written; slicing to :t+1 hides the rest.
-        self.bias = torch.zeros((rows, self.kv_heads, self.group, length), dtype=x.dtype, device=dev)
-        self.bias[..., :w].masked_fill_(~real.repeat_interleave(repeats, dim=0)[:, None, None, :], float("-inf"))
+        self.n, self.s = n, 0
+        self.pos = (positions[:, -1] + 1).repeat_interleave(n)
+        # Padding keys of the prompt part get -inf, as one [kv_heads * P, 1, W] bias broadcast over a prompt's queries.
+        bias = torch.zeros((p, w), dtype=x.dtype, device=dev).masked_fill_(~real, float("-inf"))
+        self.bias = bias.unsqueeze(0).expand(kvh, p, w).reshape(kvh * p, 1, w)
+        # Query scale folded into q's rotary tables: one multiply fewer per layer and step.
+        self.scale = layers[0].self_attn.scaling
         return self._logits(x[:, -1])
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Append ``tokens`` [B] (one per live row) and return the next-token logits [B, V]."""
-        b, t, hd, kvh = tokens.shape[0], self.t, self.head_dim, self.kv_heads
+        """Append ``tokens`` [B] (one per row, B = P x n) and return the next-token logits [B, V]."""
+        b, s, hd, kvh, g = tokens.shape[0], self.s, self.head_dim, self.kv_heads, self.group
+        p = b // self.n
         x = self.model.model.embed_tokens(tokens)
         cos, sin = self.cos[self.pos].unsqueeze(1), self.sin[self.pos].unsqueeze(1)  # [B, 1, D]
-        bias = self.bias[..., : t + 1].flatten(0, 1)
+        cos_q, sin_q = cos * self.scale, sin * self.scale
         for i, layer in enumerate(self.model.model.layers):
             attn = layer.self_attn
             h = _rms(x, layer.input_layernorm)
-            q = _rotate(_linear(h, attn.q_proj).view(b, self.heads, hd), cos, sin)
-            self.kt[i, :, :, :, t] = _rotate(_linear(h, attn.k_proj).view(b, kvh, hd), cos, sin)
-            self.v[i, :, :, t] = _linear(h, attn.v_proj).view(b, kvh, hd)
-            # Query head j uses key/value head j // group: each (row, kv head) is one small matmul.
-            scores = torch.baddbmm(bias, q.view(b * kvh, self.group, hd), self.kt[i, ..., : t + 1].flatten(0, 1),
-                                   alpha=attn.scaling)
-            o = torch.bmm(torch.softmax(scores, dim=-1), self.v[i, :, :, : t + 1].flatten(0, 1))
-            x = x + _linear(o.view(b, self.heads * hd), attn.o_proj)
+            q = _rotate(_linear(h, attn.q_proj).view(b, kvh, g, hd), cos_q.unsqueeze(1), sin_q.unsqueeze(1))
+            q = q.transpose(0, 1).contiguous()  # [kv_heads, B, group, D]: query head j uses kv head j // group
+            self.kt_new[i, :, :, :, s] = _rotate(_linear(h, attn.k_proj).view(b, kvh, hd), cos, sin).transpose(0, 1)
+            self.v_new[i, :, :, s] = _linear(h, attn.v_proj).view(b, kvh, hd).transpose(0, 1)
+            # Scores against the prompt (one matmul per prompt and kv head, over its n rows) and
+            # against the row's own new tokens; one softmax over both.
+            scores = torch.cat((
+                torch.baddbmm(self.bias, q.view(kvh * p, self.n * g, hd), self.kt_prompt[i].flatten(0, 1)).view(kvh, b, g, -1),
+                torch.bmm(q.view(kvh * b, g, hd), self.kt_new[i, ..., : s + 1].flatten(0, 1)).view(kvh, b, g, s + 1),
+            ), dim=-1).softmax(dim=-1)
+            w = self.bias.shape[-1]
+            o = torch.bmm(scores[..., :w].reshape(kvh * p, self.n * g, w), self.v_prompt[i].flatten(0, 1)).view(kvh * b, g, hd)
+            o = torch.baddbmm(o, scores[..., w:].reshape(kvh * b, g, s + 1), self.v_new[i, :, :, : s + 1].flatten(0, 1))
+            x = x + _linear(o.view(kvh, b, g * hd).transpose(0, 1).reshape(b, self.heads * hd), attn.o_proj)
             x = x + self._mlp(layer, x)
-        self.t += 1
+        self.s += 1
         self.pos += 1
         return self._logits(x)
 
-    def keep(self, rows: torch.Tensor) -> None:
-        """Drop every row of the cache but ``rows`` (indices into the current batch)."""
-        self.kt = self.kt.index_select(1, rows)
-        self.v = self.v.index_select(1, rows)
-        self.pos = self.pos.index_select(0, rows)
-        self.bias = self.bias.index_select(0, rows)
+    def plan_keep(self, live: list[bool]) -> list[int]:
+        """Rows to keep so that every live row stays: the prompts with a live row, each with as many
+        rows as the liveliest of them (finished rows fill the gaps, their output is ignored)."""
+        rows = [range(j * self.n, (j + 1) * self.n) for j in range(len(live) // self.n)]
+        width = max(sum(live[r] for r in group) for group in rows)
+        kept = []
+        for group in rows:
+            alive = [r for r in group if live[r]]
+            if alive:
+                kept += sorted(alive + [r for r in group if not live[r]][: width - len(alive)])
+        return kept
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep the rows ``rows`` (a ``plan_keep`` result) and drop the rest."""
+        width = sum(1 for r in rows if r // self.n == rows[0] // self.n)
+        prompts = torch.tensor(rows[::width], device=self.pos.device) // self.n
+        index = torch.tensor(rows, device=self.pos.device)
+        self.kt_prompt = self.kt_prompt.index_select(2, prompts)
+        self.v_prompt = self.v_prompt.index_select(2, prompts)
+        self.kt_new = self.kt_new.index_select(2, index)
+        self.v_new = self.v_new.index_select(2, index)
+        self.pos = self.pos.index_select(0, index)
+        kvh = self.kv_heads
+        self.bias = self.bias.view(kvh, -1, 1, self.bias.shape[-1]).index_select(1, prompts).flatten(0, 1)
+        self.n = width

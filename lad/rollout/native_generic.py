@@ -8,6 +8,8 @@ which a StaticCache's fixed batch cannot do.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 
@@ -16,13 +18,15 @@ class GenericDecoder:
 
     def __init__(self, model):
         self.model = model
+        # transformers renamed past_key_values to cache (5.2x, the old name warns); take what the model has.
+        self.cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=ids, attention_mask=self.attention, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=ids, attention_mask=self.attention, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **{self.cache_kwarg: self.cache})
         return out.logits[:, -1]
 
-    def prefill(self, ids: torch.Tensor, attention: torch.Tensor, repeats: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    def prefill(self, ids: torch.Tensor, attention: torch.Tensor, n: int, max_new_tokens: int) -> torch.Tensor:
         from transformers import DynamicCache
 
         self.cache = DynamicCache(config=self.model.config)
@@ -30,7 +34,7 @@ class GenericDecoder:
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         logits = self._forward(ids, positions)
         self.pos = positions[:, -1] + 1
-        self.keep(torch.repeat_interleave(torch.arange(ids.shape[0], device=ids.device), repeats))
+        self._select(torch.arange(ids.shape[0], device=ids.device).repeat_interleave(n))
         return logits
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -39,7 +43,13 @@ class GenericDecoder:
         self.pos = self.pos + 1
         return logits
 
-    def keep(self, rows: torch.Tensor) -> None:
+    def plan_keep(self, live: list[bool]) -> list[int]:
+        return [i for i, alive in enumerate(live) if alive]
+
+    def keep(self, rows: list[int]) -> None:
+        self._select(torch.tensor(rows, device=self.pos.device))
+
+    def _select(self, rows: torch.Tensor) -> None:
         self.cache.batch_select_indices(rows)
         self.attention = self.attention.index_select(0, rows)
         self.pos = self.pos.index_select(0, rows)
