@@ -17,7 +17,8 @@ import pytest
 
 from lad.evaluation.benchmarks import load_records, resolve
 from lad.evaluation.config import EvalConfig
-from lad.evaluation.scoring import CodeScorer, MathScorer, ScoringError
+from lad.evaluation.scoring import CodeScorer, MathScorer
+from lad.rewards.code import ScoringError
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 

@@ -14,7 +14,8 @@ from lad.evaluation.config import ConfigError, EvalConfig, load_config
 from lad.evaluation.metrics import group_equivalent
 from lad.evaluation.report import write_comparison
 from lad.evaluation.results import ResultsError, SampleLog, read_samples
-from lad.evaluation.scoring import LEETCODE_PREAMBLE, METHOD_SHIM, assemble_program, group_batched, method_shim, strip_unit
+from lad.evaluation.scoring import group_batched, strip_unit
+from lad.rewards.code import LEETCODE_PREAMBLE, METHOD_SHIM, assemble_program, method_shim
 from lad.rewards.extract import last_code_block
 from lad.evaluation.summary import aggregate, benchmark_summary, pass_ks
 

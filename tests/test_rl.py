@@ -2,6 +2,7 @@
 the reference-KL term, rewards (code through the sandbox, format weight)."""
 
 import copy
+import json
 import random
 
 import pytest
@@ -210,6 +211,29 @@ def test_code_reward_fraction_and_all_pass():
     assert 0.0 <= frac[1].value < 1.0 and allp[1].value == 0.0
     passed, total = map(int, frac[1].reason.split("_")[1::2])
     assert frac[1].value == passed / total
+
+
+def test_code_reward_runs_class_methods_and_reference_tested_rows():
+    """The RL reward scores LeetCode-style and HumanEval+-style rows as the evaluator does:
+    Class.method call tests, starter code, and expected values from the reference solution."""
+    from lad.rewards.code import score_code
+
+    leetcode = {"data_source": "lcb", "ability": "code", "reward_model": {"ground_truth": ""},
+                "extra_info": {"index": 0, "entry_point": "Solution.add", "test_type": "call",
+                               "starter_code": "class Solution:\n    def add(self, a: List[int], b: int) -> int:\n        ",
+                               "tests": json.dumps([{"type": "call", "entry_point": "Solution.add", "args": [[1, 2], 3], "expected": 6},
+                                                    {"type": "call", "entry_point": "Solution.add", "args": [[], 5], "expected": 5}])}}
+    reference = {"data_source": "heplus", "ability": "code", "reward_model": {"ground_truth": ""},
+                 "extra_info": {"index": 7, "entry_point": "sq", "test_type": "reference",
+                                "reference_solution": "def sq(x):\n    return x * x\n", "starter_code": "def sq(x):\n",
+                                "tests": json.dumps([{"type": "call", "entry_point": "sq", "args": [a]} for a in (2, 3, 4)])}}
+    good_lc = "```python\nclass Solution:\n    def add(self, a: List[int], b: int) -> int:\n        return sum(a) + b\n```"
+    body_only = "```python\n    return x * x\n```"  # continues the starter code
+    half_right = "```python\ndef sq(x):\n    return x * x if x < 3 else 0\n```"
+    scores = score_code([good_lc, body_only, half_right], [leetcode, reference, reference])
+    assert [(s.value, s.reason) for s in scores] == [(1.0, "correct"), (1.0, "correct"), (1 / 3, "passed_1_of_3")]
+    strict = score_code([half_right], [reference], mode="all_pass")
+    assert (strict[0].value, strict[0].reason) == (0.0, "passed_1_of_3")
 
 
 def test_code_reward_fraction_counts_passed_tests():

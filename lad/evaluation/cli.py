@@ -58,7 +58,7 @@ def run(
     from lad.evaluation.benchmarks import BenchmarkError
     from lad.evaluation.config import ConfigError, EvalConfig, format_validation, load_config
     from lad.evaluation.results import ResultsError
-    from lad.evaluation.scoring import ScoringError
+    from lad.rewards.code import ScoringError
     from lad.evaluation.stage import run_eval
 
     top = {key: v for key, v in {"model": model, "output": output, "label": label, "engine": engine, "seed": seed}.items()

@@ -9,14 +9,12 @@ correct answers group answers the way the scorer judges them.
 
 from __future__ import annotations
 
-import ast
-import json
 import re
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 from lad.evaluation.metrics import normalize_program
-from lad.rewards.extract import last_code_block
+from lad.rewards.code import run_responses
 
 
 @dataclass(frozen=True)
@@ -157,73 +155,6 @@ def _squash(text: str) -> str:
 # code
 # --------------------------------------------------------------------------------------------
 
-# LeetCode-style (Class.method) problems are written against an implicit typing import, as
-# LiveCodeBench's own harness assumes.
-LEETCODE_PREAMBLE = "from typing import *\n"
-
-
-def _defines(code: str, name: str) -> bool:
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return False
-    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name for n in tree.body)
-
-
-def _imports(code: str) -> str:
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return ""
-    lines = code.splitlines()
-    return "".join(
-        "\n".join(lines[n.lineno - 1 : n.end_lineno]) + "\n" for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
-    )
-
-
-def assemble_program(code: str, info: dict) -> str:
-    """The program to test: the response's code, completed with the problem's starter code.
-
-    A response that defines the entry point (function, or the class of "Class.method") runs as
-    written, after the starter code's imports (HumanEval prompts import typing names the answer
-    uses). One that does not is taken as the continuation of the starter code (a function body).
-    """
-    entry, starter = info.get("entry_point"), info.get("starter_code") or ""
-    preamble = LEETCODE_PREAMBLE if entry and "." in entry else ""
-    if not entry or not starter:
-        return preamble + code
-    if _defines(code, entry.split(".")[0]):
-        return preamble + _imports(starter) + code
-    return preamble + starter + ("" if starter.endswith("\n") else "\n") + code
-
-
-def _tests(record: dict) -> list[dict]:
-    info = record["extra_info"]
-    return json.loads(info["tests"] or record["reward_model"]["ground_truth"])
-
-
-# The sandbox calls module-level functions only; a "Class.method" entry point (LiveCodeBench's
-# LeetCode-style tests) is reached through this function, which makes a fresh instance per call
-# as the record schema specifies.
-METHOD_SHIM = "_lad_call_method"
-
-
-def method_shim(program: str, tests: list[dict]) -> tuple[str, list[dict]]:
-    """The program and tests with every "Class.method" call routed through :data:`METHOD_SHIM`."""
-    entries = {t["entry_point"] for t in tests if t["type"] == "call" and "." in t["entry_point"]}
-    if not entries:
-        return program, tests
-    if len(entries) > 1:
-        raise ValueError(f"tests call several methods {sorted(entries)}; one entry point per problem is supported")
-    cls, method = next(iter(entries)).split(".", 1)
-    program += f"\n\ndef {METHOD_SHIM}(*args):\n    return {cls}().{method}(*args)\n"
-    return program, [dict(t, entry_point=METHOD_SHIM) if t["type"] == "call" else t for t in tests]
-
-
-class ScoringError(RuntimeError):
-    """A benchmark cannot be scored (its reference solution fails); the message names the problem."""
-
-
 class CodeScorer:
     """Programs run against the record's tests in the sandbox; correct when every test passes.
 
@@ -240,57 +171,20 @@ class CodeScorer:
         self._owned = client is None
         self.timeout_s = timeout_s
 
-    def _reference_outputs(self, records: list[dict]) -> dict[str, list]:
-        todo = {}
-        for r in records:
-            if r["extra_info"].get("test_type") == "reference":
-                todo.setdefault(_reference_key(r), r)
-        requests = []
-        for r in todo.values():
-            tests = [{k: v for k, v in t.items() if k != "expected"} if t["type"] == "call" else t for t in _tests(r)]
-            requests.append(method_shim(r["extra_info"]["reference_solution"], tests))
-        expected = {}
-        for (key, r), result in zip(todo.items(), self._evaluate_many(requests)):
-            failed = [v for v in result.verdicts if v.status != "passed"]
-            if result.status != "ok" or failed:
-                detail = failed[0].detail if failed else result.status
-                raise ScoringError(
-                    f"{r['data_source']} problem {r['extra_info']['index']}: the reference solution fails {len(failed)} of "
-                    f"its {result.total} inputs ({failed[0].status if failed else result.status}: {detail[:200]}), so the "
-                    "expected outputs are unknown; raise code_timeout_s if the machine is slow"
-                )
-            expected[key] = [v.output for v in result.verdicts]
-        return expected
-
-    def _evaluate_many(self, requests: list[tuple[str, list[dict]]]):
-        return self.client.evaluate_many(requests, timeout_s=self.timeout_s) if requests else []
-
-    @staticmethod
-    def _resolved_tests(record: dict, expected: dict[str, list]) -> list[dict]:
-        tests = _tests(record)
-        if record["extra_info"].get("test_type") != "reference":
-            return tests
-        outputs = expected[_reference_key(record)]
-        return [dict(t, expected=o) if t["type"] == "call" else t for t, o in zip(tests, outputs)]
-
     def score(self, responses: list[str], records: list[dict]) -> list[Verdict]:
-        programs = [last_code_block(r) for r in responses]
-        todo = [i for i, p in enumerate(programs) if p is not None and p.strip()]
-        expected = self._reference_outputs([records[i] for i in todo])
-        requests = [
-            method_shim(assemble_program(programs[i], records[i]["extra_info"]), self._resolved_tests(records[i], expected))
-            for i in todo
-        ]
-        results = self._evaluate_many(requests)
-        verdicts = [Verdict(False, "no_code", None) for _ in responses]
-        for i, result in zip(todo, results):
+        verdicts = []
+        for item in run_responses(self.client, responses, records, timeout_s=self.timeout_s,
+                                  stop_on_first_failure=True):
+            if item is None:
+                verdicts.append(Verdict(False, "no_code", None))
+                continue
+            program, result = item
             if result.status != "ok":
-                verdicts[i] = Verdict(False, "sandbox_error", programs[i])
+                verdicts.append(Verdict(False, "sandbox_error", program))
             elif result.passed == result.total:
-                verdicts[i] = Verdict(True, "correct", programs[i])
+                verdicts.append(Verdict(True, "correct", program))
             else:
-                first = next(v.status for v in result.verdicts if v.status != "passed")
-                verdicts[i] = Verdict(False, first, programs[i])
+                verdicts.append(Verdict(False, next(v.status for v in result.verdicts if v.status != "passed"), program))
         return verdicts
 
     def answer_classes(self, answers: list[list[str]], records: list[dict]) -> list[dict[str, int]]:
@@ -299,10 +193,6 @@ class CodeScorer:
     def close(self) -> None:
         if self._owned:
             self.client.close()
-
-
-def _reference_key(record: dict) -> str:
-    return f"{record['data_source']}|{record['extra_info']['index']}"
 
 
 def _math_scorer(cfg) -> MathScorer:

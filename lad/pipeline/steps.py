@@ -233,7 +233,7 @@ def evaluate(
     from lad.config import ConfigError
     from lad.evaluation.benchmarks import BenchmarkError
     from lad.evaluation.results import ResultsError
-    from lad.evaluation.scoring import ScoringError
+    from lad.rewards.code import ScoringError
     from lad.evaluation.config import EvalConfig, format_validation
     from lad.evaluation.stage import run_eval
 
@@ -289,7 +289,7 @@ def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int, limit: int =
     their tests need reference outputs, which only the evaluation computes)."""
     from lad.evaluation.benchmarks import BENCHMARKS, load_records, resolve
     from lad.evaluation.config import BenchmarkOverrides, EvalConfig
-    from lad.evaluation.scoring import _tests, assemble_program, method_shim
+    from lad.rewards.code import assemble_program, method_shim, record_tests
 
     rows, skipped = [], 0
     names = [n for n in parse_benchmarks(benchmarks) if n in BENCHMARKS and BENCHMARKS[n].ability == "code"]
@@ -308,7 +308,7 @@ def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int, limit: int =
             if record["extra_info"].get("test_type") == "reference":
                 skipped += 1
                 continue
-            code, tests = method_shim(assemble_program(sample["answer"], record["extra_info"]), _tests(record))
+            code, tests = method_shim(assemble_program(sample["answer"], record["extra_info"]), record_tests(record))
             rows.append({"id": f"{name}/{sample['problem_id']}/{sample['sample']}", "code": code, "tests": tests})
     return rows, skipped
 

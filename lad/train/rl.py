@@ -102,6 +102,7 @@ class RewardConfig(BaseModel):
     answer_pattern: Optional[str] = Field(None, description="regex with one group for the answer; None: the last \\boxed{}")
     format_weight: float = Field(0.0, ge=0, le=1, description="reward = (1 - w) * correctness + w * (an answer was given); 0 disables")
     sandbox_url: Optional[str] = Field(None, description="sandbox service for code; None: $LAD_SANDBOX_URL, else in-process")
+    code_timeout_s: Optional[float] = Field(None, gt=0, description="per-test time limit of code rewards; None: the sandbox's default")
 
 
 class AlgorithmConfig(BaseModel):
@@ -280,7 +281,8 @@ def make_scorer(cfg: RewardConfig) -> Callable[[list[str], list[dict]], list]:
             from lad.sandbox.client import SandboxClient
 
             with SandboxClient(cfg.sandbox_url) as client:
-                for i, s in zip(code, score_code([responses[i] for i in code], [records[i] for i in code], mode=cfg.code_mode, client=client)):
+                for i, s in zip(code, score_code([responses[i] for i in code], [records[i] for i in code], mode=cfg.code_mode,
+                                                         client=client, timeout_s=cfg.code_timeout_s)):
                     out[i] = s
         if cfg.format_weight:
             w = cfg.format_weight
