@@ -1,12 +1,15 @@
-"""This trainer vs TRL's GRPOTrainer: completion tokens per second on CPU, in one run.
+"""This trainer vs TRL's GRPOTrainer: completion tokens per second on CPU, in one run, with the
+native rollout engine (lad's own decode loop) and with the hf engine (transformers generate).
 
 Fair terms: the same tiny model (saved once, loaded by both), the same countdown prompts, the
 same G, P and max new tokens, fixed-length completions on both sides (EOS ignored here, EOS
 masked by min_new_tokens in TRL: both generate exactly P x G x max_new_tokens tokens per step),
 fp32, no gradient checkpointing, no reference model (beta 0), plain AdamW, one optimizer step
 per rollout on the whole batch, the same number of torch threads, GRPO loss on both sides. Each
-side runs in its own process, alternating, twice; the first step of each run is warm-up and
-not counted. TRL must be installed in a separate virtualenv (it is never a dependency of lad):
+side (lad native, lad hf, TRL) runs in its own process, in turn, --reps times; the first step of
+each run is warm-up and not counted. Besides the whole step, the generation share is printed
+(lad: its time/generate_s; TRL: the time inside transformers' generate). TRL must be installed
+in a separate virtualenv (it is never a dependency of lad):
 
     python3 -m venv /tmp/trl-venv && /tmp/trl-venv/bin/pip install torch==2.13.0 transformers==5.24.0 trl==1.16.0
     python benchmarks/bench_trl.py --trl-python /tmp/trl-venv/bin/python [--steps 6 --prompts 8 --group 8 --max-new-tokens 64]
@@ -26,12 +29,13 @@ from pathlib import Path
 import yaml
 
 
-def run_lad(model_dir: Path, work: Path, args, rep: int) -> list[float]:
-    out = work / f"lad{rep}"
+def run_lad(engine: str, model_dir: Path, work: Path, args, rep: int) -> tuple[list[float], list[float]]:
+    """(step seconds, generate seconds) of each step of one lad run with rollout engine ``engine``."""
+    out = work / f"lad-{engine}{rep}"
     cfg = {
         "model": str(model_dir), "output_dir": str(out),
         "data": {"train": {"synthetic": {"tasks": ["countdown"], "n_per_task": args.prompts * args.steps, "seed": 0}}},
-        "rollout": {"engine": "hf", "n": args.group, "max_new_tokens": args.max_new_tokens, "ignore_eos": True,
+        "rollout": {"engine": engine, "n": args.group, "max_new_tokens": args.max_new_tokens, "ignore_eos": True,
                     "options": {"max_batch_size": args.prompts * args.group}},
         "algorithm": {"objective": "grpo", "kl_coef": 0.0},
         "train": {"prompts_per_step": args.prompts, "micro_batch_size": args.prompts * args.group, "max_steps": args.steps,
@@ -39,7 +43,7 @@ def run_lad(model_dir: Path, work: Path, args, rep: int) -> list[float]:
         "optim": {"lr": 1e-5, "max_grad_norm": 1.0}, "engine": {"name": "torch", "precision": "fp32"},
         "eval": {"at_start": False}, "checkpoint": {"every_steps": 10_000}, "tracking": {"enabled": False},
     }
-    path = work / f"lad{rep}.yaml"
+    path = work / f"lad-{engine}{rep}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.run([sys.executable, "-m", "lad.cli", "train", str(path)], capture_output=True, text=True, env=_env(args))
     if proc.returncode:
@@ -47,10 +51,10 @@ def run_lad(model_dir: Path, work: Path, args, rep: int) -> list[float]:
     steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     lengths = {s["response/length_mean"] for s in steps}
     assert lengths == {float(args.max_new_tokens)}, f"lad completions not fixed-length: {lengths}"
-    return [s["time/step_s"] for s in steps]
+    return [s["time/step_s"] for s in steps], [s["time/generate_s"] for s in steps]
 
 
-def run_trl(model_dir: Path, prompts_file: Path, work: Path, args, rep: int) -> list[float]:
+def run_trl(model_dir: Path, prompts_file: Path, work: Path, args, rep: int) -> tuple[list[float], list[float]]:
     out = work / f"trl{rep}.json"
     proc = subprocess.run(
         [args.trl_python, str(Path(__file__).with_name("bench_trl_worker.py")), "--model", str(model_dir),
@@ -62,7 +66,7 @@ def run_trl(model_dir: Path, prompts_file: Path, work: Path, args, rep: int) -> 
         raise SystemExit(f"TRL worker failed:\n{proc.stderr[-3000:]}")
     result = json.loads(out.read_text())
     assert set(result["mean_completion_length"]) == {float(args.max_new_tokens)}, result["mean_completion_length"]
-    return result["step_s"]
+    return result["step_s"], result["generate_s"]
 
 
 def _env(args) -> dict:
@@ -94,19 +98,28 @@ def main() -> None:
         tok.save_pretrained(model_dir)
         prompts_file = work / "prompts.json"
         prompts_file.write_text(json.dumps([r["prompt"] for r in generate("countdown", args.prompts * args.steps, seed=0)]))
-        times: dict[str, list[float]] = {"lad": [], "trl": []}
+        sides = {"lad native": lambda rep: run_lad("native", model_dir, work, args, rep),
+                 "lad hf": lambda rep: run_lad("hf", model_dir, work, args, rep),
+                 "trl": lambda rep: run_trl(model_dir, prompts_file, work, args, rep)}
+        times: dict[str, list[float]] = {side: [] for side in sides}
+        gen: dict[str, list[float]] = {side: [] for side in sides}
         for rep in range(args.reps):
-            times["lad"] += run_lad(model_dir, work, args, rep)[1:]
-            times["trl"] += run_trl(model_dir, prompts_file, work, args, rep)[1:]
+            for side, run in sides.items():
+                step_s, generate_s = run(rep)
+                times[side] += step_s[1:]
+                gen[side] += generate_s[1:]
             print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
     tokens = args.prompts * args.group * args.max_new_tokens
     print(f"tiny model, P={args.prompts} G={args.group} max_new_tokens={args.max_new_tokens} (fixed length), "
           f"{tokens} completion tokens per step, fp32 CPU, {args.threads} thread(s), {args.steps - 1} timed steps x {args.reps} runs per side")
     rates = {}
     for side, ts in times.items():
-        rates[side] = tokens / statistics.median(ts)
-        print(f"  {side:4s} median step {statistics.median(ts):7.3f} s  -> {rates[side]:8.1f} completion tokens/s")
-    print(f"lad / TRL throughput: {rates['lad'] / rates['trl']:.2f}x (goal >= 2x)")
+        step, generate = statistics.median(ts), statistics.median(gen[side])
+        rates[side] = tokens / step
+        print(f"  {side:10s} median step {step:7.3f} s (generate {generate:6.3f} s, rest {step - generate:6.3f} s)"
+              f"  -> {rates[side]:8.1f} completion tokens/s")
+    for side in ("lad native", "lad hf"):
+        print(f"{side} / TRL throughput: {rates[side] / rates['trl']:.2f}x (goal >= 2x)")
 
 
 if __name__ == "__main__":

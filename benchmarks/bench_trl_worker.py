@@ -1,5 +1,6 @@
 """TRL's side of bench_trl.py: GRPOTrainer on the tiny model, run in a separate virtualenv that
-has trl==1.16.0 (it imports nothing from lad). Writes per-step wall times to --out as JSON."""
+has trl==1.16.0 (it imports nothing from lad). Writes per-step wall times, and the part of each
+spent in transformers' generate, to --out as JSON."""
 
 from __future__ import annotations
 
@@ -24,8 +25,21 @@ def main() -> None:
 
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+    from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedTokenizerFast, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
+
+    # Time spent in generate, whichever wrapper of the model TRL calls it on.
+    generate_s = [0.0]
+    plain_generate = GenerationMixin.generate
+
+    def timed_generate(self, *a, **k):
+        t0 = time.perf_counter()
+        try:
+            return plain_generate(self, *a, **k)
+        finally:
+            generate_s[0] += time.perf_counter() - t0
+
+    GenerationMixin.generate = timed_generate
 
     prompts = json.load(open(args.prompts_file))
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
@@ -50,13 +64,15 @@ def main() -> None:
 
     class Clock(TrainerCallback):
         def __init__(self):
-            self.times, self.t0 = [], None
+            self.times, self.generate, self.t0 = [], [], None
 
         def on_step_begin(self, *a, **k):
             self.t0 = time.perf_counter()
+            generate_s[0] = 0.0
 
         def on_step_end(self, *a, **k):
             self.times.append(time.perf_counter() - self.t0)
+            self.generate.append(generate_s[0])
 
     clock = Clock()
     data = Dataset.from_list([{"prompt": p} for p in prompts])
@@ -64,7 +80,7 @@ def main() -> None:
                           callbacks=[clock])
     trainer.train()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    json.dump({"step_s": clock.times, "mean_completion_length": lengths, "tokens_per_step": batch * args.max_new_tokens,
+    json.dump({"step_s": clock.times, "generate_s": clock.generate, "mean_completion_length": lengths, "tokens_per_step": batch * args.max_new_tokens,
                "torch_threads": torch.get_num_threads()}, open(args.out, "w"))
 
 

@@ -137,28 +137,27 @@ class FusedDecoder:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Append ``tokens`` [B] (one per row, B = P x n) and return the next-token logits [B, V]."""
         b, s, hd, kvh, g = tokens.shape[0], self.s, self.head_dim, self.kv_heads, self.group
-        p = b // self.n
+        p, w = b // self.n, self.bias.shape[-1]
         x = self.model.model.embed_tokens(tokens)
         cos, sin = self.cos[self.pos].unsqueeze(1), self.sin[self.pos].unsqueeze(1)  # [B, 1, D]
-        cos_q, sin_q = cos * self.scale, sin * self.scale
+        cos_q, sin_q = (cos * self.scale).unsqueeze(1), (sin * self.scale).unsqueeze(1)
         for i, layer in enumerate(self.model.model.layers):
             attn = layer.self_attn
             h = _rms(x, layer.input_layernorm)
-            q = _rotate(_linear(h, attn.q_proj).view(b, kvh, g, hd), cos_q.unsqueeze(1), sin_q.unsqueeze(1))
+            q = _rotate(_linear(h, attn.q_proj).view(b, kvh, g, hd), cos_q, sin_q)
             q = q.transpose(0, 1).contiguous()  # [kv_heads, B, group, D]: query head j uses kv head j // group
             self.kt_new[i, :, :, :, s] = _rotate(_linear(h, attn.k_proj).view(b, kvh, hd), cos, sin).transpose(0, 1)
             self.v_new[i, :, :, s] = _linear(h, attn.v_proj).view(b, kvh, hd).transpose(0, 1)
             # Scores against the prompt (one matmul per prompt and kv head, over its n rows) and
             # against the row's own new tokens; one softmax over both.
             scores = torch.cat((
-                torch.baddbmm(self.bias, q.view(kvh * p, self.n * g, hd), self.kt_prompt[i].flatten(0, 1)).view(kvh, b, g, -1),
+                torch.baddbmm(self.bias, q.view(kvh * p, self.n * g, hd), self.kt_prompt[i].flatten(0, 1)).view(kvh, b, g, w),
                 torch.bmm(q.view(kvh * b, g, hd), self.kt_new[i, ..., : s + 1].flatten(0, 1)).view(kvh, b, g, s + 1),
             ), dim=-1).softmax(dim=-1)
-            w = self.bias.shape[-1]
             o = torch.bmm(scores[..., :w].reshape(kvh * p, self.n * g, w), self.v_prompt[i].flatten(0, 1)).view(kvh * b, g, hd)
             o = torch.baddbmm(o, scores[..., w:].reshape(kvh * b, g, s + 1), self.v_new[i, :, :, : s + 1].flatten(0, 1))
-            x = x + _linear(o.view(kvh, b, g * hd).transpose(0, 1).reshape(b, self.heads * hd), attn.o_proj)
-            x = x + self._mlp(layer, x)
+            x.add_(_linear(o.view(kvh, b, g * hd).transpose(0, 1).reshape(b, self.heads * hd), attn.o_proj))
+            x.add_(self._mlp(layer, x))
         self.s += 1
         self.pos += 1
         return self._logits(x)
