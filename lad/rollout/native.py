@@ -1,4 +1,5 @@
-"""Rollouts with the engine's own decode loop: CPU or GPU, any Hugging Face decoder-only causal LM.
+"""Rollouts with the engine's own decode loop, for any Hugging Face decoder-only causal LM;
+device-agnostic (tested on CPU).
 
 What makes it fast on a small model, where transformers' ``generate`` spends most of each step
 in Python (logits processors, stopping criteria, mask building, cache growth):
