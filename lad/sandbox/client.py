@@ -7,11 +7,16 @@ an in-process executor (same isolation, no service needed).
         r = sb.evaluate(code, [{"type": "stdin", "input": "1 2\\n", "output": "3\\n"}])
         r.passed, r.total, [v.status for v in r.verdicts]
         results = sb.evaluate_many([(code_a, tests_a), (code_b, tests_b)])
+
+A program whose tests would make a request body larger than ``max_request_bytes`` goes to the
+service as several requests (consecutive slices of its tests, see ``split_by_size``) and comes
+back as one result with the verdicts in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +25,15 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import httpx
 
 from lad.sandbox.config import SandboxConfig
-from lad.sandbox.models import EvaluateRequest, EvaluateResult, RunRequest, RunResult
+from lad.sandbox.models import SKIPPED_DETAIL, EvaluateRequest, EvaluateResult, RunRequest, RunResult, Verdict
 
 URL_ENV = "LAD_SANDBOX_URL"
 TOKEN_ENV = "LAD_SANDBOX_TOKEN"
 RETRY_STATUS = {429, 500, 502, 503, 504}
+# Tests per request body, well under the service's default 64 MiB limit (some HumanEval+
+# expected outputs are 12 MB each).
+MAX_REQUEST_BYTES = 16 << 20
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 TestSpec = Union[dict, Any]
 Program = Union[EvaluateRequest, tuple]  # EvaluateRequest or (code, tests)
@@ -39,11 +48,85 @@ class SandboxRequestError(RuntimeError):
         self.detail = detail
 
 
-def _evaluate_request(item: Program, timeout_s: Optional[float], memory_mb: Optional[int]) -> EvaluateRequest:
+def _evaluate_request(item: Program, timeout_s: Optional[float], memory_mb: Optional[int],
+                      stop_on_first_failure: bool = False) -> EvaluateRequest:
     if isinstance(item, EvaluateRequest):
         return item
     code, tests = item
-    return EvaluateRequest(code=code, tests=list(tests), timeout_s=timeout_s, memory_mb=memory_mb)
+    return EvaluateRequest(code=code, tests=list(tests), timeout_s=timeout_s, memory_mb=memory_mb,
+                           stop_on_first_failure=stop_on_first_failure)
+
+
+def split_by_size(sizes: Sequence[int], limit: int) -> list[range]:
+    """Consecutive slices of items whose sizes add up to at most ``limit`` each (an item larger
+    than the limit goes alone)."""
+    slices, start, total = [], 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and total + n > limit:
+            slices.append(range(start, i))
+            start, total = i, 0
+        total += n
+    if sizes:
+        slices.append(range(start, len(sizes)))
+    return slices
+
+
+def _test_json(t) -> str:
+    """A test as the service reads it. Built from the fields directly: pydantic's model_dump
+    copied every value (hundreds of MB for HumanEval+). ``expected`` is sent only when it was
+    given, even if None."""
+    if t.type == "call":
+        d = {"type": "call", "entry_point": t.entry_point, "args": t.args, "atol": t.atol}
+        if "expected" in t.model_fields_set:
+            d["expected"] = t.expected
+    elif t.type == "stdin":
+        d = {"type": "stdin", "input": t.input, "output": t.output}
+        if t.atol is not None:
+            d["atol"] = t.atol
+    else:
+        d = {"type": "assert", "code": t.code}
+    return json.dumps(d)
+
+
+class _Plan:
+    """The request bodies of one program: a single one, or one per slice of its tests."""
+
+    def __init__(self, req: EvaluateRequest, limit: int):
+        self.req = req
+        tests = [_test_json(t) for t in req.tests]
+        head = '{"code":' + json.dumps(req.code)
+        for key in ("timeout_s", "memory_mb"):
+            if getattr(req, key) is not None:
+                head += f',"{key}":{json.dumps(getattr(req, key))}'
+        if req.stop_on_first_failure:
+            head += ',"stop_on_first_failure":true'
+        self.slices = split_by_size([len(t) + 1 for t in tests], limit)
+        self.bodies = [(head + ',"tests":[' + ",".join(tests[i] for i in part) + "]}").encode() for part in self.slices]
+
+    def groups(self) -> list[list[int]]:
+        """Body indices to send in order, group by group: groups may run concurrently, except
+        with stop_on_first_failure, where one failure skips every later slice."""
+        if self.req.stop_on_first_failure:
+            return [list(range(len(self.bodies)))]
+        return [[i] for i in range(len(self.bodies))]
+
+    def skipped(self, i: int) -> EvaluateResult:
+        n = len(self.slices[i])
+        return EvaluateResult(status="ok", passed=0, total=n,
+                              verdicts=[Verdict(status="skipped", detail=SKIPPED_DETAIL) for _ in range(n)])
+
+    @staticmethod
+    def merge(parts: list[EvaluateResult]) -> EvaluateResult:
+        if len(parts) == 1:
+            return parts[0]
+        return EvaluateResult(status="sandbox_error" if any(p.status != "ok" for p in parts) else "ok",
+                              passed=sum(p.passed for p in parts), total=sum(p.total for p in parts),
+                              verdicts=[v for p in parts for v in p.verdicts], wall_s=round(sum(p.wall_s for p in parts), 6),
+                              isolation=parts[0].isolation)
+
+
+def _stops(result: EvaluateResult) -> bool:
+    return result.passed != result.total
 
 
 def _detail(response: httpx.Response) -> str:
@@ -62,7 +145,10 @@ def _delay(attempt: int, backoff_s: float, response: Optional[httpx.Response]) -
 
 class _Settings:
     def __init__(self, url: Optional[str], token: Optional[str], timeout_s: float, retries: int, backoff_s: float,
-                 config: Optional[SandboxConfig], concurrency: Optional[int]):
+                 config: Optional[SandboxConfig], concurrency: Optional[int], max_request_bytes: int):
+        if max_request_bytes <= 0:
+            raise ValueError(f"max_request_bytes must be positive, got {max_request_bytes}")
+        self.max_request_bytes = max_request_bytes
         self.url = (url if url is not None else os.environ.get(URL_ENV) or None)
         self.url = self.url.rstrip("/") if self.url else None
         self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
@@ -85,8 +171,9 @@ class SandboxClient:
 
     def __init__(self, url: Optional[str] = None, *, token: Optional[str] = None, timeout_s: float = 600.0,
                  retries: int = 5, backoff_s: float = 0.25, config: Optional[SandboxConfig] = None,
-                 concurrency: Optional[int] = None, transport: Optional[httpx.BaseTransport] = None):
-        self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency)
+                 concurrency: Optional[int] = None, transport: Optional[httpx.BaseTransport] = None,
+                 max_request_bytes: int = MAX_REQUEST_BYTES):
+        self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency, max_request_bytes)
         self._http = (httpx.Client(timeout=timeout_s, headers=self._s.headers, transport=transport)
                       if self._s.url else None)
 
@@ -94,11 +181,11 @@ class SandboxClient:
     def url(self) -> Optional[str]:
         return self._s.url
 
-    def _post(self, path: str, body: dict) -> dict:
+    def _post(self, path: str, body: bytes) -> bytes:
         response = None
         for attempt in range(self._s.retries + 1):
             try:
-                response = self._http.post(self._s.url + path, json=body)
+                response = self._http.post(self._s.url + path, content=body, headers=JSON_HEADERS)
             except httpx.TransportError as err:
                 if attempt == self._s.retries:
                     raise SandboxRequestError(0, f"cannot reach {self._s.url}: {err}") from err
@@ -109,31 +196,48 @@ class SandboxClient:
             time.sleep(_delay(attempt, self._s.backoff_s, response))
         if response.status_code != 200:
             raise SandboxRequestError(response.status_code, _detail(response))
-        return response.json()
+        return response.content
 
     def run(self, code: str, stdin: str = "", *, timeout_s: Optional[float] = None,
             memory_mb: Optional[int] = None) -> RunResult:
         req = RunRequest(code=code, stdin=stdin, timeout_s=timeout_s, memory_mb=memory_mb)
         if self._s.executor is not None:
             return self._s.executor.run(req)
-        return RunResult.model_validate(self._post("/v1/run", req.model_dump(exclude_none=True)))
+        return RunResult.model_validate_json(self._post("/v1/run", req.model_dump_json(exclude_none=True).encode()))
 
     def evaluate(self, code: str, tests: Sequence[TestSpec], *, timeout_s: Optional[float] = None,
-                 memory_mb: Optional[int] = None) -> EvaluateResult:
-        """Run ``tests`` against ``code`` in one sandbox; result has passed, total and verdicts."""
-        return self._evaluate(_evaluate_request((code, tests), timeout_s, memory_mb))
+                 memory_mb: Optional[int] = None, stop_on_first_failure: bool = False) -> EvaluateResult:
+        """Run ``tests`` against ``code``; result has passed, total and verdicts. With
+        ``stop_on_first_failure``, the tests after the first one that does not pass are skipped."""
+        return self.evaluate_many([(code, tests)], timeout_s=timeout_s, memory_mb=memory_mb,
+                                  stop_on_first_failure=stop_on_first_failure)[0]
 
-    def _evaluate(self, req: EvaluateRequest) -> EvaluateResult:
-        if self._s.executor is not None:
-            return self._s.executor.evaluate(req)
-        return EvaluateResult.model_validate(self._post("/v1/evaluate", _wire(req)))
+    def _send(self, plan: _Plan, group: list[int]) -> list[EvaluateResult]:
+        results: list[EvaluateResult] = []
+        for i in group:
+            if results and _stops(results[-1]):
+                results.append(plan.skipped(i))
+            else:
+                results.append(EvaluateResult.model_validate_json(self._post("/v1/evaluate", plan.bodies[i])))
+        return results
 
     def evaluate_many(self, programs: Iterable[Program], *, timeout_s: Optional[float] = None,
-                      memory_mb: Optional[int] = None) -> list[EvaluateResult]:
+                      memory_mb: Optional[int] = None, stop_on_first_failure: bool = False) -> list[EvaluateResult]:
         """Evaluate many (code, tests) pairs concurrently; results in input order."""
-        reqs = [_evaluate_request(p, timeout_s, memory_mb) for p in programs]
-        with ThreadPoolExecutor(self._s.concurrency) as pool:
-            return list(pool.map(self._evaluate, reqs))
+        reqs = [_evaluate_request(p, timeout_s, memory_mb, stop_on_first_failure) for p in programs]
+        if self._s.executor is not None:
+            if len(reqs) == 1:
+                return [self._s.executor.evaluate(reqs[0])]
+            with ThreadPoolExecutor(self._s.concurrency) as pool:
+                return list(pool.map(self._s.executor.evaluate, reqs))
+        plans = [_Plan(r, self._s.max_request_bytes) for r in reqs]
+        work = [(p, g) for p in plans for g in p.groups()]
+        if len(work) == 1:
+            done = [self._send(*work[0])]
+        else:
+            with ThreadPoolExecutor(self._s.concurrency) as pool:
+                done = list(pool.map(lambda w: self._send(*w), work))
+        return _collect(plans, work, done)
 
     def run_many(self, programs: Iterable[Union[str, tuple]], *, timeout_s: Optional[float] = None,
                  memory_mb: Optional[int] = None) -> list[RunResult]:
@@ -145,6 +249,8 @@ class SandboxClient:
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
+        if self._s.executor is not None:
+            self._s.executor.close()
 
     def __enter__(self) -> "SandboxClient":
         return self
@@ -158,16 +264,17 @@ class AsyncSandboxClient:
 
     def __init__(self, url: Optional[str] = None, *, token: Optional[str] = None, timeout_s: float = 600.0,
                  retries: int = 5, backoff_s: float = 0.25, config: Optional[SandboxConfig] = None,
-                 concurrency: Optional[int] = None, transport: Optional[httpx.AsyncBaseTransport] = None):
-        self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency)
+                 concurrency: Optional[int] = None, transport: Optional[httpx.AsyncBaseTransport] = None,
+                 max_request_bytes: int = MAX_REQUEST_BYTES):
+        self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency, max_request_bytes)
         self._http = (httpx.AsyncClient(timeout=timeout_s, headers=self._s.headers, transport=transport)
                       if self._s.url else None)
 
-    async def _post(self, path: str, body: dict) -> dict:
+    async def _post(self, path: str, body: bytes) -> bytes:
         response = None
         for attempt in range(self._s.retries + 1):
             try:
-                response = await self._http.post(self._s.url + path, json=body)
+                response = await self._http.post(self._s.url + path, content=body, headers=JSON_HEADERS)
             except httpx.TransportError as err:
                 if attempt == self._s.retries:
                     raise SandboxRequestError(0, f"cannot reach {self._s.url}: {err}") from err
@@ -178,37 +285,53 @@ class AsyncSandboxClient:
             await asyncio.sleep(_delay(attempt, self._s.backoff_s, response))
         if response.status_code != 200:
             raise SandboxRequestError(response.status_code, _detail(response))
-        return response.json()
+        return response.content
 
     async def run(self, code: str, stdin: str = "", *, timeout_s: Optional[float] = None,
                   memory_mb: Optional[int] = None) -> RunResult:
         req = RunRequest(code=code, stdin=stdin, timeout_s=timeout_s, memory_mb=memory_mb)
         if self._s.executor is not None:
             return await asyncio.to_thread(self._s.executor.run, req)
-        return RunResult.model_validate(await self._post("/v1/run", req.model_dump(exclude_none=True)))
+        return RunResult.model_validate_json(
+            await self._post("/v1/run", req.model_dump_json(exclude_none=True).encode()))
 
     async def evaluate(self, code: str, tests: Sequence[TestSpec], *, timeout_s: Optional[float] = None,
-                       memory_mb: Optional[int] = None) -> EvaluateResult:
-        return await self._evaluate(_evaluate_request((code, tests), timeout_s, memory_mb))
+                       memory_mb: Optional[int] = None, stop_on_first_failure: bool = False) -> EvaluateResult:
+        return (await self.evaluate_many([(code, tests)], timeout_s=timeout_s, memory_mb=memory_mb,
+                                         stop_on_first_failure=stop_on_first_failure))[0]
 
-    async def _evaluate(self, req: EvaluateRequest) -> EvaluateResult:
-        if self._s.executor is not None:
-            return await asyncio.to_thread(self._s.executor.evaluate, req)
-        return EvaluateResult.model_validate(await self._post("/v1/evaluate", _wire(req)))
+    async def _send(self, plan: _Plan, group: list[int]) -> list[EvaluateResult]:
+        results: list[EvaluateResult] = []
+        for i in group:
+            if results and _stops(results[-1]):
+                results.append(plan.skipped(i))
+            else:
+                results.append(EvaluateResult.model_validate_json(await self._post("/v1/evaluate", plan.bodies[i])))
+        return results
 
     async def evaluate_many(self, programs: Iterable[Program], *, timeout_s: Optional[float] = None,
-                            memory_mb: Optional[int] = None) -> list[EvaluateResult]:
-        reqs = [_evaluate_request(p, timeout_s, memory_mb) for p in programs]
+                            memory_mb: Optional[int] = None, stop_on_first_failure: bool = False
+                            ) -> list[EvaluateResult]:
+        reqs = [_evaluate_request(p, timeout_s, memory_mb, stop_on_first_failure) for p in programs]
         gate = asyncio.Semaphore(self._s.concurrency)
+        if self._s.executor is not None:
+            async def local(req: EvaluateRequest) -> EvaluateResult:
+                async with gate:
+                    return await asyncio.to_thread(self._s.executor.evaluate, req)
+            return list(await asyncio.gather(*(local(r) for r in reqs)))
+        plans = [_Plan(r, self._s.max_request_bytes) for r in reqs]
+        work = [(p, g) for p in plans for g in p.groups()]
 
-        async def one(req: EvaluateRequest) -> EvaluateResult:
+        async def one(plan: _Plan, group: list[int]) -> list[EvaluateResult]:
             async with gate:
-                return await self._evaluate(req)
-        return list(await asyncio.gather(*(one(r) for r in reqs)))
+                return await self._send(plan, group)
+        return _collect(plans, work, list(await asyncio.gather(*(one(p, g) for p, g in work))))
 
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+        if self._s.executor is not None:
+            self._s.executor.close()
 
     async def __aenter__(self) -> "AsyncSandboxClient":
         return self
@@ -217,16 +340,9 @@ class AsyncSandboxClient:
         await self.aclose()
 
 
-def _wire(req: EvaluateRequest) -> dict:
-    """JSON body; a call test's ``expected`` is sent only when it was given (even if None)."""
-    body = {"code": req.code, "tests": []}
-    for t in req.tests:
-        d = t.model_dump(exclude_none=True, exclude={"expected"} if hasattr(t, "expected") else set())
-        if getattr(t, "type", None) == "call" and "expected" in t.model_fields_set:
-            d["expected"] = t.expected
-        body["tests"].append(d)
-    if req.timeout_s is not None:
-        body["timeout_s"] = req.timeout_s
-    if req.memory_mb is not None:
-        body["memory_mb"] = req.memory_mb
-    return body
+def _collect(plans: list[_Plan], work: list, done: list[list[EvaluateResult]]) -> list[EvaluateResult]:
+    """One result per program from the results of its groups, in order."""
+    parts: dict[int, list[EvaluateResult]] = {id(p): [] for p in plans}
+    for (plan, _), results in zip(work, done):
+        parts[id(plan)] += results
+    return [_Plan.merge(parts[id(p)]) for p in plans]

@@ -17,7 +17,7 @@ class SandboxConfig(BaseModel):
     bwrap: str = Field("bwrap", description="bubblewrap executable")
     host_uid: int = Field(
         65534, description="host uid the sandboxes run as when the service runs as root (RLIMIT_NPROC never binds root)")
-    tmpfs_mb: int = Field(64, gt=0, description="size of the private writable work dir /tmp")
+    tmpfs_mb: int = Field(64, gt=0, description="size of each private writable tmpfs: the work dir /tmp, and /dev/shm")
     default_timeout_s: float = Field(5.0, gt=0, description="wall-clock limit per run or per test")
     max_timeout_s: float = Field(60.0, gt=0)
     default_memory_mb: int = Field(1024, gt=0, description="address-space limit per process")
@@ -28,4 +28,7 @@ class SandboxConfig(BaseModel):
     nproc: int = Field(32, gt=1, description="processes (and threads) per sandbox")
     nofile: int = Field(256, gt=16, description="open files per process")
     fsize_mb: int = Field(16, gt=0, description="largest file a program may write")
-    grace_s: float = Field(5.0, gt=0, description="start-up allowance on top of the time limits before the sandbox is killed")
+    grace_s: float = Field(5.0, gt=0, description="allowance on top of the time limits before the sandbox is killed")
+    max_jobs_per_sandbox: int = Field(
+        200, gt=0, description="jobs one warm sandbox runs before it is replaced by a fresh one (it is replaced at "
+                               "once after a timeout, memory or output limit, or a failed cleanup)")

@@ -1,36 +1,60 @@
-"""Runs programs and test batches in sandboxes: one sandbox start per request, whatever the
-number of tests. Thread-safe; the service runs several requests at once through it."""
+"""Runs programs and test batches in a pool of warm sandboxes. Thread-safe; the service runs
+several requests at once through it.
+
+Each sandbox is one bubblewrap process whose pid 1 is the runner (lad/sandbox/runner.py) acting
+as a zygote: its interpreter, modules and limits are set up once, then it runs one job at a time
+in forked children and restores a clean sandbox after each (see the runner's docstring). A job
+reaches it as four pipes passed over a unix socket, so its output ends exactly when its processes
+do. A sandbox is recycled (killed, and a fresh one started in the background) after
+``max_jobs_per_sandbox`` jobs, and at once after anything abnormal: the zygote died or missed the
+deadline, a job ended in timeout, memory_limit, output_limit or sandbox_error, or the cleanup
+could not verify a clean state."""
 
 from __future__ import annotations
 
+import array
+import collections
+import itertools
 import json
 import marshal
 import os
+import queue
 import selectors
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from lad.sandbox import runner
 from lad.sandbox.compare import stdout_matches, values_match
 from lad.sandbox.config import SandboxConfig
-from lad.sandbox.isolation import WORKDIR, host_user, make_launcher
-from lad.sandbox.models import (CallTest, EvaluateRequest, EvaluateResult, RunRequest, RunResult, StdinTest,
-                                Verdict)
+from lad.sandbox.isolation import TMPFS_DIRS, WORKDIR, IsolationError, host_user, make_launcher
+from lad.sandbox.models import (SKIPPED_DETAIL, CallTest, EvaluateRequest, EvaluateResult, RunRequest, RunResult,
+                                StdinTest, Verdict)
 
 RUNNER_SOURCE = Path(runner.__file__).read_text()
 _PY_FLAGS = ["-I", "-S", "-B"]  # isolated, no site-packages, no .pyc writes
-# Reads the pipe: the runner's code object (argv[2] bytes, marshalled by the same interpreter),
-# then the job; runs the runner as __main__ with the job's bytes in _JOB.
+# Reads the control socket (fd argv[1]): the runner's code object (argv[2] bytes, marshalled by
+# the same interpreter), then the sandbox's settings (argv[3] bytes); runs the runner as __main__.
 BOOTSTRAP = ("import marshal, os, sys\n"
-             "with os.fdopen(int(sys.argv[1]), 'rb') as f:\n    d = f.read()\n"
-             "n = int(sys.argv[2])\n"
-             "exec(marshal.loads(d[:n]), {'__name__': '__main__', '__builtins__': __builtins__, '_JOB': d[n:]})\n")
+             "fd, n, m = map(int, sys.argv[1:4])\n"
+             "d = b''\n"
+             "while len(d) < n + m:\n"
+             "    c = os.read(fd, n + m - len(d))\n"
+             "    if not c:\n        os._exit(3)\n"
+             "    d += c\n"
+             "exec(marshal.loads(d[:n]), {'__name__': '__main__', '__builtins__': __builtins__,"
+             " '_CTL': fd, '_INIT': d[n:]})\n")
 _COMPILE = ("import marshal, sys\n"
             "sys.stdout.buffer.write(marshal.dumps(compile(sys.stdin.read(), 'lad-sandbox-runner', 'exec')))\n")
+START_TIMEOUT_S = 60.0  # a sandbox that is not ready by then is reported as a start failure
+DRAIN_S = 0.5  # after the job's end, how long output may still arrive (isolation none: escaped processes)
+RECYCLE_STATUSES = {"timeout", "memory_limit", "output_limit", "sandbox_error"}
 
 
 def _compiled_runner(python: str) -> bytes:
@@ -50,6 +74,10 @@ class RequestError(ValueError):
         self.field = field
 
 
+class SandboxStartError(RuntimeError):
+    """A sandbox could not be started; the message carries bubblewrap's own words."""
+
+
 class _Outcome:
     def __init__(self) -> None:
         self.returncode: Optional[int] = None
@@ -58,23 +86,377 @@ class _Outcome:
         self.overflow = False
         self.killed_at_deadline = False
         self.wall_s = 0.0
+        self.failure = ""  # why the sandbox could not run the job (it did not start, or died)
+        self.unclean = ""  # what the cleanup after the job could not restore
+
+
+class _Sandbox:
+    """One warm sandbox: a bwrap process whose pid 1 is the zygote, reached over ``ctl``."""
+
+    def __init__(self, ident: int, proc: subprocess.Popen, ctl: socket.socket):
+        self.ident = ident
+        self.proc = proc
+        self.ctl = ctl
+        self.jobs = 0
+        self.dead = False  # no further job may go to it
+
+    def kill(self) -> None:
+        self.dead = True
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.ctl.close()
+
+    def execute(self, job: bytes, stdin: bytes, deadline_s: float, stdout_cap: int, stderr_cap: int,
+                on_line: Optional[Callable[[bytes], bool]] = None) -> _Outcome:
+        """Run one job: send its pipes, feed it, collect its output and the zygote's status line.
+        With ``on_line``, stdout is handed over line by line instead of kept; a True answer asks
+        the runner to stop. Past the deadline, or on overflow, the sandbox is marked dead."""
+        out = _Outcome()
+        start = time.monotonic()
+        deadline = start + deadline_s
+        job_r, job_w = os.pipe()
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        open_fds = {job_w, in_w, out_r, err_r}
+        try:
+            try:
+                self.ctl.sendmsg([b"job"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                             array.array("i", [job_r, in_r, out_w, err_w]))])
+            except OSError as err:
+                self.dead = True
+                out.failure = f"the sandbox is gone: {err}"
+                return out
+            finally:
+                for fd in (job_r, in_r, out_w, err_w):
+                    os.close(fd)
+            self._drive(out, open_fds, job_w, in_w, out_r, err_r, job, stdin, deadline, stdout_cap, stderr_cap,
+                        on_line)
+            out.wall_s = time.monotonic() - start
+            return out
+        finally:
+            for fd in open_fds:
+                os.close(fd)
+            if self.dead and self.proc.poll() is None:
+                self.proc.kill()  # stop it now; the pool reaps it
+
+    def _drive(self, out: _Outcome, open_fds: set, job_w: int, in_w: int, out_r: int, err_r: int, job: bytes,
+               stdin: bytes, deadline: float, stdout_cap: int, stderr_cap: int, on_line) -> None:
+        def close(fd: int) -> None:
+            if fd in sel.get_map():
+                sel.unregister(fd)
+            open_fds.discard(fd)
+            os.close(fd)
+
+        sel = selectors.DefaultSelector()
+        try:
+            writes = {job_w: memoryview(len(job).to_bytes(8, "little") + job)}
+            if stdin:
+                writes[in_w] = memoryview(stdin)
+            else:
+                close(in_w)
+            for fd in writes:
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_WRITE)
+            ctl = self.ctl.fileno()
+            for fd in (out_r, err_r, ctl):
+                sel.register(fd, selectors.EVENT_READ)
+            status_line = bytearray()
+            lines, scan = bytearray(), 0
+            done: Optional[dict] = None
+            stop = stop_sent = False
+            while out_r in open_fds or err_r in open_fds or done is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if done is None:
+                        out.killed_at_deadline = True
+                    break
+                for key, _ in sel.select(remaining):
+                    fd = key.fd
+                    if fd in writes:
+                        try:
+                            writes[fd] = writes[fd][os.write(fd, writes[fd][:1 << 20]):]
+                        except BlockingIOError:
+                            continue
+                        except OSError:  # the reader is gone (a program closed its stdin)
+                            writes[fd] = writes[fd][:0]
+                        if not writes[fd]:
+                            del writes[fd]
+                            if fd == job_w:
+                                sel.unregister(fd)  # kept open: it is the stop channel
+                            else:
+                                close(fd)
+                    elif fd == ctl:
+                        chunk = self.ctl.recv(4096)
+                        if not chunk:
+                            out.failure = "the sandbox's runner died"
+                            self.dead = True
+                            return
+                        status_line += chunk
+                        if b"\n" in status_line:
+                            try:
+                                done = json.loads(bytes(status_line[:status_line.index(b"\n")]))
+                                done = {"status": int(done["status"]), "clean": done["clean"] is True,
+                                        "reason": str(done["reason"]), "jobs": int(done["jobs"])}
+                            except (ValueError, KeyError, TypeError):
+                                out.failure = f"the sandbox's runner answered {bytes(status_line[:200])!r}"
+                                self.dead = True
+                                return
+                            sel.unregister(ctl)
+                            deadline = min(deadline, time.monotonic() + DRAIN_S)
+                    else:
+                        chunk = os.read(fd, 1 << 20)
+                        if not chunk:
+                            close(fd)
+                        elif fd == err_r:
+                            out.stderr += chunk
+                            out.overflow = out.overflow or len(out.stderr) > stderr_cap
+                        elif on_line is None:
+                            out.stdout += chunk
+                            out.overflow = out.overflow or len(out.stdout) > stdout_cap
+                        else:
+                            lines += chunk
+                            pos = 0
+                            while (nl := lines.find(b"\n", scan)) >= 0:
+                                stop = on_line(bytes(lines[pos:nl])) or stop
+                                pos = scan = nl + 1
+                            del lines[:pos]
+                            scan = len(lines)
+                if out.overflow:
+                    break
+                if stop and not stop_sent and job_w not in writes:
+                    stop_sent = True
+                    try:
+                        os.write(job_w, b"s")
+                    except OSError:
+                        pass
+            if done is None:
+                self.dead = True
+                return
+            out.returncode = done["status"]
+            self.jobs = done["jobs"]
+            if not done["clean"]:
+                out.unclean = str(done["reason"]) or "unclean"
+            if out.overflow or out_r in open_fds or err_r in open_fds:
+                self.dead = True  # output the job did not finish writing belongs to nobody
+        finally:
+            sel.close()
+
+
+def _start_sandbox(cfg: SandboxConfig, launch, python: str, runner_code: bytes, ident: int) -> _Sandbox:
+    """Start one sandbox and wait until its zygote is ready."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    private = cfg.isolation == "bwrap"
+    init = marshal.dumps({"private": private, "nproc": cfg.nproc, "nofile": cfg.nofile, "fsize": cfg.fsize_mb << 20,
+                          "wipe": list(TMPFS_DIRS) if private else []}, 4)
+    cmd, popen_kw = launch([python, *_PY_FLAGS, "-c", BOOTSTRAP, str(child.fileno()), str(len(runner_code)),
+                            str(len(init))])
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                pass_fds=(child.fileno(),), close_fds=True, cwd="/", **popen_kw)
+    except OSError as err:
+        parent.close()
+        raise SandboxStartError(f"cannot start the sandbox: {err}") from err
+    finally:
+        child.close()
+    problem = ""
+    try:
+        parent.sendall(runner_code + init)
+        ready = bytearray()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while b"\n" not in ready:
+            parent.settimeout(max(0.0, deadline - time.monotonic()))
+            chunk = parent.recv(4096)
+            if not chunk:
+                problem = "the sandbox exited during start-up"
+                break
+            ready += chunk
+    except socket.timeout:
+        problem = f"the sandbox was not ready within {START_TIMEOUT_S:g} s"
+    except OSError as err:
+        problem = f"the sandbox exited during start-up ({err})"
+    if problem:
+        if proc.poll() is None:
+            proc.kill()
+        stderr = proc.stderr.read().decode("utf-8", "replace").strip()
+        proc.wait()
+        proc.stderr.close()
+        parent.close()
+        raise SandboxStartError(f"{problem} (exit {proc.returncode}): {stderr[-1000:]}".rstrip(": "))
+    parent.settimeout(None)
+    proc.stderr.close()  # the zygote points its own stdio at /dev/null once ready
+    return _Sandbox(ident, proc, parent)
+
+
+class _Pool:
+    """Warm sandboxes, started and killed by one long-lived thread: bwrap's --die-with-parent
+    binds a sandbox to the thread that started it, so a short-lived thread must never do it."""
+
+    def __init__(self, start: Callable[[int], _Sandbox], max_jobs: int):
+        self._start = start
+        self._max_jobs = max_jobs
+        self._cond = threading.Condition()
+        self._idle: list[_Sandbox] = []
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending = 0  # starts asked of the thread and not finished yet
+        self._waiting = 0  # acquire() calls waiting for a sandbox
+        self._failures = 0
+        self._last_failure = ""
+        self._closed = False
+        self._ids = itertools.count(1)
+        self.started = 0
+        self.jobs = 0
+        self.recycled: collections.Counter = collections.Counter()
+        self._thread = threading.Thread(target=self._work, name="lad-sandbox-pool", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            if isinstance(task, _Sandbox):
+                task.kill()
+                continue
+            try:
+                sandbox, failure = self._start(next(self._ids)), ""
+            except (SandboxStartError, OSError, ValueError) as err:
+                sandbox, failure = None, str(err)
+            with self._cond:
+                self._pending -= 1
+                if sandbox is None:
+                    self._failures += 1
+                    self._last_failure = failure
+                elif self._closed:
+                    self._tasks.put(sandbox)
+                else:
+                    self.started += 1
+                    self._idle.append(sandbox)
+                self._cond.notify_all()
+
+    def _ask_start(self) -> None:
+        self._pending += 1
+        self._tasks.put("start")
+
+    def warm(self, count: int) -> None:
+        """Start sandboxes in the background until ``count`` are idle or on their way."""
+        with self._cond:
+            for _ in range(count - len(self._idle) - self._pending):
+                self._ask_start()
+
+    def acquire(self) -> _Sandbox:
+        with self._cond:
+            if self._closed:
+                raise SandboxStartError("the sandbox pool is closed")
+            seen = self._failures
+            self._waiting += 1
+            try:
+                while not self._idle:
+                    if self._failures != seen:
+                        raise SandboxStartError(self._last_failure)
+                    if self._pending < self._waiting:
+                        self._ask_start()
+                    self._cond.wait()
+                return self._idle.pop()
+            finally:
+                self._waiting -= 1
+
+    def release(self, sandbox: _Sandbox, reason: str = "") -> None:
+        """Back to the idle list, or (``reason``, dead, or worn out) killed and replaced."""
+        if not reason and sandbox.dead:
+            reason = "died"
+        if not reason and sandbox.jobs >= self._max_jobs:
+            reason = "max_jobs"
+        with self._cond:
+            self.jobs += 1
+            if not reason and not self._closed:
+                self._idle.append(sandbox)
+                self._cond.notify_all()
+                return
+            sandbox.dead = True
+            self.recycled[reason.split(":")[0]] += 1
+            self._tasks.put(sandbox)
+            if not self._closed:
+                self._ask_start()  # the replacement, ready before the next request needs it
+
+    def stats(self) -> dict:
+        with self._cond:
+            return {"started": self.started, "jobs": self.jobs, "recycled": dict(self.recycled),
+                    "start_failures": self._failures, "idle": [(s.ident, s.jobs) for s in self._idle]}
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cond.notify_all()
+        for sandbox in idle:
+            self._tasks.put(sandbox)
+        self._tasks.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(30)
+
+
+class _Lease:
+    """One job's hold on a sandbox; ``recycle`` marks it for replacement when returned."""
+
+    def __init__(self, pool: _Pool):
+        self.pool = pool
+        self.reason = ""
+        self.failure = ""
+        self.sandbox: Optional[_Sandbox] = None
+        try:
+            self.sandbox = pool.acquire()
+        except SandboxStartError as err:
+            self.failure = str(err)
+
+    def recycle(self, reason: str) -> None:
+        self.reason = self.reason or reason
+
+    def __enter__(self) -> "_Lease":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if self.sandbox is not None:
+            self.pool.release(self.sandbox, self.reason or ("error" if exc_type else ""))
 
 
 class Executor:
     def __init__(self, config: Optional[SandboxConfig] = None):
         self.config = config or SandboxConfig()
-        self.python, self._launch = make_launcher(self.config)
-        self._runner_code = _compiled_runner(self.python)
+        self.python, launch = make_launcher(self.config)
+        code = _compiled_runner(self.python)
+        # the pool's thread holds no reference to this executor, so dropping it closes the pool
+        self._pool = _Pool(_bind_start(self.config, launch, self.python, code), self.config.max_jobs_per_sandbox)
+        self._finalizer = weakref.finalize(self, self._pool.close)
 
     @property
     def isolation(self) -> str:
         return self.config.isolation
 
+    def warm(self, count: int) -> None:
+        """Start ``count`` sandboxes in the background (the service: one per worker)."""
+        self._pool.warm(count)
+
+    def stats(self) -> dict:
+        """Internal pool counters: sandboxes started, jobs run, recycles by reason, and the idle
+        sandboxes as (id, jobs run in it)."""
+        return self._pool.stats()
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def self_check(self) -> None:
         """Run one trivial program; raise IsolationError with bwrap's own words when the sandbox
         cannot start here (no user namespaces, a seccomp profile that forbids mounts, ...)."""
-        from lad.sandbox.isolation import IsolationError
-
         r = self.run(RunRequest(code="print(6 * 7)", timeout_s=min(10.0, self.config.max_timeout_s)))
         if r.status != "ok" or r.stdout != "42\n":
             raise IsolationError(f"the sandbox does not work on this machine ({r.status}, exit {r.exit_code}): "
@@ -91,185 +473,131 @@ class Executor:
             raise RequestError("memory_mb", f"{memory} exceeds this service's maximum of {cfg.max_memory_mb}")
         return timeout, memory
 
-    def _job(self, mode: str, code: str, timeout: float, memory_mb: int, workdir: str) -> dict:
+    def _job(self, mode: str, code: str, timeout: float, memory_mb: int) -> dict:
         cfg = self.config
         return {"mode": mode, "code": code, "timeout_s": timeout, "cpu_s": timeout + 1,
                 "memory_bytes": memory_mb << 20, "output_limit": cfg.output_limit_bytes,
-                "value_limit": cfg.value_limit_bytes, "nproc": cfg.nproc,
-                "nofile": cfg.nofile, "fsize": cfg.fsize_mb << 20, "workdir": workdir,
-                "private_pids": self.isolation == "bwrap"}
+                "value_limit": cfg.value_limit_bytes, "workdir": WORKDIR}
 
-    # ---- one sandbox ----------------------------------------------------------------------------
-    def _execute(self, job: dict, stdin: bytes, deadline_s: float, stdout_cap: int) -> _Outcome:
-        """Start one sandbox running the runner, feed it, collect its output until it ends or the
-        deadline passes (then the whole sandbox is killed: bwrap's pid namespace dies with it)."""
+    def _execute(self, lease: _Lease, job: dict, stdin: bytes, deadline_s: float, stdout_cap: int,
+                 on_line=None) -> _Outcome:
+        if lease.sandbox is None:
+            out = _Outcome()
+            out.failure = lease.failure
+            return out
         workdir = None
         if self.isolation == "none":
+            # no private /tmp: a fresh directory per job, owned by the user the programs run as
             workdir = tempfile.mkdtemp(prefix="lad-sandbox-")
             user = host_user(self.config)
             if user:
                 os.chown(workdir, user["user"], user["group"])
             job["workdir"] = workdir
-        job_r, job_w = os.pipe()
         try:
-            cmd, popen_kw = self._launch([self.python, *_PY_FLAGS, "-c", BOOTSTRAP, str(job_r),
-                                          str(len(self._runner_code))])
-            out = _Outcome()
-            start = time.monotonic()
-            try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        pass_fds=(job_r,), close_fds=True, cwd=workdir or "/", **popen_kw)
-            except OSError as err:
-                out.returncode = -1
-                out.stderr += f"cannot start the sandbox: {err}".encode()
-                return out
-            os.close(job_r)
-            job_r = -1
-            job_file = os.fdopen(job_w, "wb")
-            job_w = -1  # owned by job_file now
-            self._drive(proc, [(job_file, self._runner_code + marshal.dumps(job, 4)), (proc.stdin, stdin)],
-                        start + deadline_s, stdout_cap, out)
-            out.wall_s = time.monotonic() - start
-            return out
+            out = lease.sandbox.execute(marshal.dumps(job, 4), stdin, deadline_s, stdout_cap,
+                                        self.config.output_limit_bytes, on_line)
         finally:
-            for fd in (job_r, job_w):
-                if fd >= 0:
-                    os.close(fd)
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
-
-    def _drive(self, proc: subprocess.Popen, writes: list, deadline: float, stdout_cap: int,
-               out: _Outcome) -> None:
-        """Feed ``writes`` [(file, bytes)] and collect stdout/stderr until EOF or the deadline.
-        Every file is closed through its object (a raw close here once closed another thread's
-        freshly numbered pipe)."""
-        sel = selectors.DefaultSelector()
-        pending, files = {}, {}
-        for f, data in writes:
-            fd = f.fileno()
-            os.set_blocking(fd, False)
-            if data:
-                pending[fd] = memoryview(data)
-                files[fd] = f
-                sel.register(fd, selectors.EVENT_WRITE)
-            else:
-                f.close()
-        reads = {proc.stdout.fileno(): (out.stdout, stdout_cap), proc.stderr.fileno(): (out.stderr, self.config.output_limit_bytes)}
-        for fd in reads:
-            sel.register(fd, selectors.EVENT_READ)
-        try:
-            while sel.get_map():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    out.killed_at_deadline = True
-                    break
-                for key, _ in sel.select(remaining):
-                    fd = key.fd
-                    if fd in pending:
-                        try:
-                            n = os.write(fd, pending[fd][:1 << 16])
-                            pending[fd] = pending[fd][n:]
-                        except BlockingIOError:
-                            continue
-                        except OSError:  # the program closed its end
-                            pending[fd] = pending[fd][:0]
-                        if not len(pending[fd]):
-                            sel.unregister(fd)
-                            del pending[fd]
-                            files.pop(fd).close()
-                        continue
-                    chunk = os.read(fd, 1 << 16)
-                    if not chunk:
-                        sel.unregister(fd)
-                        continue
-                    buf, cap = reads[fd]
-                    buf += chunk
-                    if len(buf) > cap:
-                        out.overflow = True
-                if out.overflow:
-                    break
-        finally:
-            for fd in list(pending):
-                sel.unregister(fd)
-            sel.close()
-            if proc.poll() is None:
-                proc.kill()
-            out.returncode = proc.wait()
-            for f in (*files.values(), proc.stdout, proc.stderr):
-                try:
-                    f.close()
-                except OSError:  # BrokenPipeError flushing a buffered writer
-                    pass
+        if out.failure or out.killed_at_deadline:
+            lease.recycle("died" if out.failure else "deadline")
+        elif out.unclean:
+            lease.recycle("unclean: " + out.unclean)
+        return out
 
     # ---- API ------------------------------------------------------------------------------------
     def run(self, req: RunRequest) -> RunResult:
         timeout, memory = self._limits(req.timeout_s, req.memory_mb)
-        job = self._job("run", req.code, timeout, memory, WORKDIR)
+        job = self._job("run", req.code, timeout, memory)
         cap = self.config.output_limit_bytes
-        o = self._execute(job, req.stdin.encode(), timeout + self.config.grace_s, cap)
-        stderr = o.stderr.decode("utf-8", "replace")
-        truncated = o.overflow or len(o.stdout) > cap or len(o.stderr) > cap
-        rc = o.returncode
-        if o.overflow:
-            status = "output_limit"
-        elif o.killed_at_deadline or rc == runner.TIMEOUT_EXIT:
-            status = "timeout"
-        elif rc == 128 + 24:  # SIGXCPU: the CPU-seconds limit
-            status = "timeout"
-        elif rc == runner.MEMORY_EXIT or stderr.rstrip().endswith("MemoryError"):
-            status = "memory_limit"
-        elif rc == 128 + 25:  # SIGXFSZ
-            status = "output_limit"
-        elif rc == 1 and stderr.startswith("bwrap:") or rc is not None and rc < 0:
-            status = "sandbox_error"
-        elif rc == 0:
-            status = "ok"
-        else:
-            status = "runtime_error"
+        with _Lease(self._pool) as lease:
+            o = self._execute(lease, job, req.stdin.encode(), timeout + self.config.grace_s, cap)
+            stderr = o.stderr.decode("utf-8", "replace")
+            truncated = o.overflow or len(o.stdout) > cap or len(o.stderr) > cap
+            rc = o.returncode
+            if o.failure:
+                status, rc, stderr = "sandbox_error", None, o.failure
+            elif o.overflow:
+                status = "output_limit"
+            elif o.killed_at_deadline or rc == runner.TIMEOUT_EXIT:
+                status = "timeout"
+            elif rc == 128 + 24:  # SIGXCPU: the CPU-seconds limit
+                status = "timeout"
+            elif rc == runner.MEMORY_EXIT or stderr.rstrip().endswith("MemoryError"):
+                status = "memory_limit"
+            elif rc == 128 + 25:  # SIGXFSZ
+                status = "output_limit"
+            elif rc == runner.RUNNER_FAILED:
+                status = "sandbox_error"
+            elif rc == 0:
+                status = "ok"
+            else:
+                status = "runtime_error"
+            if status in RECYCLE_STATUSES:
+                lease.recycle(status)
         return RunResult(status=status, exit_code=rc, stdout=o.stdout[:cap].decode("utf-8", "replace"),
                          stderr=stderr[:cap], wall_s=round(o.wall_s, 6), truncated=truncated, isolation=self.isolation)
 
     def evaluate(self, req: EvaluateRequest) -> EvaluateResult:
         timeout, memory = self._limits(req.timeout_s, req.memory_mb)
         budget = min(self.config.max_request_s, timeout * len(req.tests) + self.config.grace_s)
-        job = self._job("evaluate", req.code, timeout, memory, WORKDIR)
+        job = self._job("evaluate", req.code, timeout, memory)
         job["budget_s"] = budget
         job["tests"] = [_without_expected(t) for t in req.tests]
-        o = self._execute(job, b"", budget + self.config.grace_s, 1 << 62)
-        reports: dict[int, dict] = {}
-        for line in o.stdout.splitlines():
+        verdicts: list[Optional[Verdict]] = [None] * len(req.tests)
+        failed = []  # the first test that did not pass, with stop_on_first_failure
+
+        def on_report(line: bytes) -> bool:
+            """Judge one test as soon as its report arrives; True asks the runner to stop."""
             try:
                 msg = json.loads(line)
-                reports[int(msg["i"])] = msg
+                i = int(msg["i"])
             except (ValueError, KeyError, TypeError):
-                continue
-        stderr = o.stderr.decode("utf-8", "replace")
-        sandbox_failed = not reports and (stderr.startswith("bwrap:") or (o.returncode or 0) < 0)
-        verdicts = []
-        for i, test in enumerate(req.tests):
-            msg = reports.get(i)
-            if msg is None:
-                if sandbox_failed:
-                    verdicts.append(Verdict(status="sandbox_error", detail=_sandbox_failure(o.returncode, stderr)))
+                return False
+            if not 0 <= i < len(verdicts) or verdicts[i] is not None:
+                return False
+            if failed:
+                verdicts[i] = Verdict(status="skipped", detail=SKIPPED_DETAIL)
+                return False
+            verdicts[i] = _judge(req.tests[i], msg)
+            if req.stop_on_first_failure and verdicts[i].status != "passed":
+                failed.append(i)
+                return True
+            return False
+
+        with _Lease(self._pool) as lease:
+            o = self._execute(lease, job, b"", budget + self.config.grace_s, 1 << 62, on_report)
+            stderr = o.stderr.decode("utf-8", "replace")
+            sandbox_failed = bool(o.failure) and all(v is None for v in verdicts)
+            for i, v in enumerate(verdicts):
+                if v is not None:
+                    continue
+                if failed:
+                    verdicts[i] = Verdict(status="skipped", detail=SKIPPED_DETAIL)
+                elif sandbox_failed:
+                    verdicts[i] = Verdict(status="sandbox_error", detail=o.failure)
                 elif o.killed_at_deadline:
-                    verdicts.append(Verdict(status="timeout", detail="request time budget exhausted"))
+                    verdicts[i] = Verdict(status="timeout", detail="request time budget exhausted")
                 else:
-                    verdicts.append(Verdict(status="runtime_error",
-                                            detail=f"the test runner ended early (exit {o.returncode}); "
-                                                   "a program that kills its own sandbox loses the remaining tests"))
-                continue
-            verdicts.append(_judge(test, msg))
+                    verdicts[i] = Verdict(status="runtime_error",
+                                          detail=f"the test runner ended early ({o.failure or _ended(o, stderr)}); "
+                                                 "a program that kills its own sandbox loses the remaining tests")
+            statuses = {v.status for v in verdicts} & RECYCLE_STATUSES
+            if statuses:
+                lease.recycle(sorted(statuses)[0])
         passed = sum(v.status == "passed" for v in verdicts)
         return EvaluateResult(status="sandbox_error" if sandbox_failed else "ok", passed=passed,
                               total=len(verdicts), verdicts=verdicts, wall_s=round(o.wall_s, 6),
                               isolation=self.isolation)
 
 
-def _sandbox_failure(returncode: Optional[int], stderr: str) -> str:
-    if returncode is not None and returncode < 0:
-        return (f"the sandbox was killed by signal {-returncode} before it reported "
-                f"(out of memory on the host?) {stderr.strip()[-1000:]}").strip()
-    return stderr.strip()[-2000:]
+def _bind_start(cfg: SandboxConfig, launch, python: str, code: bytes) -> Callable[[int], _Sandbox]:
+    return lambda ident: _start_sandbox(cfg, launch, python, code, ident)
+
+
+def _ended(o: _Outcome, stderr: str) -> str:
+    tail = stderr.strip()[-500:]
+    return f"status {o.returncode}" + (f": {tail}" if tail else "")
 
 
 def _without_expected(test) -> dict:

@@ -1,8 +1,10 @@
 """How a sandboxed process is launched: the bubblewrap command line, or none (trusted use).
 
 Only the interpreter, its standard library and the shared libraries they load are visible
-(read-only); /tmp is a private size-capped tmpfs; there is no network, and the user, pid, ipc
-and uts namespaces are new. Everything is derived from the interpreter itself at start-up."""
+(read-only, like the rest of the tree); /tmp and /dev/shm are private size-capped tmpfs mounts,
+the only writable places, which the runner empties after every job; there is no network, and
+the user, pid, ipc and uts namespaces are new. Everything is derived from the interpreter itself
+at start-up."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from lad.sandbox.config import SandboxConfig
 
 SANDBOX_UID = 1000  # uid/gid inside the user namespace
 WORKDIR = "/tmp"
+TMPFS_DIRS = (WORKDIR, "/dev/shm")  # the sandbox's writable mounts, emptied after every job
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
@@ -108,8 +111,12 @@ def bwrap_command(cfg: SandboxConfig, interp: Interpreter, argv: list[str]) -> l
         cmd += ["--ro-bind", host, inside]
     for mask in interp.masks:
         cmd += ["--tmpfs", mask, "--remount-ro", mask]
-    cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", str(cfg.tmpfs_mb << 20), "--tmpfs", WORKDIR, "--chdir", WORKDIR, "--"]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    for d in TMPFS_DIRS:
+        cmd += ["--size", str(cfg.tmpfs_mb << 20), "--tmpfs", d]
+    # bwrap's root and /dev are tmpfs mounts the sandbox user could write to: read-only, nothing
+    # a job writes can outlive it outside the tmpfs mounts the runner empties
+    cmd += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", WORKDIR, "--"]
     return cmd + argv
 
 

@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 RunStatus = Literal["ok", "runtime_error", "timeout", "memory_limit", "output_limit", "sandbox_error"]
-VerdictStatus = Literal["passed", "failed", "timeout", "runtime_error", "memory_limit", "output_limit", "sandbox_error"]
+SKIPPED_DETAIL = "not run: an earlier test did not pass (stop_on_first_failure)"
+VerdictStatus = Literal["passed", "failed", "timeout", "runtime_error", "memory_limit", "output_limit", "sandbox_error",
+                        "skipped"]
 
 
 class _Strict(BaseModel):
@@ -64,13 +66,20 @@ Test = Annotated[Union[StdinTest, CallTest, AssertTest], Field(discriminator="ty
 
 
 class EvaluateRequest(_Strict):
+    """Tests run in this order: every call and assert test (in one process), then each stdin test."""
+
     code: str
     tests: list[Test] = Field(min_length=1)
     timeout_s: Optional[float] = Field(None, gt=0, description="wall-clock limit per test")
     memory_mb: Optional[int] = Field(None, gt=0)
+    stop_on_first_failure: bool = Field(
+        False, description="stop at the first test that does not pass (in the order tests run); every later test "
+                           "gets the verdict 'skipped'. For all-pass rewards, which need no more than that")
 
 
 class Verdict(BaseModel):
+    """``skipped``: not run, because an earlier test failed and the request asked to stop."""
+
     status: VerdictStatus
     wall_s: float = 0.0
     detail: str = ""

@@ -1,25 +1,37 @@
 """The process that runs inside each sandbox. Standard library only: it is handed to the sandboxed
-interpreter (compiled once by that interpreter, handed over marshalled: compiling this file at
-every start cost more than the interpreter's own start-up) and must not import lad.
+interpreter (compiled once by that interpreter, handed over marshalled) and must not import lad.
 
-Two modes, chosen by the job (marshalled, after the code) the executor writes into the pipe
-whose fd is argv[1]:
+It is a zygote: pid 1 of a long-lived sandbox, with its modules imported and its limits set
+once. The executor sends it one job at a time over the control socket (the job's own pipes
+arrive with it as SCM_RIGHTS: the job itself, stdin, stdout, stderr) and it runs the job in
+this process's children:
 
-- ``run``: set the resource limits, then execute the program in this very interpreter as
-  ``__main__`` (stdin, stdout and stderr are the executor's pipes). One interpreter start.
+- ``run``: fork the program as ``__main__`` with the job's stdin, stdout and stderr.
 - ``evaluate``: run a list of tests against the program and write one JSON line per test on
-  stdout. Call and assert tests run in one forked child that loads the program once; each stdin
-  test runs in its own forked child. The runner enforces the per-test time limit and the output
-  cap and kills every leftover process of a test before the next one starts.
+  the job's stdout as soon as it is known. Call and assert tests run in one forked child that
+  loads the program once; each stdin test runs in its own forked child. The runner enforces the
+  per-test time limit and the output cap and kills every leftover process of a test before the
+  next one starts. Anything written to the job pipe after the job asks it to stop early.
 
-Nothing secret ever enters the sandbox: expected outputs stay with the executor, which compares
-the values and stdout reported here. A hostile program can kill or confuse this runner, but it
-cannot learn what the right answers are.
+After each job the zygote restores a clean sandbox before it answers: it kills every other
+process (as pid 1, kill(-1) reaches all of them), empties the writable tmpfs mounts, removes
+SysV IPC objects, clears the per-namespace keyrings, and checks that all of this, its own
+resource limits and scheduling included, is as it was at start. The executor recycles the
+sandbox when that check fails.
+
+The zygote stays out of the programs' reach: it is pid 1 (the kernel drops the signals a
+program sends it, and it installs no handler), non-dumpable (no ptrace, no /proc/1/mem or fd),
+and every child closes the control socket. Nothing secret ever enters the sandbox: expected
+outputs stay with the executor, which compares the values and stdout reported here. Children
+are forked from the zygote and so inherit its memory, which can still hold the earlier jobs'
+code and inputs; those are not secret either.
 """
 
 # Only modules that import nothing heavy: json, base64, signal and traceback pull in re and enum,
 # which tripled the sandbox's start-up time. The job arrives marshalled (trusted data from the
 # executor); results leave as JSON written by _dump (the executor parses them with json).
+import _signal
+import _socket
 import binascii
 import builtins
 import marshal
@@ -33,7 +45,9 @@ from _json import encode_basestring_ascii as _quote
 
 MEMORY_EXIT = 120  # exit status a child uses to say "MemoryError"
 TIMEOUT_EXIT = 124  # the runner's exit status when the program ran out of wall-clock time (as timeout(1))
-SIGKILL, SIGXCPU, SIGXFSZ = 9, 24, 25
+RUNNER_FAILED = 125  # the job's status when the runner itself failed on it
+SIGINT, SIGKILL, SIGXCPU, SIGXFSZ = 2, 9, 24, 25
+CTL_FD, NULL_FD = 3, 4  # the zygote's control socket and /dev/null; every fd above is a job's
 
 
 def _dump(obj):
@@ -149,34 +163,54 @@ def _limit(which, value):
             resource.setrlimit(which, (hard, hard))
 
 
+_LIBC = {}
+
+
+def _c_function(name):
+    """A libc function taking and returning C longs (None when there is no such symbol). Called
+    through _ctypes directly because importing ctypes costs more than the rest of the start-up."""
+    if name not in _LIBC:
+        try:
+            import _ctypes
+
+            class _Long(_ctypes._SimpleCData):
+                _type_ = "l"
+
+            class _Fn(_ctypes.CFuncPtr):
+                _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+                _restype_ = _Long
+
+            _LIBC[name] = _Fn(_ctypes.dlsym(_ctypes.dlopen(None), name))
+        except (ImportError, OSError, AttributeError):  # not Linux/glibc
+            _LIBC[name] = None
+    return _LIBC[name]
+
+
+def _errno():
+    import _ctypes
+    return _ctypes.get_errno()
+
+
 def _not_dumpable():
     """prctl(PR_SET_DUMPABLE, 0): the programs run as the same uid as this runner; this stops
-    them from ptracing it or reading its /proc/<pid>/{mem,fd,environ}. Called through _ctypes
-    directly because importing ctypes costs more than the rest of the start-up."""
-    try:
-        import _ctypes
-
-        class _Int(_ctypes._SimpleCData):
-            _type_ = "i"
-
-        class _Fn(_ctypes.CFuncPtr):
-            _flags_ = _ctypes.FUNCFLAG_CDECL
-            _restype_ = _Int
-
-        _Fn(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))(4, 0)  # PR_SET_DUMPABLE = 4
-    except (ImportError, OSError, AttributeError):  # not Linux/glibc: nothing to protect this way
-        pass
+    them from ptracing it or reading its /proc/<pid>/{mem,fd,environ}."""
+    prctl = _c_function("prctl")
+    if prctl is not None:
+        prctl(4, 0)  # PR_SET_DUMPABLE = 4
 
 
-def sandbox_limits(job):
-    """Limits for the whole sandbox, set once in the runner and inherited by every child.
+def sandbox_limits(init):
+    """Limits for the whole sandbox, set once in the zygote and inherited by every child.
     RLIMIT_NPROC counts the processes of this user namespace: the executor starts every sandbox
-    as a non-root user on the host, so the kernel enforces it (it would not bind root)."""
+    as a non-root user on the host, so the kernel enforces it (it would not bind root). POSIX
+    message queues live in the ipc namespace, where nothing can list them for removal: a zero
+    RLIMIT_MSGQUEUE keeps programs from creating any."""
     _not_dumpable()
     _limit(resource.RLIMIT_CORE, 0)
-    _limit(resource.RLIMIT_NPROC, job["nproc"])
-    _limit(resource.RLIMIT_NOFILE, job["nofile"])
-    _limit(resource.RLIMIT_FSIZE, job["fsize"])
+    _limit(resource.RLIMIT_NPROC, init["nproc"])
+    _limit(resource.RLIMIT_NOFILE, init["nofile"])
+    _limit(resource.RLIMIT_FSIZE, init["fsize"])
+    _limit(resource.RLIMIT_MSGQUEUE, 0)
 
 
 def program_limits(job, cpu_s):
@@ -238,14 +272,18 @@ def _wait(pid, timeout):
 
 
 def run_mode(job):
-    """Fork the program (its stdio are the executor's pipes), enforce the wall-clock limit, sweep
-    whatever it left running, and exit with its status (TIMEOUT_EXIT when it ran out of time)."""
-    sandbox_limits(job)
+    """Fork the program (its stdio are the job's pipes), enforce the wall-clock limit, sweep
+    whatever it left running; the job's status is the program's (TIMEOUT_EXIT when it ran out
+    of time)."""
     code = job["code"]
     pid = os.fork()
     if pid == 0:
         try:
             os.setpgid(0, 0)
+            os.closerange(3, 1 << 20)  # the control socket and the job pipe stay with the zygote
+            sys.stdin = open(0, "r", encoding="utf-8", closefd=False)
+            sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+            sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
             program_limits(job, job["cpu_s"])
             del job
             exec(compile(code, "<program>", "exec"), _fresh_main())
@@ -267,7 +305,7 @@ def run_mode(job):
     if status is None:
         os.waitpid(pid, 0)
     _sweep()
-    os._exit(TIMEOUT_EXIT if status is None else _exit_status(status))
+    return TIMEOUT_EXIT if status is None else _exit_status(status)
 
 
 def _system_exit_code(exc):
@@ -294,10 +332,34 @@ def _report(i, r):
         parts.append('"value":' + r["value_json"])
     if "stdout" in r:
         parts.append('"stdout":' + _quote(r["stdout"]))
-    sys.stdout.write("{" + ",".join(parts) + "}\n")
+    _REPORTS.append("{" + ",".join(parts) + "}\n")
 
 
-_PRIVATE_PIDS = False  # set from the job: True only inside the sandbox's own pid namespace
+_REPORTS = []  # result lines not yet written: flushed whenever the runner is about to wait
+_PRIVATE_PIDS = False  # set at start: True only inside the sandbox's own pid namespace
+_JOB_FD = -1  # the job's pipe: after the job itself, any byte (or EOF) asks the runner to stop
+_STOP = False
+
+
+def _flush_reports():
+    """Write the pending result lines to the job's stdout, so the executor judges each test
+    while the next ones run. A reader that went away only loses them."""
+    if not _REPORTS:
+        return
+    data = "".join(_REPORTS).encode()
+    del _REPORTS[:]
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(1, view):]
+    except OSError:
+        pass
+
+
+def _check_stop(readable):
+    global _STOP
+    if _JOB_FD in readable:
+        _STOP = True
 
 
 def _kill_group(pid):
@@ -403,6 +465,10 @@ class Child:
             _flush()
             os._exit(0)
         self.pid = pid
+        try:  # readable once the child exits: a wait for its output also wakes on its end
+            self.pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
         os.close(in_r)
         os.close(out_w)
         os.close(err_w)
@@ -425,15 +491,23 @@ class Child:
         self.status = None
 
     def pump(self, timeout):
-        """Move bytes for up to ``timeout`` seconds; returns when something arrived or time is up."""
+        """Move bytes for up to ``timeout`` seconds; returns when something arrived, the executor
+        asked to stop, or time is up."""
+        _flush_reports()
         wlist = [self.in_w] if self.in_w is not None else []
-        if not self.open and not wlist:
-            time.sleep(min(timeout, 0.001))
+        rlist = list(self.open)
+        if not rlist and not wlist and self.pidfd is None:
+            time.sleep(min(timeout, 0.001))  # output closed, the child not reaped yet: poll
             return
+        if self.pidfd is not None and self.status is None:
+            rlist.append(self.pidfd)
+        if _JOB_FD >= 0 and not _STOP:
+            rlist.append(_JOB_FD)
         try:
-            r, w, _ = select.select(list(self.open), wlist, [], max(0.0, timeout))
+            r, w, _ = select.select(rlist, wlist, [], max(0.0, timeout))
         except InterruptedError:
             return
+        _check_stop(r)
         if w:
             try:
                 n = os.write(self.in_w, self.stdin[:65536])
@@ -446,6 +520,8 @@ class Child:
                 os.close(self.in_w)
                 self.in_w = None
         for fd in r:
+            if fd == _JOB_FD or fd == self.pidfd:
+                continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 self.open.discard(fd)
@@ -481,7 +557,9 @@ class Child:
 
     def close(self):
         _kill_group(self.pid)  # background processes the test left in its group
-        for fd in list(self.bufs) + ([self.in_w] if self.in_w is not None else []):
+        extra = [fd for fd in (self.in_w, self.pidfd) if fd is not None]
+        self.pidfd = None
+        for fd in list(self.bufs) + extra:
             try:
                 os.close(fd)
             except OSError:
@@ -592,13 +670,13 @@ def _parse_result(line):
     return int(parts[0]), parts[1], parts[2], parts[3]
 
 
-def _function_tests(job, indices, results):
+def _function_tests(job, indices):
     """Run call/assert tests batched in one child; restart it after a timeout or a crash."""
     pending = list(indices)
     while pending:
         if time.monotonic() >= job["_budget_end"]:
             for i in pending:
-                results[i] = {"status": "timeout", "wall_s": 0.0, "detail": "request time budget exhausted"}
+                _report(i, {"status": "timeout", "wall_s": 0.0, "detail": "request time budget exhausted"})
             return
         batch = list(pending)
         child = Child(lambda: (program_limits(job, job["timeout_s"] * len(batch) + 1),
@@ -619,11 +697,11 @@ def _function_tests(job, indices, results):
                         continue
                     i, status, detail_json, value_json = msg
                     pending.pop(0)
-                    results[i] = {"status": status, "wall_s": round(now - started, 6), "detail_json": detail_json,
-                                  "value_json": value_json}
+                    _report(i, {"status": status, "wall_s": round(now - started, 6), "detail_json": detail_json,
+                                "value_json": value_json})
                 started = now
                 deadline = min(now + job["timeout_s"], job["_budget_end"])
-            if not pending:
+            if not pending or _STOP:
                 break
             if child.finished():
                 break
@@ -637,7 +715,7 @@ def _function_tests(job, indices, results):
                            else "request time budget exhausted")
                 break
             child.pump(deadline - now)
-        if failure is None and pending:
+        if failure is None and pending and not _STOP:
             if child.status is None:
                 child.kill()
             failure = _exit_verdict(child.status, child.text(child.err_r))
@@ -647,47 +725,286 @@ def _function_tests(job, indices, results):
             child.kill()
         child.close()
         _sweep()
+        if _STOP:
+            return
         if failure is None or not pending:
             continue
         wall = round(time.monotonic() - started, 6)
         if not loaded:
             # the program itself fails to load: every remaining test would fail the same way
             for i in pending:
-                results[i] = {"status": failure[0], "wall_s": wall, "detail": "while loading the program: " + failure[1]}
+                _report(i, {"status": failure[0], "wall_s": wall, "detail": "while loading the program: " + failure[1]})
             return
-        results[pending.pop(0)] = {"status": failure[0], "wall_s": wall, "detail": failure[1]}
+        _report(pending.pop(0), {"status": failure[0], "wall_s": wall, "detail": failure[1]})
 
 
 def evaluate_mode(job):
-    sandbox_limits(job)
+    """Tests run in this order: every call and assert test (in one process), then each stdin
+    test; results are reported as they come, and the executor may stop the job between them."""
     job["_budget_end"] = time.monotonic() + job["budget_s"]
     tests = job["tests"]
-    results = [None] * len(tests)
     function_idx = [i for i, t in enumerate(tests) if t["type"] in ("call", "assert")]
     if function_idx:
-        _function_tests(job, function_idx, results)
+        _function_tests(job, function_idx)
     for i, test in enumerate(tests):
+        if _STOP:
+            break
         if test["type"] == "stdin":
             if time.monotonic() >= job["_budget_end"]:
-                results[i] = {"status": "timeout", "wall_s": 0.0, "detail": "request time budget exhausted"}
+                _report(i, {"status": "timeout", "wall_s": 0.0, "detail": "request time budget exhausted"})
             else:
-                results[i] = _stdin_test(job, test)
-    for i, r in enumerate(results):
-        _report(i, r)
-    sys.stdout.flush()
+                _report(i, _stdin_test(job, test))
+                _flush_reports()
+                _check_stop(select.select([_JOB_FD], [], [], 0)[0] if _JOB_FD >= 0 else ())
+    _flush_reports()
+    return 0
 
 
-def main(job_bytes):
-    global _PRIVATE_PIDS
-    job = marshal.loads(job_bytes)
-    _PRIVATE_PIDS = bool(job.get("private_pids"))
-    os.chdir(job.get("workdir", "/tmp"))
+def main(job):
+    """Run one job; its status (run: the program's exit status; evaluate: 0)."""
+    os.chdir(job["workdir"])
     if job["mode"] == "run":
-        run_mode(job)
-    else:
-        evaluate_mode(job)
+        return run_mode(job)
+    return evaluate_mode(job)
+
+
+# ---- the zygote: one sandbox, many jobs ---------------------------------------------------------
+
+IPC_RMID = 0
+KEYCTL_CLEAR, KEYCTL_READ = 7, 11
+KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING = -4, -5
+KEYCTL_SYSCALL = {"x86_64": 250, "aarch64": 219}  # keyctl(2); glibc has no wrapper
+ENOSYS, ENOKEY, EPERM = 38, 126, 1
+_SYSV_IPC = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/sem", "semctl"), ("/proc/sysvipc/msg", "msgctl"))
+WIPE_BUDGET = 10000  # entries a job may leave in the tmpfs mounts; more and the sandbox is recycled instead
+
+
+def _kill_everything():
+    """As pid 1 of the sandbox's pid namespace, kill(-1) reaches every other process in it.
+    Every process of the namespace descends from pid 1 (orphans are re-parented to it), so
+    once it has no children left there are no other processes."""
+    end = time.monotonic() + 2.0
+    while True:
+        try:
+            os.kill(-1, SIGKILL)
+        except OSError:
+            pass
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if pid == 0:
+                break
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.0005)
+
+
+def _empty_dir(top):
+    """Delete everything under ``top`` (a program may have made directories unwritable)."""
+    budget = WIPE_BUDGET
+    stack, dirs = [top], []
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            entries = list(it)
+        for entry in entries:
+            budget -= 1
+            if budget < 0:
+                return False
+            if entry.is_dir(follow_symlinks=False):
+                os.chmod(entry.path, 0o700)
+                stack.append(entry.path)
+                dirs.append(entry.path)
+            else:
+                os.unlink(entry.path)
+    for d in reversed(dirs):
+        os.rmdir(d)
+    return not os.listdir(top)
+
+
+def _ipc_ids(path):
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()[1:]
+    except FileNotFoundError:  # a kernel without SysV IPC
+        return []
+    return [int(line.split()[1]) for line in lines if line.strip()]
+
+
+def _remove_sysv_ipc():
+    for path, name in _SYSV_IPC:
+        ids = _ipc_ids(path)
+        fn = _c_function(name) if ids else None
+        for ident in ids:
+            if fn is None:
+                return False
+            if name == "semctl":
+                fn(ident, 0, IPC_RMID)
+            else:
+                fn(ident, IPC_RMID, 0)
+    return not any(_ipc_ids(path) for path, _ in _SYSV_IPC)
+
+
+def _clear_keyrings():
+    """The user and user-session keyrings belong to the sandbox's user namespace, so they outlive
+    every process: empty them. True when both are empty (or keys are unavailable here)."""
+    number = KEYCTL_SYSCALL.get(os.uname().machine)
+    syscall = _c_function("syscall")
+    if number is None or syscall is None:
+        return False
+    for ring in (KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING):
+        syscall(number, KEYCTL_CLEAR, ring)
+        size = syscall(number, KEYCTL_READ, ring, 0, 0)
+        if size > 0 or (size < 0 and _errno() not in (ENOKEY, ENOSYS, EPERM)):
+            return False
+    return True
+
+
+def _own_state(init):
+    """What a program could change about the zygote from outside (prlimit(2), setpriority(2),
+    sched_setaffinity(2) work across processes of one uid) and the tmpfs mount points' modes."""
+    limits = tuple(resource.getrlimit(getattr(resource, n)) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
+    affinity = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
+    modes = tuple((os.stat(d).st_mode, os.stat(d).st_uid) for d in init["wipe"])
+    return limits, os.getpriority(os.PRIO_PROCESS, 0), affinity, modes
+
+
+def _cleanup(init, baseline):
+    """Restore the state the sandbox started in; (clean, what was not). Outside a private pid
+    namespace (isolation none) there is nothing shared to restore: only reap."""
+    if not _PRIVATE_PIDS:
+        _reap()
+        return True, ""
+    if not _kill_everything():
+        return False, "processes survived kill(-1)"
+    for d, (mode, _uid) in zip(init["wipe"], baseline[3]):
+        try:
+            os.chmod(d, mode & 0o7777)
+            if not _empty_dir(d):
+                return False, "%s holds more than %d entries" % (d, WIPE_BUDGET)
+        except OSError as exc:
+            return False, "cannot empty %s: %s" % (d, _describe(exc))
+    if not _remove_sysv_ipc():
+        return False, "SysV IPC objects left"
+    if not _clear_keyrings():
+        return False, "keys left in the user keyrings"
+    if any(n.isdigit() and n != "1" for n in os.listdir("/proc")):
+        return False, "processes left in /proc"
+    if _own_state(init) != baseline:
+        return False, "the zygote's limits, priority or affinity changed"
+    return True, ""
+
+
+def _recv_job(sock):
+    """Wait for the next job: its four pipes (job, stdin, stdout, stderr), or None at EOF."""
+    while True:
+        try:
+            data, anc, _, _ = sock.recvmsg(16, _socket.CMSG_SPACE(4 * 4))
+        except InterruptedError:
+            continue
+        except OSError:
+            return None
+        fds = []
+        for level, kind, payload in anc:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                fds += [int.from_bytes(payload[k:k + 4], sys.byteorder, signed=True)
+                        for k in range(0, len(payload) - len(payload) % 4, 4)]
+        if not data:
+            return None
+        if data == b"job" and len(fds) == 4:
+            return fds
+        for fd in fds:
+            os.close(fd)
+        return None
+
+
+def _read_job(fd):
+    """The job's bytes: an 8-byte length, then the marshalled job."""
+    head = b""
+    while len(head) < 8:
+        chunk = os.read(fd, 8 - len(head))
+        if not chunk:
+            raise EOFError("the job pipe closed early")
+        head += chunk
+    size = int.from_bytes(head, "little")
+    parts, got = [], 0
+    while got < size:
+        chunk = os.read(fd, min(size - got, 1 << 20))
+        if not chunk:
+            raise EOFError("the job pipe closed early")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _one_job(fds):
+    global _JOB_FD, _STOP
+    job_fd, in_fd, out_fd, err_fd = fds
+    status = RUNNER_FAILED
+    try:
+        job = marshal.loads(_read_job(job_fd))
+        for fd, std in ((in_fd, 0), (out_fd, 1), (err_fd, 2)):
+            os.dup2(fd, std)
+            os.close(fd)
+        _JOB_FD, _STOP = job_fd, False
+        status = main(job)
+    except BaseException as exc:
+        del _REPORTS[:]
+        try:
+            os.write(2, ("lad sandbox runner failed: %s\n" % _describe(exc)).encode())
+        except OSError:
+            pass
+    finally:
+        _JOB_FD = -1
+        del _REPORTS[:]
+        for std in (0, 1, 2):
+            os.dup2(NULL_FD, std)
+        os.closerange(NULL_FD + 1, 1 << 20)  # every pipe of the job, whatever path it ended on
+        os.chdir("/")  # out of the work dir: it is emptied (bwrap) or deleted (isolation none) next
+    return status
+
+
+def serve(ctl, init_bytes):
+    """The zygote's loop: one job at a time, each followed by a cleanup and one status line on
+    the control socket: {"status", "clean", "reason", "jobs"}."""
+    global _PRIVATE_PIDS
+    init = marshal.loads(init_bytes)
+    _PRIVATE_PIDS = bool(init["private"])
+    if ctl != CTL_FD:
+        os.dup2(ctl, CTL_FD)
+        os.close(ctl)
+    null = os.open(os.devnull, os.O_RDWR)  # after the move: it must not land on CTL_FD
+    if null != NULL_FD:
+        os.dup2(null, NULL_FD)
+        os.close(null)
+    for std in (0, 1, 2):
+        os.dup2(NULL_FD, std)  # bwrap's pipes: only its own start-up errors belong there
+    os.closerange(NULL_FD + 1, 1 << 20)
+    sandbox_limits(init)
+    _signal.signal(SIGINT, _signal.SIG_DFL)  # no handler: as pid 1 the kernel then drops SIGINT
+    sock = _socket.socket(fileno=CTL_FD)
+    baseline = _own_state(init)
+    jobs = 0
+    sock.sendall(b'{"ready":true,"pid":%d}\n' % os.getpid())
+    while True:
+        fds = _recv_job(sock)
+        if fds is None:
+            os._exit(0)
+        status = _one_job(fds)
+        jobs += 1
+        try:
+            clean, reason = _cleanup(init, baseline)
+        except BaseException as exc:
+            clean, reason = False, "cleanup failed: " + _describe(exc)
+        try:
+            sock.sendall(('{"status":%d,"clean":%s,"reason":%s,"jobs":%d}\n'
+                          % (status, "true" if clean else "false", _quote(reason), jobs)).encode())
+        except OSError:  # the executor went away
+            os._exit(0)
 
 
 if __name__ == "__main__":
-    # Started by BOOTSTRAP in lad/sandbox/executor.py, which hands over the job's bytes in _JOB.
-    main(_JOB)  # noqa: F821
+    # Started by BOOTSTRAP in lad/sandbox/executor.py, which hands over the control socket's fd
+    # in _CTL and the sandbox's settings in _INIT.
+    serve(_CTL, _INIT)  # noqa: F821

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import time
@@ -58,11 +59,18 @@ def create_app(config: Optional[ServiceConfig] = None, executor: Optional[Execut
     cfg = config or ServiceConfig()
     token = cfg.token if cfg.token is not None else os.environ.get(TOKEN_ENV) or None
     ex = executor or Executor(cfg.sandbox)
+    ex.warm(cfg.workers)  # one warm sandbox per worker, started in the background
     limiter = anyio.CapacityLimiter(cfg.workers)
     metrics = _Metrics()
     state = {"admitted": 0}
 
-    app = FastAPI(title="lad sandbox", version="1")
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        if executor is None:  # the sandboxes this app started go with it
+            ex.close()
+
+    app = FastAPI(title="lad sandbox", version="1", lifespan=lifespan)
     app.state.executor = ex
     app.state.metrics = metrics
 
@@ -137,8 +145,10 @@ def create_app(config: Optional[ServiceConfig] = None, executor: Optional[Execut
 
     @app.get("/healthz")
     async def healthz() -> dict:
+        pool = ex.stats()
         return {"status": "ok", "isolation": ex.isolation, "workers": cfg.workers,
-                "busy": min(state["admitted"], cfg.workers), "queued": max(0, state["admitted"] - cfg.workers)}
+                "busy": min(state["admitted"], cfg.workers), "queued": max(0, state["admitted"] - cfg.workers),
+                "sandboxes": {k: pool[k] for k in ("started", "jobs", "recycled", "start_failures")}}
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

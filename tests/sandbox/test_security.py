@@ -156,11 +156,27 @@ def _fmt(code: str, host, service) -> str:
                        pytest_pid=os.getpid())
 
 
+def _parent_and_name(pid: int) -> tuple[int, str]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0, ""
+    return int(stat.rsplit(")", 1)[1].split()[1]), stat[stat.index("(") + 1:stat.rindex(")")]
+
+
 def _leftovers(fence, service) -> list[int]:
-    """Processes in the fence other than pytest and the service, after up to 5 s for cleanup."""
+    """Processes in the fence other than pytest, the service and the warm sandboxes (each a bwrap
+    child of the service, or of pytest for in-process executors, and that bwrap's pid 1, the
+    runner), after up to 5 s for cleanup. A program's process left in a warm sandbox is a child
+    of its runner, so it is counted."""
     deadline = time.monotonic() + 5
     while True:
-        left = [p for p in fence.pids() if p not in (os.getpid(), service.proc.pid)]
+        pids = fence.pids()
+        owners = (os.getpid(), service.proc.pid)
+        bwraps = {p for p in pids if _parent_and_name(p) in {(o, "bwrap") for o in owners}}
+        zygotes = {p for p in pids if _parent_and_name(p)[0] in bwraps}
+        left = [p for p in pids if p not in owners and p not in bwraps | zygotes]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)

@@ -22,7 +22,8 @@ TOKEN = "unit-token"
 
 @pytest.fixture(scope="module")
 def executor():
-    return Executor(SandboxConfig())
+    with Executor(SandboxConfig()) as ex:
+        yield ex
 
 
 def _app(executor, **kw):
