@@ -165,10 +165,10 @@ class _Stopper:
         for row, token in zip(members, new):
             if self.done[row]:
                 continue
-            self.history[row].append(token)
             if token == self.eos:
                 ended.append(row)
             elif self.stops:
+                self.history[row].append(token)
                 texts_for.append(row)
         if texts_for:
             # The whole completion is decoded, as hf's stop check does: a stop string may span
