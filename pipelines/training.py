@@ -87,7 +87,7 @@ def training(
         steps: RL steps (rollout + update each).
         prompts_per_step: prompts per RL step.
         max_new_tokens: longest sampled response during training.
-        rollout_engine: hf or vllm (GPU).
+        rollout_engine: hf, native (own decode loop) or vllm (GPU).
         train_engine: deepspeed or torch (one process).
         train_eval_prompts: held-out prompts (data prep's eval rows) scored before and after RL; 0: none.
         eval_benchmarks: comma-separated benchmarks (lad eval list), e.g. math500,aime24,humanevalplus.

@@ -44,7 +44,7 @@ def run(
     limit: Optional[int] = typer.Option(None, help="first N problems of every benchmark"),
     max_new_tokens: Optional[int] = typer.Option(None, help="response budget, for every benchmark"),
     temperature: Optional[float] = typer.Option(None, help="sampling temperature, for every benchmark"),
-    engine: Optional[str] = typer.Option(None, help="rollout engine: hf or vllm"),
+    engine: Optional[str] = typer.Option(None, help="rollout engine: hf, native or vllm"),
     seed: Optional[int] = typer.Option(None, help="base sampling seed"),
     restart: bool = typer.Option(False, "--restart", help="discard earlier results in the output folder instead of resuming"),
 ) -> None:

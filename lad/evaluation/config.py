@@ -69,7 +69,7 @@ class EvalConfig(BaseModel):
     benchmarks: list[BenchmarkOverrides] = Field(min_length=1, description="what to evaluate, in order")
     output: str = Field("out/eval", description="local output folder; results are appended there as they come")
     label: Optional[str] = Field(None, description="the model's name in reports and comparisons; None: the checkpoint's folder name")
-    engine: str = Field("hf", description="rollout engine (lad.rollout.ENGINES): hf or vllm")
+    engine: str = Field("hf", description="rollout engine (lad.rollout.ENGINES): hf, native (own decode loop, fastest on CPU) or vllm (GPU)")
     engine_options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the rollout engine")
     dtype: Optional[str] = Field(None, description="weights dtype for loading (float32, bfloat16, float16); None: the checkpoint's")
     problems_per_batch: int = Field(

@@ -78,6 +78,7 @@ def local_defaults(benchmarks_dir: Path) -> dict[str, Any]:
         "eval_benchmarks": LOCAL_EVAL,
         "benchmarks_dir": str(benchmarks_dir),
         "train_engine": "torch",
+        "rollout_engine": "native",  # own decode loop: several times transformers generate's speed on CPU
     }
 
 
