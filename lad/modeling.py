@@ -168,6 +168,15 @@ def parameter_count(model: torch.nn.Module) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def cache_kwarg(model: torch.nn.Module) -> Optional[str]:
+    """The name under which ``model.forward`` takes a KV cache, or None if it takes none:
+    transformers renamed past_key_values to cache (5.2x; the old name still works but warns)."""
+    import inspect
+
+    params = inspect.signature(type(model).forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
 def resolve_model_dir(uri_or_path: str | Path) -> tuple[str, bool]:
     """(local directory or hub id, is_hub) for a model reference; s3:// is fetched to the local cache."""
     ref = str(uri_or_path)

@@ -8,9 +8,9 @@ which a StaticCache's fixed batch cannot do.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
+
+from lad.modeling import cache_kwarg
 
 
 class GenericDecoder:
@@ -18,8 +18,7 @@ class GenericDecoder:
 
     def __init__(self, model):
         self.model = model
-        # transformers renamed past_key_values to cache (5.2x, the old name warns); take what the model has.
-        self.cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.cache_kwarg = cache_kwarg(model) or "past_key_values"
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=ids, attention_mask=self.attention, position_ids=positions, use_cache=True,

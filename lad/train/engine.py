@@ -110,6 +110,12 @@ class TrainEngine(ABC):
     device: torch.device
     grad_accum: int
 
+    @property
+    @abstractmethod
+    def module(self) -> torch.nn.Module:
+        """The wrapped Hugging Face model, for what its class and config tell (under ZeRO-3 its
+        parameters are partitioned: use ``forward`` or ``full_model`` for the weights)."""
+
     @abstractmethod
     def forward(self, **batch):
         """The model's forward pass on one micro-batch (under the engine's precision)."""
@@ -167,6 +173,10 @@ class TorchEngine(TrainEngine):
         self.scheduler = build_scheduler(self.optimizer, optim, total_steps)
         self.max_grad_norm = optim.max_grad_norm
         self._micro = 0
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
 
     def forward(self, **batch):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
@@ -242,6 +252,10 @@ class DeepSpeedEngine(TrainEngine):
         self.ds, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
         self.ds.train()
         self.zero_stage = engine.zero_stage
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.ds.module
 
     def forward(self, **batch):
         return self.ds(**batch)

@@ -39,7 +39,7 @@ from lad.objectives import POLICY_LOSSES, BatchNorm, aggregate, get_policy_loss
 from lad.rollout import SamplingParams, build_rollout
 from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
-from lad.train.rl_batch import Sample, collate, pad_values, token_logprobs
+from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
 from lad.train.rl_eval import EvalConfig, evaluate_policy
 from lad.train.sft import TINY_PREFIX, CheckpointConfig
 from lad.train.sft_data import DataError, read_records
@@ -327,15 +327,27 @@ def all_gather(engine, local: list) -> list:
     return [x for part in parts for x in part]
 
 
-def update_plan(n: int, mini: int, micro: int, rank: int, world: int, *, seed: int, step: int) -> list[tuple[list[int], list[list[int]]]]:
+def update_plan(n: int, mini: int, micro: int, rank: int, world: int, *, seed: int, step: int,
+                group: int = 1) -> list[tuple[list[int], list[list[int]]]]:
     """Per mini-batch: (all its sample indices, this rank's micro-batches of them).
 
     One (seed, step) shuffle of the step's samples cut into mini-batches; rank r takes the r-th
     contiguous share of each mini-batch, cut into micro-batches. Every epoch repeats the plan,
     so each rank keeps the same samples (and their old log-probs) for the whole step.
+
+    Samples come in groups of ``group`` consecutive indices (the G completions of a prompt).
+    When a mini-batch holds whole groups (``mini`` a multiple of ``group``), the groups are
+    shuffled rather than the samples, so the rows of a prompt sit side by side and fill as few
+    micro-batches as the cuts allow (whole groups per micro-batch when the rank share and the
+    micro-batch are multiples of ``group``, a slice of one group when ``group`` is a multiple of
+    the micro-batch), which then forward each prompt once. The choice depends on ``mini`` only,
+    never on ``world``, so any number of processes takes the one-process plan. With ``group`` 1
+    the shuffle is the per-sample one.
     """
-    order = list(range(n))
-    random.Random(f"lad.rl.plan|{seed}|{step}").shuffle(order)
+    g = group if mini % group == 0 and n % group == 0 else 1
+    blocks = list(range(n // g))
+    random.Random(f"lad.rl.plan|{seed}|{step}").shuffle(blocks)
+    order = [b * g + j for b in blocks for j in range(g)]
     share = mini // world
     plan = []
     for m in range(0, n, mini):
@@ -380,10 +392,21 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
     params = {"norm_constant": float(cfg.rollout.max_new_tokens), **cfg.algorithm.loss_params}
     agg = params.get("loss_agg_mode", "token-mean" if cfg.algorithm.objective in ("lad", "dapo") else "seq-mean-token-mean")
     temp = cfg.rollout.temperature
+    g = cfg.rollout.n
+    # Sorted by prompt, G completions each (train_rl's layout); anything else is planned per sample.
+    grouped = len(samples) % g == 0 and all(s.prompt_index == samples[i - i % g].prompt_index for i, s in enumerate(samples))
     plan = update_plan(len(samples), cfg.mini_batch(), cfg.train.micro_batch_size, engine.rank, engine.world_size,
-                       seed=cfg.train.seed, step=step)
+                       seed=cfg.train.seed, step=step, group=g if grouped else 1)
     sums = _Sums()
     device = engine.device
+    policy_kw = shared_prompt_kwarg(engine.module)
+    ref_kw = shared_prompt_kwarg(ref_model) if ref_model is not None else None
+
+    def micro_batch(micro: list[int]) -> dict[str, torch.Tensor]:
+        return collate([samples[i] for i in micro], pad_id, device, share_prompts=policy_kw is not None or ref_kw is not None)
+
+    def ref_logprobs(batch: dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        return token_logprobs(ref_model, batch, temp, cache_kwarg=ref_kw)[0] if ref_model is not None else None
 
     def keep_old(micro: list[int], old: torch.Tensor, ref: Optional[torch.Tensor], mask: torch.Tensor) -> None:
         sampled = pad_values([samples[i].sampling_logprobs for i in micro], mask.shape[1], device)
@@ -401,9 +424,9 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
     # any update, so its own forward gives them exactly; the others need a pass now.
     with torch.no_grad():
         for micro in (mb for _, micros in plan[1:] for mb in micros):
-            batch = collate([samples[i] for i in micro], pad_id, device)
-            old, _ = token_logprobs(engine.forward, batch, temp)
-            keep_old(micro, old, token_logprobs(ref_model, batch, temp)[0] if ref_model is not None else None, batch["response_mask"])
+            batch = micro_batch(micro)
+            old, _ = token_logprobs(engine.forward, batch, temp, cache_kwarg=policy_kw)
+            keep_old(micro, old, ref_logprobs(batch), batch["response_mask"])
 
     grad_norms, losses = [], []
     for _ in range(cfg.algorithm.update_epochs):
@@ -413,14 +436,14 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
             mini_loss = 0.0
             update = None
             for micro in micros:
-                batch = collate([samples[i] for i in micro], pad_id, device)
+                batch = micro_batch(micro)
                 mask = batch["response_mask"]
                 width = mask.shape[1]
                 adv = torch.tensor([samples[i].advantage for i in micro], dtype=torch.float32, device=device)
-                logp, ent = token_logprobs(engine.forward, batch, temp, entropy=True)
+                logp, ent = token_logprobs(engine.forward, batch, temp, entropy=True, cache_kwarg=policy_kw)
                 if samples[micro[0]].old_logprobs is None:  # first mini-batch, first epoch: on-policy
                     with torch.no_grad():
-                        keep_old(micro, logp.detach(), token_logprobs(ref_model, batch, temp)[0] if ref_model is not None else None, mask)
+                        keep_old(micro, logp.detach(), ref_logprobs(batch), mask)
                 old = pad_values([samples[i].old_logprobs for i in micro], width, device)
                 loss, metrics = loss_fn(logp, old, adv, mask, norm=norm, **params)
                 if ref_model is not None:

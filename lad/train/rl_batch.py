@@ -4,6 +4,12 @@ A micro-batch lays every sequence out as [left-padded prompt | right-padded resp
 response tokens of the batch sit in the same trailing columns: only those columns' logits are
 computed (``logits_to_keep``), and position ids are counted from the first real token so a
 left-padded prompt sees the same positions as it did during generation.
+
+The G completions of a prompt repeat its tokens, so where a micro-batch holds several rows of
+one prompt (``collate(..., share_prompts=True)``) the forward runs each distinct prompt once,
+hands its keys and values to every row that shares it (an index-select on the KV cache, so
+gradients flow back to the one prompt forward) and runs the responses on top. The result is
+the full forward's, up to float rounding: same columns, masks and position ids.
 """
 
 from __future__ import annotations
@@ -33,8 +39,13 @@ class Sample:
     ref_logprobs: Optional[list[float]] = field(default=None, repr=False)
 
 
-def collate(samples: list[Sample], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask, position_ids [B, Lp + Tr]; response_ids and response_mask [B, Tr]."""
+def collate(samples: list[Sample], pad_id: int, device: torch.device, *, share_prompts: bool = False) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask, position_ids [B, Lp + Tr]; response_ids and response_mask [B, Tr].
+
+    With ``share_prompts``, a micro-batch in which some prompt appears in more than one row also
+    gets prompt_rows [U] (one row of each of its U distinct prompts) and prompt_of_row [B]
+    (which of them row i continues), the layout ``token_logprobs`` forwards each prompt once from.
+    """
     lp = max(len(s.prompt_ids) for s in samples)
     tr = max(len(s.response_ids) for s in samples)
     b = len(samples)
@@ -48,10 +59,19 @@ def collate(samples: list[Sample], pad_id: int, device: torch.device) -> dict[st
         attention[i, lp - len(p) : lp + len(r)] = 1
         response_mask[i, : len(r)] = 1.0
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-    return {
+    out = {
         "input_ids": input_ids.to(device), "attention_mask": attention.to(device), "position_ids": position_ids.to(device),
         "response_ids": input_ids[:, lp:].to(device), "response_mask": response_mask.to(device),
     }
+    if share_prompts:
+        distinct: dict[tuple[int, ...], int] = {}
+        owner = [distinct.setdefault(tuple(s.prompt_ids), len(distinct)) for s in samples]
+        # Every prompt distinct: nothing to share, and a second forward call would only add cost.
+        if len(distinct) < b:
+            first = {u: i for i, u in reversed(list(enumerate(owner)))}
+            out["prompt_rows"] = torch.tensor([first[u] for u in range(len(distinct))], device=device)
+            out["prompt_of_row"] = torch.tensor(owner, device=device)
+    return out
 
 
 def pad_values(rows: list[list[float]], width: int, device: torch.device) -> torch.Tensor:
@@ -63,16 +83,67 @@ def pad_values(rows: list[list[float]], width: int, device: torch.device) -> tor
 
 
 def token_logprobs(forward: Callable, batch: dict[str, torch.Tensor], temperature: float, *,
-                   entropy: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                   entropy: bool = False, cache_kwarg: Optional[str] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """log softmax(logits / T) of each response token [B, Tr] and, if asked, the entropy of each
-    next-token distribution (detached). ``forward`` is the engine's (or a model's) forward."""
+    next-token distribution (detached). ``forward`` is the engine's (or a model's) forward;
+    ``cache_kwarg`` the name under which it takes a KV cache (``shared_prompt_kwarg``), None if
+    it takes none: then, or when ``collate`` found no prompt shared by two rows, one plain
+    forward over [prompt | response]."""
+    if cache_kwarg is None or "prompt_rows" not in batch:
+        tr = batch["response_ids"].shape[1]
+        out = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      position_ids=batch["position_ids"], logits_to_keep=tr + 1, use_cache=False)
+        return _logprobs(out.logits[:, :-1], batch["response_ids"], temperature, entropy)
+    first, rest = _shared_prompt_logits(forward, batch, cache_kwarg)
+    ids = batch["response_ids"]
+    # Two halves rather than one [B, Tr, V] cat of the logits: no copy of the largest tensor.
+    parts = [_logprobs(first, ids[:, :1], temperature, entropy)]
+    if rest is not None:
+        parts.append(_logprobs(rest, ids[:, 1:], temperature, entropy))
+    logp = torch.cat([p[0] for p in parts], dim=1)
+    return logp, torch.cat([p[1] for p in parts], dim=1) if entropy else None
+
+
+def shared_prompt_kwarg(model: torch.nn.Module) -> Optional[str]:
+    """``cache_kwarg`` for ``token_logprobs``: the model's cache argument if forwarding the prompt
+    once and the responses over its cache is exactly the full forward, else None."""
+    from lad.modeling import cache_kwarg
+
+    cfg = model.config
+    # A sliding window crops the cache after the prompt forward; exact in principle, but the
+    # responses would no longer see the same key columns as in the full forward: not taken.
+    if getattr(cfg, "is_encoder_decoder", False) or getattr(cfg, "use_sliding_window", False):
+        return None
+    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
+        return None
+    return cache_kwarg(model)
+
+
+def _shared_prompt_logits(forward: Callable, batch: dict[str, torch.Tensor], cache_kwarg: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Next-token logits of the response tokens, split as the last prompt position's [B, 1, V]
+    and the first Tr - 1 response positions' [B, Tr - 1, V] (None when Tr is 1)."""
+    ids, attention, positions = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
     tr = batch["response_ids"].shape[1]
-    out = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  position_ids=batch["position_ids"], logits_to_keep=tr + 1, use_cache=False)
-    logits = out.logits[:, :-1].float() / temperature
+    lp = ids.shape[1] - tr
+    rows, owner = batch["prompt_rows"], batch["prompt_of_row"]
+    prompt = forward(input_ids=ids[rows, :lp], attention_mask=attention[rows, :lp], position_ids=positions[rows, :lp],
+                     use_cache=True, logits_to_keep=1)
+    first = prompt.logits.index_select(0, owner)
+    if tr == 1:
+        return first, None
+    cache = prompt.cache if getattr(prompt, "cache", None) is not None else prompt.past_key_values
+    cache.batch_select_indices(owner)  # each row gets its prompt's keys and values (differentiably)
+    # The last response token predicts nothing: it is not fed.
+    out = forward(input_ids=ids[:, lp:-1], attention_mask=attention[:, :-1], position_ids=positions[:, lp:-1],
+                  use_cache=True, logits_to_keep=0, **{cache_kwarg: cache})
+    return first, out.logits
+
+
+def _logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float, entropy: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    logits = logits.float() / temperature
     # log p(token) = logit(token) - logsumexp(logits): no [B, T, V] log-softmax kept for backward
     lse = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, batch["response_ids"].unsqueeze(-1)).squeeze(-1) - lse
+    logp = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - lse
     ent = None
     if entropy:
         with torch.no_grad():
