@@ -21,7 +21,7 @@ def _group() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8080, help="TCP port"),
-    workers: int = typer.Option(2, help="programs executed at once (each in its own sandbox)"),
+    workers: int = typer.Option(2, help="programs executed at once (one warm sandbox each)"),
     queue: int = typer.Option(64, help="requests allowed to wait for a worker before 429"),
     isolation: str = typer.Option("bwrap", help="bwrap, or none for trusted local use (reported in every response)"),
     python: Optional[str] = typer.Option(None, help="interpreter inside the sandbox (default /usr/local/bin/python3 "
@@ -29,6 +29,7 @@ def serve(
     max_body_mb: int = typer.Option(64, help="larger request bodies are answered 413"),
     max_timeout_s: float = typer.Option(60.0, help="largest timeout_s a request may ask for"),
     max_memory_mb: int = typer.Option(4096, help="largest memory_mb a request may ask for"),
+    max_jobs_per_sandbox: int = typer.Option(200, help="jobs a warm sandbox runs before a fresh one replaces it"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
 ) -> None:
     """Serve POST /v1/run, POST /v1/evaluate, GET /healthz and GET /metrics.
@@ -42,7 +43,7 @@ def serve(
 
     try:
         cfg = ServiceConfig(sandbox=SandboxConfig(isolation=isolation, python=python, max_timeout_s=max_timeout_s,
-                                                  max_memory_mb=max_memory_mb),
+                                                  max_memory_mb=max_memory_mb, max_jobs_per_sandbox=max_jobs_per_sandbox),
                             workers=workers, queue=queue, max_body_bytes=max_body_mb << 20)
     except ValidationError as err:
         for e in err.errors():

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import httpx
+import pydantic_core
 
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.models import SKIPPED_DETAIL, EvaluateRequest, EvaluateResult, RunRequest, RunResult, Verdict
@@ -71,7 +72,17 @@ def split_by_size(sizes: Sequence[int], limit: int) -> list[range]:
     return slices
 
 
-def _test_json(t) -> str:
+def _json(value) -> bytes:
+    """JSON as json.dumps writes it (NaN and Infinity included), through pydantic-core, which
+    formats the floats of large values several times faster; json's takes what it refuses
+    (lone surrogates)."""
+    try:
+        return pydantic_core.to_json(value)
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(value).encode()
+
+
+def _test_json(t) -> bytes:
     """A test as the service reads it. Built from the fields directly: pydantic's model_dump
     copied every value (hundreds of MB for HumanEval+). ``expected`` is sent only when it was
     given, even if None."""
@@ -85,35 +96,33 @@ def _test_json(t) -> str:
             d["atol"] = t.atol
     else:
         d = {"type": "assert", "code": t.code}
-    return json.dumps(d)
+    return _json(d)
 
 
 class _Plan:
-    """The request bodies of one program: a single one, or one per slice of its tests."""
+    """The request bodies of one program: a single one, or one per slice of its tests, sent in
+    order (with stop_on_first_failure, a failure skips every later slice)."""
 
     def __init__(self, req: EvaluateRequest, limit: int):
         self.req = req
         tests = [_test_json(t) for t in req.tests]
-        head = '{"code":' + json.dumps(req.code)
+        head = b'{"code":' + _json(req.code)
         for key in ("timeout_s", "memory_mb"):
             if getattr(req, key) is not None:
-                head += f',"{key}":{json.dumps(getattr(req, key))}'
+                head += b',"%s":%s' % (key.encode(), _json(getattr(req, key)))
         if req.stop_on_first_failure:
-            head += ',"stop_on_first_failure":true'
+            head += b',"stop_on_first_failure":true'
         self.slices = split_by_size([len(t) + 1 for t in tests], limit)
-        self.bodies = [(head + ',"tests":[' + ",".join(tests[i] for i in part) + "]}").encode() for part in self.slices]
-
-    def groups(self) -> list[list[int]]:
-        """Body indices to send in order, group by group: groups may run concurrently, except
-        with stop_on_first_failure, where one failure skips every later slice."""
-        if self.req.stop_on_first_failure:
-            return [list(range(len(self.bodies)))]
-        return [[i] for i in range(len(self.bodies))]
+        self.bodies = [head + b',"tests":[' + b",".join(tests[i] for i in part) + b"]}" for part in self.slices]
 
     def skipped(self, i: int) -> EvaluateResult:
         n = len(self.slices[i])
         return EvaluateResult(status="ok", passed=0, total=n,
                               verdicts=[Verdict(status="skipped", detail=SKIPPED_DETAIL) for _ in range(n)])
+
+    def stops(self, result: EvaluateResult) -> bool:
+        """Whether the slices after ``result`` are skipped (stop_on_first_failure)."""
+        return self.req.stop_on_first_failure and result.passed != result.total
 
     @staticmethod
     def merge(parts: list[EvaluateResult]) -> EvaluateResult:
@@ -123,10 +132,6 @@ class _Plan:
                               passed=sum(p.passed for p in parts), total=sum(p.total for p in parts),
                               verdicts=[v for p in parts for v in p.verdicts], wall_s=round(sum(p.wall_s for p in parts), 6),
                               isolation=parts[0].isolation)
-
-
-def _stops(result: EvaluateResult) -> bool:
-    return result.passed != result.total
 
 
 def _detail(response: httpx.Response) -> str:
@@ -209,35 +214,30 @@ class SandboxClient:
                  memory_mb: Optional[int] = None, stop_on_first_failure: bool = False) -> EvaluateResult:
         """Run ``tests`` against ``code``; result has passed, total and verdicts. With
         ``stop_on_first_failure``, the tests after the first one that does not pass are skipped."""
-        return self.evaluate_many([(code, tests)], timeout_s=timeout_s, memory_mb=memory_mb,
-                                  stop_on_first_failure=stop_on_first_failure)[0]
+        return self._evaluate(_evaluate_request((code, tests), timeout_s, memory_mb, stop_on_first_failure))
 
-    def _send(self, plan: _Plan, group: list[int]) -> list[EvaluateResult]:
+    def _evaluate(self, req: EvaluateRequest) -> EvaluateResult:
+        """One program: its request bodies in order (built here, in the calling worker thread, so
+        that encoding one program overlaps the service's work on another)."""
+        if self._s.executor is not None:
+            return self._s.executor.evaluate(req)
+        plan = _Plan(req, self._s.max_request_bytes)
         results: list[EvaluateResult] = []
-        for i in group:
-            if results and _stops(results[-1]):
+        for i, body in enumerate(plan.bodies):
+            if results and plan.stops(results[-1]):
                 results.append(plan.skipped(i))
             else:
-                results.append(EvaluateResult.model_validate_json(self._post("/v1/evaluate", plan.bodies[i])))
-        return results
+                results.append(EvaluateResult.model_validate_json(self._post("/v1/evaluate", body)))
+        return plan.merge(results)
 
     def evaluate_many(self, programs: Iterable[Program], *, timeout_s: Optional[float] = None,
                       memory_mb: Optional[int] = None, stop_on_first_failure: bool = False) -> list[EvaluateResult]:
         """Evaluate many (code, tests) pairs concurrently; results in input order."""
         reqs = [_evaluate_request(p, timeout_s, memory_mb, stop_on_first_failure) for p in programs]
-        if self._s.executor is not None:
-            if len(reqs) == 1:
-                return [self._s.executor.evaluate(reqs[0])]
-            with ThreadPoolExecutor(self._s.concurrency) as pool:
-                return list(pool.map(self._s.executor.evaluate, reqs))
-        plans = [_Plan(r, self._s.max_request_bytes) for r in reqs]
-        work = [(p, g) for p in plans for g in p.groups()]
-        if len(work) == 1:
-            done = [self._send(*work[0])]
-        else:
-            with ThreadPoolExecutor(self._s.concurrency) as pool:
-                done = list(pool.map(lambda w: self._send(*w), work))
-        return _collect(plans, work, done)
+        if len(reqs) == 1:
+            return [self._evaluate(reqs[0])]
+        with ThreadPoolExecutor(self._s.concurrency) as pool:
+            return list(pool.map(self._evaluate, reqs))
 
     def run_many(self, programs: Iterable[Union[str, tuple]], *, timeout_s: Optional[float] = None,
                  memory_mb: Optional[int] = None) -> list[RunResult]:
@@ -297,35 +297,30 @@ class AsyncSandboxClient:
 
     async def evaluate(self, code: str, tests: Sequence[TestSpec], *, timeout_s: Optional[float] = None,
                        memory_mb: Optional[int] = None, stop_on_first_failure: bool = False) -> EvaluateResult:
-        return (await self.evaluate_many([(code, tests)], timeout_s=timeout_s, memory_mb=memory_mb,
-                                         stop_on_first_failure=stop_on_first_failure))[0]
+        return await self._evaluate(_evaluate_request((code, tests), timeout_s, memory_mb, stop_on_first_failure))
 
-    async def _send(self, plan: _Plan, group: list[int]) -> list[EvaluateResult]:
+    async def _evaluate(self, req: EvaluateRequest) -> EvaluateResult:
+        if self._s.executor is not None:
+            return await asyncio.to_thread(self._s.executor.evaluate, req)
+        plan = _Plan(req, self._s.max_request_bytes)
         results: list[EvaluateResult] = []
-        for i in group:
-            if results and _stops(results[-1]):
+        for i, body in enumerate(plan.bodies):
+            if results and plan.stops(results[-1]):
                 results.append(plan.skipped(i))
             else:
-                results.append(EvaluateResult.model_validate_json(await self._post("/v1/evaluate", plan.bodies[i])))
-        return results
+                results.append(EvaluateResult.model_validate_json(await self._post("/v1/evaluate", body)))
+        return plan.merge(results)
 
     async def evaluate_many(self, programs: Iterable[Program], *, timeout_s: Optional[float] = None,
                             memory_mb: Optional[int] = None, stop_on_first_failure: bool = False
                             ) -> list[EvaluateResult]:
         reqs = [_evaluate_request(p, timeout_s, memory_mb, stop_on_first_failure) for p in programs]
         gate = asyncio.Semaphore(self._s.concurrency)
-        if self._s.executor is not None:
-            async def local(req: EvaluateRequest) -> EvaluateResult:
-                async with gate:
-                    return await asyncio.to_thread(self._s.executor.evaluate, req)
-            return list(await asyncio.gather(*(local(r) for r in reqs)))
-        plans = [_Plan(r, self._s.max_request_bytes) for r in reqs]
-        work = [(p, g) for p in plans for g in p.groups()]
 
-        async def one(plan: _Plan, group: list[int]) -> list[EvaluateResult]:
+        async def one(req: EvaluateRequest) -> EvaluateResult:
             async with gate:
-                return await self._send(plan, group)
-        return _collect(plans, work, list(await asyncio.gather(*(one(p, g) for p, g in work))))
+                return await self._evaluate(req)
+        return list(await asyncio.gather(*(one(r) for r in reqs)))
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -338,11 +333,3 @@ class AsyncSandboxClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
-
-
-def _collect(plans: list[_Plan], work: list, done: list[list[EvaluateResult]]) -> list[EvaluateResult]:
-    """One result per program from the results of its groups, in order."""
-    parts: dict[int, list[EvaluateResult]] = {id(p): [] for p in plans}
-    for (plan, _), results in zip(work, done):
-        parts[id(plan)] += results
-    return [_Plan.merge(parts[id(p)]) for p in plans]

@@ -42,6 +42,7 @@ import select
 import sys
 import time
 from _json import encode_basestring_ascii as _quote
+from _json import make_encoder as _c_make_encoder
 
 MEMORY_EXIT = 120  # exit status a child uses to say "MemoryError"
 TIMEOUT_EXIT = 124  # the runner's exit status when the program ran out of wall-clock time (as timeout(1))
@@ -50,28 +51,18 @@ SIGINT, SIGKILL, SIGXCPU, SIGXFSZ = 2, 9, 24, 25
 CTL_FD, NULL_FD = 3, 4  # the zygote's control socket and /dev/null; every fd above is a job's
 
 
+def _no_default(obj):
+    raise TypeError("cannot write %s as JSON" % type(obj).__name__)
+
+
+# json's own C encoder, without importing json: str keys only, floats finite (encode() tags the
+# others), no circular check (encode() returns a tree)
+_C_ENCODER = _c_make_encoder(None, _no_default, _quote, None, ":", ",", False, False, True)
+
+
 def _dump(obj):
-    """JSON text of plain data (str keys; floats finite: encode() tags the others)."""
-    t = type(obj)
-    if obj is None:
-        return "null"
-    if obj is True:
-        return "true"
-    if obj is False:
-        return "false"
-    if t is str:
-        return _quote(obj)
-    if t is int:
-        return int.__repr__(obj)
-    if t is float:
-        return float.__repr__(obj)
-    if t is list or t is tuple:
-        if obj and set(map(type, obj)) == {str}:
-            return "[" + ",".join(map(_quote, obj)) + "]"
-        return "[" + ",".join(map(_dump, obj)) + "]"
-    if t is dict:
-        return "{" + ",".join(_quote(k) + ":" + _dump(v) for k, v in obj.items()) + "}"
-    raise TypeError("cannot write %s as JSON" % t.__name__)
+    """JSON text of plain data, as encode() returns it."""
+    return "".join(_C_ENCODER(obj, 0))
 
 
 # ---- values crossing the sandbox boundary: JSON with tags for the non-JSON builtins ----------
@@ -86,8 +77,11 @@ def _plain_scalars(items):
     if not types <= _NO_TAG | {int, float}:
         return False
     if int in types or float in types:
-        numbers = [v for v in items if type(v) is int or type(v) is float] if len(types) > 1 else items
-        if float in types and not all(map(math.isfinite, numbers)):
+        numbers = items if types <= {int, float} else [v for v in items if type(v) is int or type(v) is float]
+        try:
+            if float in types and not all(map(math.isfinite, numbers)):
+                return False
+        except OverflowError:  # an int beyond the float range: tagged one by one
             return False
         if int in types and numbers and (max(numbers) >= 2 ** 53 or min(numbers) <= -2 ** 53):
             return False
@@ -411,6 +405,15 @@ def _reap():
             return
 
 
+def _widen(fd):
+    """A 1 MiB pipe buffer for the results: multi-megabyte values cross in a few reads."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
+    except (ImportError, OSError):
+        pass
+
+
 def _child_stdio(stdin_fd, out_w, err_w, first_free):
     os.dup2(stdin_fd, 0)
     os.dup2(out_w, 1)
@@ -434,6 +437,8 @@ class Child:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe() if with_results else (None, None)
+        if res_r is not None:
+            _widen(res_r)
         pid = os.fork()
         if pid == 0:
             try:
@@ -522,7 +527,7 @@ class Child:
         for fd in r:
             if fd == _JOB_FD or fd == self.pidfd:
                 continue
-            chunk = os.read(fd, 1 << 16)
+            chunk = os.read(fd, 1 << 20)
             if not chunk:
                 self.open.discard(fd)
                 continue
@@ -777,6 +782,9 @@ KEYCTL_SYSCALL = {"x86_64": 250, "aarch64": 219}  # keyctl(2); glibc has no wrap
 ENOSYS, ENOKEY, EPERM = 38, 126, 1
 _SYSV_IPC = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/sem", "semctl"), ("/proc/sysvipc/msg", "msgctl"))
 WIPE_BUDGET = 10000  # entries a job may leave in the tmpfs mounts; more and the sandbox is recycled instead
+# Growth of the runner's address space (a large job's data the allocator kept) that recycles the
+# sandbox: every program is forked from the runner and counts its size against RLIMIT_AS.
+GROWTH_LIMIT = 64 << 20
 
 
 def _kill_everything():
@@ -870,11 +878,20 @@ def _own_state(init):
     return limits, os.getpriority(os.PRIO_PROCESS, 0), affinity, modes
 
 
-def _cleanup(init, baseline):
+def _address_space():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _cleanup(init, baseline, size):
     """Restore the state the sandbox started in; (clean, what was not). Outside a private pid
     namespace (isolation none) there is nothing shared to restore: only reap."""
     if not _PRIVATE_PIDS:
         _reap()
+    grown = _address_space() - size
+    if grown > GROWTH_LIMIT:
+        return False, "the runner's address space grew by %d MiB" % (grown >> 20)
+    if not _PRIVATE_PIDS:
         return True, ""
     if not _kill_everything():
         return False, "processes survived kill(-1)"
@@ -985,6 +1002,7 @@ def serve(ctl, init_bytes):
     _signal.signal(SIGINT, _signal.SIG_DFL)  # no handler: as pid 1 the kernel then drops SIGINT
     sock = _socket.socket(fileno=CTL_FD)
     baseline = _own_state(init)
+    size = _address_space()
     jobs = 0
     sock.sendall(b'{"ready":true,"pid":%d}\n' % os.getpid())
     while True:
@@ -994,7 +1012,7 @@ def serve(ctl, init_bytes):
         status = _one_job(fds)
         jobs += 1
         try:
-            clean, reason = _cleanup(init, baseline)
+            clean, reason = _cleanup(init, baseline, size)
         except BaseException as exc:
             clean, reason = False, "cleanup failed: " + _describe(exc)
         try:

@@ -17,7 +17,7 @@ from lad.sandbox.compare import normalize_output, stdout_matches, values_match
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.executor import Executor, RequestError
 from lad.sandbox.isolation import IsolationError, host_user
-from lad.sandbox.models import RunRequest
+from lad.sandbox.models import SKIPPED_DETAIL, RunRequest
 from lad.sandbox.runner import decode, encode
 
 
@@ -202,3 +202,35 @@ def test_isolation_none_is_reported_and_cleans_up_only_its_own_processes():
 def test_missing_bubblewrap_is_refused():
     with pytest.raises(IsolationError, match="bubblewrap .* is not installed.*--isolation none"):
         Executor(SandboxConfig(bwrap="bwrap-that-does-not-exist"))
+
+
+def test_stop_on_first_failure_skips_the_rest_in_run_order(local):
+    """Call and assert tests run first, then stdin tests: after the first failure (here the call
+    test at index 2) every test not judged yet is skipped, the stdin test at index 0 included."""
+    code = "import sys\ndef f(x):\n    return x\nif __name__ == '__main__':\n    print(sys.stdin.read())\n"
+    tests = [{"type": "stdin", "input": "a", "output": "a"},
+             {"type": "call", "entry_point": "f", "args": [1], "expected": 1},
+             {"type": "call", "entry_point": "f", "args": [2], "expected": 3},
+             {"type": "call", "entry_point": "f", "args": [3], "expected": 3},
+             {"type": "assert", "code": "assert f(4) == 4"}]
+    r = local.evaluate(code, tests, stop_on_first_failure=True)
+    assert [v.status for v in r.verdicts] == ["skipped", "passed", "failed", "skipped", "skipped"]
+    assert (r.status, r.passed, r.total) == ("ok", 1, 5)
+    assert r.verdicts[3].detail == SKIPPED_DETAIL
+    every = local.evaluate(code, tests)
+    assert [v.status for v in every.verdicts] == ["passed", "passed", "failed", "passed", "passed"]
+
+
+def test_stop_on_first_failure_stops_the_runner(tmp_path):
+    """The test after the failing one would write a file on the host (isolation none) 20 s into
+    its run: the runner is stopped long before, so it never does."""
+    marker = tmp_path / "ran"
+    os.chmod(tmp_path, 0o777)  # the runner writes as the unprivileged host user
+    code = (f"import time\ndef f(x):\n    if x:\n        time.sleep(20)\n        open({str(marker)!r}, 'w').close()\n"
+            "    return x\n")
+    with SandboxClient(url="", config=SandboxConfig(isolation="none")) as c:
+        r = c.evaluate(code, [{"type": "call", "entry_point": "f", "args": [0], "expected": 1},
+                              {"type": "call", "entry_point": "f", "args": [1], "expected": 1}],
+                       timeout_s=60, stop_on_first_failure=True)
+    assert [v.status for v in r.verdicts] == ["failed", "skipped"]
+    assert not marker.exists()

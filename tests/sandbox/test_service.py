@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from sandbox_paths import LAD
-from lad.sandbox.client import AsyncSandboxClient, SandboxRequestError
+from lad.sandbox.client import AsyncSandboxClient, SandboxRequestError, split_by_size
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.executor import Executor
 from lad.sandbox.service import ServiceConfig, create_app
@@ -136,3 +136,41 @@ def test_serve_refuses_to_start_without_bubblewrap(tmp_path):
     assert done.returncode == 2
     assert "bubblewrap ('bwrap') is not installed" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_split_by_size():
+    assert split_by_size([5, 5, 5, 20, 1], 10) == [range(0, 2), range(2, 3), range(3, 4), range(4, 5)]
+    assert split_by_size([3, 3, 3], 100) == [range(0, 3)]
+    assert split_by_size([], 10) == []
+
+
+def _evaluate_requests(metrics: str) -> int:
+    line = next(x for x in metrics.splitlines() if x.startswith('lad_sandbox_requests_total{code="200",path="/v1/evaluate"}'))
+    return int(float(line.split()[-1]))
+
+
+def test_the_client_splits_oversized_test_lists(executor):
+    """Each call test below is 69 or 70 bytes on the wire with its comma; at 200 bytes a request, the 10
+    tests go as 5 requests of 2 and come back as one result in order. With stop_on_first_failure
+    the slices after the failing one (test 5) are not sent."""
+    app = _app(executor)
+    tests = [{"type": "call", "entry_point": "f", "args": [i], "expected": i if i != 5 else -1} for i in range(10)]
+
+    async def go(stop: bool):
+        async with AsyncSandboxClient("http://sandbox", token=TOKEN, transport=httpx.ASGITransport(app=app),
+                                      max_request_bytes=200) as c:
+            result = await c.evaluate("def f(x):\n    return x\n", tests, stop_on_first_failure=stop)
+        async with _client(app) as c:
+            return result, _evaluate_requests((await c.get("/metrics")).text)
+
+    every, sent = asyncio.run(go(False))
+    assert sent == 5
+    assert [v.status for v in every.verdicts] == ["passed"] * 5 + ["failed"] + ["passed"] * 4
+    assert (every.passed, every.total, every.status) == (9, 10, "ok")
+    assert every.verdicts[5].detail == "returned 5, expected -1"
+    stopped, sent = asyncio.run(go(True))
+    assert sent == 5 + 3
+    assert [v.status for v in stopped.verdicts] == ["passed"] * 5 + ["failed"] + ["skipped"] * 4
+    assert (stopped.passed, stopped.total) == (5, 10)
+    with pytest.raises(ValueError, match="max_request_bytes must be positive, got 0"):
+        AsyncSandboxClient("http://sandbox", max_request_bytes=0)
