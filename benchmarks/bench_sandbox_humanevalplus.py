@@ -51,10 +51,10 @@ def _checks(task: dict, outputs: list) -> list[dict]:
             for a, e in zip(_inputs(task), outputs)]
 
 
-def lad_cold(client: SandboxClient, tasks: list[dict], workers: int) -> tuple[int, dict]:
+def lad_cold(client: SandboxClient, tasks: list[dict], in_flight: int) -> tuple[int, dict]:
     """(tasks passing all inputs, expected outputs): each task's expected outputs are recorded by
-    running its canonical solution in the sandbox, then verified; ``workers`` tasks at a time, so
-    only their outputs (some are 12 MB each) are in flight at once."""
+    running its canonical solution in the sandbox, then verified; ``in_flight`` tasks at a time,
+    so only their outputs (some are 12 MB each) are held at once."""
     def one(task: dict) -> tuple[bool, list]:
         recorded = client.evaluate(_program(task), [{"type": "call", "entry_point": task["entry_point"], "args": a}
                                                     for a in _inputs(task)], timeout_s=20)
@@ -62,7 +62,7 @@ def lad_cold(client: SandboxClient, tasks: list[dict], workers: int) -> tuple[in
         result = client.evaluate(_program(task), _checks(task, outputs), timeout_s=20)
         return recorded.passed == result.passed == result.total, outputs
 
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(in_flight) as pool:
         done = list(pool.map(one, tasks))
     return sum(ok for ok, _ in done), {t["task_id"]: outputs for t, (_, outputs) in zip(tasks, done)}
 
@@ -105,9 +105,9 @@ def evalplus_round(python: str, tasks: list[dict], work: Path) -> list[tuple[str
     return rows
 
 
-def lad_round(client: SandboxClient, tasks: list[dict], workers: int) -> list[tuple[str, float, str]]:
+def lad_round(client: SandboxClient, tasks: list[dict], in_flight: int) -> list[tuple[str, float, str]]:
     start = time.perf_counter()
-    solved, expected = lad_cold(client, tasks, workers)
+    solved, expected = lad_cold(client, tasks, in_flight)
     cold = time.perf_counter() - start
     start = time.perf_counter()
     warm_solved = lad_warm(client, tasks, expected)
@@ -139,9 +139,12 @@ def main() -> None:
         problem = wait_until_healthy(proc, url + "/healthz", 60)
         if problem is not None:
             sys.exit(f"the sandbox service did not start: {problem}")
-        with SandboxClient(url, concurrency=args.workers) as client:
+        # twice as many requests in flight as workers: a worker never waits while the client encodes
+        # the next request or decodes the last answer (at most `workers` programs run at once)
+        with SandboxClient(url, concurrency=2 * args.workers) as client:
             for _ in range(args.rounds):  # alternating, so both sides meet the same load on a shared machine
-                rounds.append(evalplus_round(args.evalplus_python, tasks, work) + lad_round(client, tasks, args.workers))
+                rounds.append(evalplus_round(args.evalplus_python, tasks, work)
+                              + lad_round(client, tasks, 2 * args.workers))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)

@@ -171,10 +171,10 @@ class _Sandbox:
             lines, scan = bytearray(), 0
             done: Optional[dict] = None
             stop = stop_sent = False
-            while out_r in open_fds or err_r in open_fds or done is None:
+            while out_r in open_fds or err_r in open_fds or (done is None and not out.failure):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    if done is None:
+                    if done is None and not out.failure:
                         out.killed_at_deadline = True
                     break
                 for key, _ in sel.select(remaining):
@@ -194,10 +194,12 @@ class _Sandbox:
                                 close(fd)
                     elif fd == ctl:
                         chunk = self.ctl.recv(4096)
-                        if not chunk:
+                        if not chunk:  # its processes die with it: read what they wrote, then stop
                             out.failure = "the sandbox's runner died"
                             self.dead = True
-                            return
+                            sel.unregister(ctl)
+                            deadline = min(deadline, time.monotonic() + DRAIN_S)
+                            continue
                         status_line += chunk
                         if b"\n" in status_line:
                             try:
@@ -652,12 +654,12 @@ def _judge(test, msg: dict) -> Verdict:
     if isinstance(test, CallTest):
         if "value" not in msg:
             return Verdict(status="runtime_error", wall_s=wall, detail="no value reported")
-        if "expected" not in test.model_fields_set:
-            return Verdict(status="passed", wall_s=wall, output=msg["value"])
         try:
+            if "expected" not in test.model_fields_set:
+                return Verdict(status="passed", wall_s=wall, output=runner.plain(msg["value"]))
             value = runner.decode(msg["value"])
             expected = runner.decode(test.expected)
-        except (ValueError, TypeError, KeyError) as err:
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
             return Verdict(status="runtime_error", wall_s=wall, detail=f"undecodable value: {err}")
         if values_match(value, expected, test.atol):
             return Verdict(status="passed", wall_s=wall)

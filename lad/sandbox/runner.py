@@ -32,8 +32,10 @@ code and inputs; those are not secret either.
 # executor); results leave as JSON written by _dump (the executor parses them with json).
 import _signal
 import _socket
+import array
 import binascii
 import builtins
+import itertools
 import marshal
 import math
 import os
@@ -88,6 +90,25 @@ def _plain_scalars(items):
     return True
 
 
+F64_MIN_LENGTH = 256  # lists of floats at least this long leave the sandbox as raw doubles
+_IS_INT = {int: True, float: False}.__getitem__
+
+
+def _doubles(value):
+    """A long list of floats (ints allowed, when a double holds them exactly) as
+    {"__f64__": [base64 of the doubles, positions of the ints]}, or None. Formatting floats as
+    text is the slowest part of sending a value (HumanEval+ returns lists of millions); copying
+    the doubles is not. NaN and infinities need no tag this way."""
+    types = set(map(type, value))
+    if float not in types or not types <= {int, float}:
+        return None
+    ints = list(itertools.compress(range(len(value)), map(_IS_INT, map(type, value)))) if int in types else []
+    if any(not -2 ** 53 < value[i] < 2 ** 53 for i in ints):
+        return None
+    data = array.array("d", value).tobytes()
+    return {"__f64__": [binascii.b2a_base64(data, newline=False).decode(), ints]}
+
+
 def encode(value, depth=0):
     """Exact builtin types only, so a returned object cannot smuggle a custom __eq__ out."""
     if depth > 100:
@@ -101,6 +122,10 @@ def encode(value, depth=0):
     if t is float:
         return value if math.isfinite(value) else {"__float__": repr(value)}
     if t is list:
+        if len(value) >= F64_MIN_LENGTH:
+            packed = _doubles(value)
+            if packed is not None:
+                return packed
         if _plain_scalars(value):
             return value
         return [encode(v, depth + 1) for v in value]
@@ -141,7 +166,34 @@ def decode(obj):
                 return int(v, 16)
             if tag == "__float__":
                 return float(v)
+            if tag == "__f64__":
+                return _unpack_doubles(v)
         return {k: decode(v) for k, v in obj.items()}
+    return obj
+
+
+def _unpack_doubles(v):
+    data, ints = v
+    values = array.array("d", binascii.a2b_base64(data)).tolist()
+    for i in ints:
+        values[i] = int(values[i])
+    return values
+
+
+def plain(obj):
+    """A reported value with its raw doubles (see _doubles) back as a JSON list, every other tag
+    kept: what a call test without ``expected`` records."""
+    if isinstance(obj, list):
+        if not {list, dict} & set(map(type, obj)):
+            return obj
+        return [plain(v) for v in obj]
+    if isinstance(obj, dict):
+        if len(obj) == 1 and "__f64__" in obj:
+            values = _unpack_doubles(obj["__f64__"])
+            if all(map(math.isfinite, values)):
+                return values
+            return [encode(v) for v in values]  # JSON has no NaN or infinity: their tags
+        return {k: plain(v) for k, v in obj.items()}
     return obj
 
 

@@ -18,7 +18,7 @@ from lad.sandbox.config import SandboxConfig
 from lad.sandbox.executor import Executor, RequestError
 from lad.sandbox.isolation import IsolationError, host_user
 from lad.sandbox.models import SKIPPED_DETAIL, RunRequest
-from lad.sandbox.runner import decode, encode
+from lad.sandbox.runner import F64_MIN_LENGTH, decode, encode
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +234,22 @@ def test_stop_on_first_failure_stops_the_runner(tmp_path):
                        timeout_s=60, stop_on_first_failure=True)
     assert [v.status for v in r.verdicts] == ["failed", "skipped"]
     assert not marker.exists()
+
+
+def test_long_float_lists_cross_as_raw_doubles(local):
+    """A list of at least F64_MIN_LENGTH floats (ints mixed in) leaves the sandbox as raw doubles;
+    recorded, it is a plain JSON list again (non-finite floats tagged), and it compares exactly."""
+    mixed = [1, 2.5] * 200
+    assert list(encode(mixed)) == ["__f64__"] and encode([1.5] * (F64_MIN_LENGTH - 1)) == [1.5] * (F64_MIN_LENGTH - 1)
+    for v in (mixed, [float("inf"), -0.0] + [0.1] * 300, [2 ** 53] + [0.5] * 300):
+        back = decode(json.loads(json.dumps(encode(v))))
+        assert [(repr(a), type(a)) for a in back] == [(repr(a), type(a)) for a in v]
+    code = ("def f(n):\n    return [i if i % 3 == 0 else i / 2 for i in range(n)]\n"
+            "def g(n):\n    return [float('nan')] + [0.25] * n\n")
+    recorded = local.evaluate(code, [{"type": "call", "entry_point": "f", "args": [1000]},
+                                     {"type": "call", "entry_point": "g", "args": [300]}])
+    assert recorded.verdicts[0].output == [i if i % 3 == 0 else i / 2 for i in range(1000)]
+    assert recorded.verdicts[1].output == [{"__float__": "nan"}] + [0.25] * 300
+    checked = local.evaluate(code, [{"type": "call", "entry_point": "f", "args": [1000], "expected": recorded.verdicts[0].output},
+                                    {"type": "call", "entry_point": "f", "args": [999], "expected": recorded.verdicts[0].output}])
+    assert [v.status for v in checked.verdicts] == ["passed", "failed"]

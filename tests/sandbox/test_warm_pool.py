@@ -4,9 +4,11 @@ of a fresh sandbox, so the first process it forks there is pid 2, and every late
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -21,8 +23,8 @@ ADD_KEY_SYSCALL = {"x86_64": 248, "aarch64": 217}  # add_key(2)
 # Everything a program can leave behind in its sandbox: files in the work dir (one in a
 # directory it made unreadable), in /dev/shm and a large one in /tmp, SysV shared memory, a
 # semaphore set and a message queue, a key in the user keyring, and a double-forked setsid
-# process holding 200 MiB. It also holds 300 MiB itself and changes its environment, builtins,
-# modules and cwd.
+# process holding 200 MiB. It also holds 300 MiB itself, changes its environment, builtins,
+# modules and cwd, and at last takes every permission off /tmp and /dev/shm.
 LEAVE_BEHIND = f"""
 import builtins, ctypes, os, sys
 own = bytearray(300 << 20)
@@ -50,6 +52,8 @@ if os.fork() == 0:
     os._exit(0)
 os.wait()
 print(os.getpid(), min(ids) >= 0, key > 0, os.read(r, 2).decode())
+os.chmod('/tmp', 0)
+os.chmod('/dev/shm', 0)
 """
 
 # What the next job looks at, as JSON.
@@ -69,7 +73,8 @@ print(json.dumps({{
     "keyring_bytes": libc.syscall({runner.KEYCTL_SYSCALL[os.uname().machine]}, {runner.KEYCTL_READ},
                                   {runner.KEY_SPEC_USER_KEYRING}, 0, 0),
     "env": 'LAD_LEFT' in os.environ, "builtins": hasattr(builtins, 'LAD_LEFT'), "modules": 'lad_left' in sys.modules,
-    "cwd": os.getcwd(), "vm_mb": vm >> 10}}))
+    "cwd": os.getcwd(), "vm_mb": vm >> 10,
+    "modes": [oct(os.stat(d).st_mode & 0o7777) for d in ('/tmp', '/dev/shm')]}}))
 """
 
 
@@ -101,7 +106,7 @@ def test_the_next_job_sees_nothing_the_last_one_left(ex):
     seen = json.loads(r.stdout)
     # the same sandbox (pids went on from the first job's), and the first job's processes are gone
     assert seen["pid"] > 2 and seen["procs"] == [1, seen["pid"]]
-    assert seen["tmp"] == [] and seen["shm"] == []
+    assert seen["tmp"] == [] and seen["shm"] == [] and seen["modes"] == ["0o755", "0o755"]
     assert seen["tmp_blocks"][0] == seen["tmp_blocks"][1]  # the 8 MiB file's space is free again
     assert seen["sysv"] == [[], [], []]
     assert seen["keyring_bytes"] == 0
@@ -207,3 +212,23 @@ def test_isolation_none_reuses_its_runner_with_a_fresh_work_dir_per_job():
         assert first.stdout != second.stdout  # another directory ...
         assert not os.path.exists(first.stdout.split()[0])  # ... and the last one is gone
         assert (ex.stats()["started"], ex.stats()["jobs"]) == (1, 2)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_a_sandbox_that_dies_during_a_job_is_a_sandbox_error_and_replaced(ex):
+    assert _pid(ex) == 2
+    sandbox = ex._pool._idle[0]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        job = pool.submit(ex.run, RunRequest(code="import time\ntime.sleep(30)\n", timeout_s=60))
+        (runner_pid,) = _children(sandbox.proc.pid)
+        while not _children(runner_pid) and not job.done():  # until the program runs
+            time.sleep(0.01)
+        os.kill(sandbox.proc.pid, signal.SIGKILL)
+        r = job.result()
+    assert (r.status, r.exit_code, r.stderr) == ("sandbox_error", None, "the sandbox's runner died")
+    assert ex.stats()["recycled"] == {"died": 1}
+    assert _pid(ex) == 2
