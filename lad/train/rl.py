@@ -40,7 +40,7 @@ from lad.rollout import SamplingParams, build_rollout
 from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
-from lad.train.rl_eval import EvalConfig, evaluate_policy
+from lad.train.rl_eval import HeldoutEvalConfig, evaluate_policy
 from lad.train.sft import TINY_PREFIX, CheckpointConfig
 from lad.train.sft_data import DataError, read_records
 
@@ -172,7 +172,7 @@ class RLConfig(BaseModel):
     train: RLTrainConfig = RLTrainConfig()
     optim: RLOptimConfig = RLOptimConfig()
     engine: EngineConfig = EngineConfig()
-    eval: EvalConfig = EvalConfig()
+    eval: HeldoutEvalConfig = HeldoutEvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig(every_steps=20)
     tracking: TrackingConfig = TrackingConfig()
 
@@ -451,7 +451,7 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                     d = torch.where(mask.bool(), ref - logp, torch.zeros_like(logp))
                     kl = torch.expm1(d) - d  # k3: unbiased, non-negative estimate of KL(pi_theta || pi_ref)
                     loss = loss + cfg.algorithm.kl_coef * aggregate(kl, mask, agg, norm=norm, norm_constant=params["norm_constant"])
-                    metrics["actor/kl_ref"] = float((kl * mask).sum() / mask.sum())
+                    metrics["actor/kl_ref"] = float((kl.detach() * mask).sum() / mask.sum())
                 engine.backward(loss)
                 update = engine.step()
                 mini_loss += float(loss.detach())

@@ -13,7 +13,7 @@ from lad.evaluation.metrics import avg_at_k, distinct_correct, distinct_n, mean_
 from lad.rollout import RolloutEngine, SamplingParams
 
 
-class EvalConfig(BaseModel):
+class HeldoutEvalConfig(BaseModel):
     """Periodic evaluation on held-out prompts (rank 0 samples, the others wait)."""
 
     every_steps: int = Field(0, ge=0, description="evaluate every N steps; 0: only before the first and after the last step")
@@ -31,7 +31,7 @@ def normalize_answer(answer: str) -> str:
     return "".join(answer.split())
 
 
-def evaluate_policy(rollout: RolloutEngine, records: list[dict], cfg: EvalConfig, max_new_tokens: int,
+def evaluate_policy(rollout: RolloutEngine, records: list[dict], cfg: HeldoutEvalConfig, max_new_tokens: int,
                     score: Callable[[list[str], list[dict]], list]) -> tuple[dict[str, float], list[dict]]:
     """(metrics, one row per problem with its samples). ``score(responses, records)`` -> Scores."""
     params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
