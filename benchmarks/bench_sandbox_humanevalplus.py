@@ -11,7 +11,9 @@ canonical solutions (EvalPlus: its ground-truth cache is emptied first; lad: eac
 is run in the sandbox to record them, then verified against them); "warm" reuses them. EvalPlus
 runs the programs without isolation; lad runs every program under bubblewrap, through the HTTP
 service. The rounds alternate between the two (``--rounds``, best of each reported), so both
-meet the same load on a shared machine.
+meet the same load on a shared machine; CPU seconds (EvalPlus with its worker processes; lad's
+client, service and sandboxes, counted through a cgroup of the service's own where one can be
+made) say what each costs whatever the load.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -74,15 +77,74 @@ def lad_warm(client: SandboxClient, tasks: list[dict], expected: dict) -> int:
     return sum(r.passed == r.total for r in results)
 
 
-def evalplus_run(python: str, samples: Path, cache: Path) -> tuple[float, str]:
+class ServiceCpu:
+    """CPU seconds of the service and every sandbox under it, through a cgroup of its own (cgroup
+    v1 cpuacct, or v2); ``None`` where none can be made (not root, no cgroup file system)."""
+
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+        own = {c: path for _, c, path in (line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().split())}
+        candidates = [(Path("/sys/fs/cgroup/cpuacct") / own.get("cpuacct", own.get("cpu,cpuacct", "/")).lstrip("/"),
+                       "cpuacct.usage")]
+        for root in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+            if (root / "cgroup.controllers").exists():
+                candidates.append((root / own.get("", "/").lstrip("/"), "cpu.stat"))
+        for base, usage in candidates:
+            try:
+                d = base / f"lad-bench-{os.getpid()}"
+                d.mkdir()
+            except OSError:
+                continue
+            if (d / usage).exists():
+                self.dir, self.usage = d, usage
+                return
+            d.rmdir()
+
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv``, started inside the cgroup."""
+        if self.dir is None:
+            return argv
+        return ["sh", "-c", f'echo $$ > "{self.dir}/cgroup.procs" && exec "$0" "$@"', *argv]
+
+    def seconds(self) -> float | None:
+        if self.dir is None:
+            return None
+        text = (self.dir / self.usage).read_text()
+        if self.usage == "cpuacct.usage":
+            return int(text) / 1e9
+        return int(dict(line.split() for line in text.splitlines())["usage_usec"]) / 1e6
+
+    def remove(self) -> None:
+        for _ in range(100):
+            if self.dir is None:
+                return
+            try:
+                self.dir.rmdir()
+                return
+            except OSError:  # the sandboxes are still on their way out
+                time.sleep(0.05)
+
+
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def evalplus_run(python: str, samples: Path, cache: Path) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of EvalPlus and its worker processes, its output)."""
     env = dict(os.environ, HUMANEVAL_OVERRIDE_PATH=str(DATA), XDG_CACHE_HOME=str(cache))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_children()
     done = subprocess.run([python, "-m", "evalplus.evaluate", "--dataset", "humaneval", "--samples", str(samples),
                            "--parallel", "2", "--i-just-wanna-run"], env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _cpu_children() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"evalplus failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return elapsed, done.stdout + done.stderr
+    return elapsed, cpu, done.stdout + done.stderr
 
 
 def _evalplus_score(output: str, tasks: int) -> str:
@@ -90,7 +152,10 @@ def _evalplus_score(output: str, tasks: int) -> str:
     return f"{round(float(found[-1]) * tasks)}/{tasks}" if found else "?"
 
 
-def evalplus_round(python: str, tasks: list[dict], work: Path) -> list[tuple[str, float, str]]:
+Row = tuple[str, float, "float | None", str]  # name, wall seconds, CPU seconds, tasks passed
+
+
+def evalplus_round(python: str, tasks: list[dict], work: Path) -> list[Row]:
     """Cold (its ground-truth cache emptied first) and warm."""
     samples = work / "samples.jsonl"
     samples.write_text("".join(json.dumps({"task_id": t["task_id"], "solution": _program(t)}) + "\n" for t in tasks))
@@ -100,20 +165,26 @@ def evalplus_round(python: str, tasks: list[dict], work: Path) -> list[tuple[str
     for name in ("cold (computes ground truth)", "warm (cached ground truth)"):
         for f in work.glob("*eval_results.json"):
             f.unlink()
-        seconds, out = evalplus_run(python, samples, cache)
-        rows.append((f"EvalPlus 0.3.1, {name}", seconds, _evalplus_score(out, len(tasks))))
+        seconds, cpu, out = evalplus_run(python, samples, cache)
+        rows.append((f"EvalPlus 0.3.1, {name}", seconds, cpu, _evalplus_score(out, len(tasks))))
     return rows
 
 
-def lad_round(client: SandboxClient, tasks: list[dict], in_flight: int) -> list[tuple[str, float, str]]:
-    start = time.perf_counter()
+def lad_round(client: SandboxClient, tasks: list[dict], in_flight: int, service: ServiceCpu) -> list[Row]:
+    """Cold and warm; CPU seconds are the client's (this process) plus the service's with its sandboxes."""
+    def cpu() -> float | None:
+        seconds = service.seconds()
+        return None if seconds is None else seconds + _cpu_self()
+
+    start, cpu0 = time.perf_counter(), cpu()
     solved, expected = lad_cold(client, tasks, in_flight)
-    cold = time.perf_counter() - start
+    cold, cpu1 = time.perf_counter() - start, cpu()
     start = time.perf_counter()
     warm_solved = lad_warm(client, tasks, expected)
-    warm = time.perf_counter() - start
-    return [("lad sandbox, cold (records expected outputs)", cold, f"{solved}/{len(tasks)}"),
-            ("lad sandbox, warm (expected outputs known)", warm, f"{warm_solved}/{len(tasks)}")]
+    warm, cpu2 = time.perf_counter() - start, cpu()
+    spent = (None, None) if cpu0 is None else (cpu1 - cpu0, cpu2 - cpu1)
+    return [("lad sandbox, cold (records expected outputs)", cold, spent[0], f"{solved}/{len(tasks)}"),
+            ("lad sandbox, warm (expected outputs known)", warm, spent[1], f"{warm_solved}/{len(tasks)}")]
 
 
 def main() -> None:
@@ -129,12 +200,13 @@ def main() -> None:
     tasks = [json.loads(line) for line in DATA.open()]
 
     work = Path(tempfile.mkdtemp(prefix="bench-heplus-"))
+    service = ServiceCpu()
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lad.sandbox", "serve", "--port", str(port), "--workers",
-                             str(args.workers)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(service.command([sys.executable, "-m", "lad.sandbox", "serve", "--port", str(port),
+                                             "--workers", str(args.workers)]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    rounds: list[list[tuple[str, float, str]]] = []
+    rounds: list[list[Row]] = []
     try:
         problem = wait_until_healthy(proc, url + "/healthz", 60)
         if problem is not None:
@@ -144,26 +216,30 @@ def main() -> None:
         with SandboxClient(url, concurrency=2 * args.workers) as client:
             for _ in range(args.rounds):  # alternating, so both sides meet the same load on a shared machine
                 rounds.append(evalplus_round(args.evalplus_python, tasks, work)
-                              + lad_round(client, tasks, 2 * args.workers))
+                              + lad_round(client, tasks, 2 * args.workers, service))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+        service.remove()
         shutil.rmtree(work, ignore_errors=True)
 
     table = Table(title=f"HumanEval+ canonical solutions, all {sum(len(_inputs(t)) for t in tasks)} inputs, "
                         f"2 workers each, {os.cpu_count()} CPUs")
-    table.add_column("evaluator")
-    table.add_column("seconds per round", justify="right")
-    table.add_column("best", justify="right")
-    table.add_column("tasks passed", justify="right")
-    best = []
-    for i, (name, _, _) in enumerate(rounds[0]):
-        times = [r[i][1] for r in rounds]
+    for col in ("evaluator", "seconds per round", "best", "CPU seconds per round", "tasks passed"):
+        table.add_column(col, justify="left" if col == "evaluator" else "right")
+    best, best_cpu = [], []
+    for i, (name, *_) in enumerate(rounds[0]):
+        times, cpus = [r[i][1] for r in rounds], [r[i][2] for r in rounds]
         best.append(min(times))
-        table.add_row(name, " ".join(f"{t:.1f}" for t in times), f"{min(times):.1f}", " ".join(r[i][2] for r in rounds))
+        best_cpu.append(None if None in cpus else min(cpus))
+        table.add_row(name, " ".join(f"{t:.1f}" for t in times), f"{min(times):.1f}",
+                      " ".join("n/a" if c is None else f"{c:.1f}" for c in cpus), " ".join(r[i][3] for r in rounds))
     console.print(table)
-    console.print(f"ratio EvalPlus / lad (best rounds): cold {best[0] / best[2]:.2f}x, warm {best[1] / best[3]:.2f}x "
-                  "(above 1: lad is faster)")
+    console.print(f"ratio EvalPlus / lad, wall clock (best rounds): cold {best[0] / best[2]:.2f}x, "
+                  f"warm {best[1] / best[3]:.2f}x (above 1: lad is faster)")
+    if None not in best_cpu:
+        console.print(f"ratio EvalPlus / lad, CPU seconds (least per round): cold {best_cpu[0] / best_cpu[2]:.2f}x, "
+                      f"warm {best_cpu[1] / best_cpu[3]:.2f}x (above 1: lad uses less)")
 
 
 if __name__ == "__main__":
