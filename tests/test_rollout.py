@@ -8,12 +8,8 @@ import torch
 
 from lad.rollout import ENGINES, Completion, RolloutEngine, SamplingParams, build_rollout
 from lad.rollout.base import prompt_ids
+from rollout_cases import PROMPTS, eos_biased
 
-PROMPTS = [
-    [{"role": "user", "content": "Use the numbers 3, 5, 7 to make 15."}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
-    [{"role": "user", "content": "Write a Python function f(x) that returns x plus 2."}],
-]
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +23,7 @@ def tiny():
 def eager_stopper(tiny):
     """The tiny model with an untied output layer whose bias makes EOS the likeliest token."""
     model, tok = tiny
-    m = copy.deepcopy(model)
-    head = torch.nn.Linear(m.config.hidden_size, m.config.vocab_size, bias=True)
-    with torch.no_grad():
-        head.weight.copy_(m.get_input_embeddings().weight)
-        head.bias.zero_()
-        head.bias[tok.eos_token_id] = 4.0
-    m.lm_head = head
-    return m, tok
+    return eos_biased(model, tok, 4.0), tok
 
 
 def teacher_forced(model, c: Completion, temperature: float = 1.0) -> torch.Tensor:

@@ -2,7 +2,6 @@
 transformers generate, sampling log-probs against a full forward, seeding, EOS / ignore_eos /
 stop strings, top-p, batching, the generic fallback, and a short training run through it."""
 
-import copy
 import json
 
 import pytest
@@ -10,16 +9,12 @@ import torch
 
 from lad.rollout import SamplingParams, build_rollout
 from lad.rollout.base import prompt_ids
+from rollout_cases import PROMPTS, eos_biased
 from lad.rollout.native import NativeRollout, _chunks
 from lad.rollout.native_fused import FusedDecoder, fused_unsupported
 from lad.rollout.native_generic import GenericDecoder
 from lad.rollout.native_sampling import Sampler, nucleus_mask
 
-PROMPTS = [
-    [{"role": "user", "content": "Use the numbers 3, 5, 7 to make 15."}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
-    [{"role": "user", "content": "Write a Python function f(x) that returns x plus 2."}],
-]
 DECODERS = ["fused", "generic"]
 
 
@@ -34,14 +29,7 @@ def tiny():
 def eager_stopper(tiny):
     """The tiny model with an untied output layer whose bias makes EOS likely."""
     model, tok = tiny
-    m = copy.deepcopy(model)
-    head = torch.nn.Linear(m.config.hidden_size, m.config.vocab_size, bias=True)
-    with torch.no_grad():
-        head.weight.copy_(m.get_input_embeddings().weight)
-        head.bias.zero_()
-        head.bias[tok.eos_token_id] = 3.0
-    m.lm_head = head
-    return m, tok
+    return eos_biased(model, tok, 3.0), tok
 
 
 def left_padded(tok, ids):
