@@ -95,7 +95,7 @@ def test_lad_eval_errors_are_one_line(checkpoint, tmp_path):
     result = runner.invoke(app, ["eval", "run", "-m", str(checkpoint), "-b", "math500", "--k", "0"])
     assert result.exit_code == 2 and "benchmarks.0.k: Input should be greater than or equal to 1" in _said(result)
     result = runner.invoke(app, ["eval", "run", "-m", str(checkpoint), "-b", "math500", "--engine", "sglang"])
-    assert result.exit_code == 2 and "engine: Value error, unknown rollout engine 'sglang'; expected one of ['hf', 'vllm']" in _said(result)
+    assert result.exit_code == 2 and "engine: Value error, unknown rollout engine 'sglang'; expected one of ['hf', 'native', 'vllm']" in _said(result)
     config = tmp_path / "eval.yaml"
     config.write_text(f"model: {checkpoint}\nbenchmarks: [{{name: synthetic_countdown, k: 1, limit: 1}}]\n"
                       f"output: {tmp_path / 'o2'}\nengine_options: {{max_batch: 4}}\n")
