@@ -248,12 +248,15 @@ def _not_dumpable():
 def sandbox_limits(init):
     """Limits for the whole sandbox, set once in the zygote and inherited by every child.
     RLIMIT_NPROC counts the processes of this user namespace: the executor starts every sandbox
-    as a non-root user on the host, so the kernel enforces it (it would not bind root). POSIX
+    as a non-root user on the host, so the kernel enforces it (it would not bind root). Without a
+    sandbox (isolation "none", trusted code only) it would count every process of the host user,
+    other sandboxes' included, and fail forks at random: it is left unset there. POSIX
     message queues live in the ipc namespace, where nothing can list them for removal: a zero
     RLIMIT_MSGQUEUE keeps programs from creating any."""
     _not_dumpable()
     _limit(resource.RLIMIT_CORE, 0)
-    _limit(resource.RLIMIT_NPROC, init["nproc"])
+    if init["private"]:
+        _limit(resource.RLIMIT_NPROC, init["nproc"])
     _limit(resource.RLIMIT_NOFILE, init["nofile"])
     _limit(resource.RLIMIT_FSIZE, init["fsize"])
     _limit(resource.RLIMIT_MSGQUEUE, 0)
