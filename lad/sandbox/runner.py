@@ -34,6 +34,7 @@ import _signal
 import _socket
 import array
 import binascii
+import gc as _gc
 import builtins
 import itertools
 import marshal
@@ -1059,6 +1060,9 @@ def serve(ctl, init_bytes):
     baseline = _own_state(init)
     size = _address_space()
     jobs = 0
+    # Every object the zygote holds now lives forever: out of the collector's sight, a forked
+    # child's collections no longer touch (and copy) the pages they share with the zygote.
+    _gc.freeze()
     sock.sendall(b'{"ready":true,"pid":%d}\n' % os.getpid())
     while True:
         fds = _recv_job(sock)
