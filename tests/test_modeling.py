@@ -16,11 +16,6 @@ from lad.modeling import (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return build_tiny_model("1m", seed=0)
-
-
 def test_presets_have_their_advertised_size():
     small, _ = build_tiny_model("1m", seed=0)
     big, _ = build_tiny_model("10m", seed=0)

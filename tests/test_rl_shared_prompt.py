@@ -17,10 +17,9 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from lad.modeling import build_tiny_model
-
-    return build_tiny_model("1m", seed=0)[0]
+def tiny_lm(tiny):
+    """The tiny model alone."""
+    return tiny[0]
 
 
 def grouped_samples(groups: list[tuple[int, list[int]]], seed: int = 0) -> list[Sample]:
@@ -69,8 +68,8 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
 
 
-def test_shared_prompt_logprobs_entropies_and_gradients_equal_the_full_forward(tiny):
-    model = copy.deepcopy(tiny)
+def test_shared_prompt_logprobs_entropies_and_gradients_equal_the_full_forward(tiny_lm):
+    model = copy.deepcopy(tiny_lm)
     ss = grouped_samples(MIXED)
     kw = shared_prompt_kwarg(model)
     assert kw == "cache"
@@ -103,27 +102,27 @@ def test_shared_prompt_logprobs_entropies_and_gradients_equal_the_full_forward(t
     assert torch.allclose(old * shared_batch["response_mask"], want_logp, atol=1e-5, rtol=0)
 
 
-def test_one_token_responses_take_the_prompt_forward_only(tiny):
+def test_one_token_responses_take_the_prompt_forward_only(tiny_lm):
     ss = grouped_samples([(4, [1, 1]), (9, [1, 1, 1])])
     batch = collate(ss, 0, CPU, share_prompts=True)
-    spy = Spy(tiny)
+    spy = Spy(tiny_lm)
     with torch.no_grad():
         logp, ent = token_logprobs(spy, batch, 1.0, entropy=True, cache_kwarg="cache")
-        want, want_ent = token_logprobs(tiny, collate(ss, 0, CPU), 1.0, entropy=True)
+        want, want_ent = token_logprobs(tiny_lm, collate(ss, 0, CPU), 1.0, entropy=True)
     assert spy.calls == [True]
     assert torch.allclose(logp, want, atol=1e-5, rtol=0) and torch.allclose(ent, want_ent, atol=1e-5, rtol=0)
 
 
-def test_the_full_forward_is_taken_where_nothing_is_shared_or_the_model_takes_no_cache(tiny):
+def test_the_full_forward_is_taken_where_nothing_is_shared_or_the_model_takes_no_cache(tiny_lm):
     distinct = grouped_samples([(3, [4]), (5, [2]), (7, [6])])
     batch = collate(distinct, 0, CPU, share_prompts=True)
     assert "prompt_rows" not in batch  # every prompt distinct
-    spy = Spy(tiny)
+    spy = Spy(tiny_lm)
     with torch.no_grad():
         token_logprobs(spy, batch, 1.0, cache_kwarg="cache")
     assert spy.calls == [False]
 
-    no_cache = NoCacheLM(tiny)
+    no_cache = NoCacheLM(tiny_lm)
     assert shared_prompt_kwarg(no_cache) is None
     shared = collate(grouped_samples(MIXED), 0, CPU, share_prompts=True)
     spy = Spy(no_cache)
@@ -131,7 +130,7 @@ def test_the_full_forward_is_taken_where_nothing_is_shared_or_the_model_takes_no
         token_logprobs(spy, shared, 1.0, cache_kwarg=shared_prompt_kwarg(no_cache))
     assert spy.calls == [False]
 
-    sliding = copy.deepcopy(tiny)
+    sliding = copy.deepcopy(tiny_lm)
     sliding.config.layer_types = ["full_attention", "sliding_attention"] + ["full_attention"] * (sliding.config.num_hidden_layers - 2)
     assert shared_prompt_kwarg(sliding) is None
 
@@ -146,7 +145,7 @@ def _config(**train) -> RLConfig:
     })
 
 
-def test_policy_update_with_shared_prompts_equals_the_full_forward_update(tiny):
+def test_policy_update_with_shared_prompts_equals_the_full_forward_update(tiny_lm):
     """Old log-probs, reference log-probs and two epochs of two mini-batches each: the same
     weights and metrics whether the micro-batches forward each prompt once or every row in full.
     (Adam's eps is raised to lr: near-zero gradient entries are rounding noise that Adam would
@@ -155,8 +154,8 @@ def test_policy_update_with_shared_prompts_equals_the_full_forward_update(tiny):
     cfg = _config(mini_batch_size=8, micro_batch_size=4)
     results = {}
     for name, wrap in (("shared", lambda m: m), ("full", NoCacheLM)):
-        model = wrap(copy.deepcopy(tiny))
-        ref = wrap(copy.deepcopy(tiny)).eval().requires_grad_(False)
+        model = wrap(copy.deepcopy(tiny_lm))
+        ref = wrap(copy.deepcopy(tiny_lm)).eval().requires_grad_(False)
         engine = TorchEngine(model, cfg.optim, cfg.engine, total_steps=10, grad_accum=2)
         spy = Spy(engine.forward)
         engine.forward = spy
@@ -165,7 +164,7 @@ def test_policy_update_with_shared_prompts_equals_the_full_forward_update(tiny):
     (shared, m_shared, calls), (full, m_full, full_calls) = results["shared"], results["full"]
     assert set(calls) == {True} and set(full_calls) == {False}
     assert max(float((p - q).abs().max()) for p, q in zip(shared, full)) < 1e-6
-    assert max(float((p - q).abs().max()) for p, q in zip(shared, tiny.parameters())) > 1e-3  # it did move
+    assert max(float((p - q).abs().max()) for p, q in zip(shared, tiny_lm.parameters())) > 1e-3  # it did move
     assert m_shared.keys() == m_full.keys()
     for key, value in m_full.items():
         assert m_shared[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

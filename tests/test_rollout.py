@@ -13,13 +13,6 @@ from rollout_cases import PROMPTS, eos_biased
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from lad.modeling import build_tiny_model
-
-    return build_tiny_model("1m", seed=0)
-
-
-@pytest.fixture(scope="module")
 def eager_stopper(tiny):
     """The tiny model with an untied output layer whose bias makes EOS the likeliest token."""
     model, tok = tiny

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lad.rollout import SamplingParams, build_rollout
-from lad.rollout.base import prompt_ids
+from lad.rollout.base import left_pad, prompt_ids
 from rollout_cases import PROMPTS, eos_biased
 from lad.rollout.native import NativeRollout, _chunks
 from lad.rollout.native_fused import FusedDecoder, fused_unsupported
@@ -19,27 +19,10 @@ DECODERS = ["fused", "generic"]
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from lad.modeling import build_tiny_model
-
-    return build_tiny_model("1m", seed=0)
-
-
-@pytest.fixture(scope="module")
 def eager_stopper(tiny):
     """The tiny model with an untied output layer whose bias makes EOS likely."""
     model, tok = tiny
     return eos_biased(model, tok, 3.0), tok
-
-
-def left_padded(tok, ids):
-    width = max(map(len, ids))
-    input_ids = torch.full((len(ids), width), tok.pad_token_id)
-    attention = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, p in enumerate(ids):
-        input_ids[i, width - len(p):] = torch.tensor(p)
-        attention[i, width - len(p):] = 1
-    return input_ids, attention
 
 
 def full_forward_logprobs(model, prompt: list[int], completion: list[int], temperature: float) -> torch.Tensor:
@@ -58,7 +41,7 @@ def test_decoder_logits_equal_the_models_forward_over_the_left_padded_batch(tiny
     model, tok = tiny
     model.eval()
     ids = prompt_ids(tok, PROMPTS)
-    input_ids, attention = left_padded(tok, ids)
+    input_ids, attention = left_pad(ids, tok.pad_token_id)
     n, new = 2, [[5, 9], [7, 7], [11, 3], [4, 8], [6, 2], [10, 12]]  # two appended tokens per row
     rows = input_ids.repeat_interleave(n, 0)
     mask = attention.repeat_interleave(n, 0)
@@ -81,7 +64,7 @@ def test_greedy_equals_transformers_generate_token_for_token(tiny, decoder):
     model.eval()
     ids = prompt_ids(tok, PROMPTS)
     assert len({len(p) for p in ids}) == 3  # three widths: real left padding
-    input_ids, attention = left_padded(tok, ids)
+    input_ids, attention = left_pad(ids, tok.pad_token_id)
     steps = 12
     with torch.no_grad():
         ref = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False, max_new_tokens=steps,

@@ -30,11 +30,6 @@ from lad.train.sft_data import (
 MSG = [{"role": "user", "content": "2 + 3?"}]
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return build_tiny_model("1m", seed=0)
-
-
 # ---------------------------------------------------------------- pairs and records
 
 

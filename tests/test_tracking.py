@@ -148,13 +148,6 @@ def backend(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from lad.modeling import build_tiny_model
-
-    return build_tiny_model("1m", seed=0)
-
-
-@pytest.fixture(scope="module")
 def logged(backend, tiny):
     """Two training runs, each with a logged model: (model_uri, run_id) pairs."""
     tracker = backend.tracker()

@@ -62,6 +62,20 @@ class RolloutEngine(Protocol):
         """Make the next ``generate`` sample from ``model``'s current weights."""
 
 
+def left_pad(ids: list[list[int]], pad_id: int):
+    """(input_ids, attention_mask) [B, longest] of token-id lists padded on the left, as decoders
+    batch prompts so that every row's next token sits in the last column."""
+    import torch
+
+    width = max(map(len, ids))
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, p in enumerate(ids):
+        input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        attention[i, width - len(p):] = 1
+    return input_ids, attention
+
+
 def prompt_ids(tokenizer, prompts: list[list[dict]]) -> list[list[int]]:
     """Token ids of chat prompts with the generation prompt appended, as every engine and the trainer see them."""
     from lad.train.sft_data import prompt_text

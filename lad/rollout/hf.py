@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from lad.rollout.base import Completion, SamplingParams, prompt_ids
+from lad.rollout.base import Completion, SamplingParams, left_pad, prompt_ids
 
 
 class _SampledLogprobs:
@@ -84,12 +84,7 @@ class HFRollout:
         from transformers import GenerationConfig, LogitsProcessorList
 
         tok = self.tokenizer
-        width = max(map(len, batch))
-        input_ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, p in enumerate(batch):
-            input_ids[i, width - len(p):] = torch.tensor(p)
-            attention[i, width - len(p):] = 1
+        input_ids, attention = left_pad(batch, tok.pad_token_id)
         recorder = _SampledLogprobs(params.temperature)
         config = GenerationConfig(
             do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
@@ -101,7 +96,7 @@ class HFRollout:
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config,
                 logits_processor=LogitsProcessorList([recorder]), tokenizer=tok if params.stop else None,
             )
-        new = gen.sequences[:, width:]
+        new = gen.sequences[:, input_ids.shape[1]:]
         logprobs = recorder.finish(new[:, -1]).cpu().tolist()
         return [self._completion(p, row, lp, params) for p, row, lp in zip(batch, new.cpu().tolist(), logprobs)]
 

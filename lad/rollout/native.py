@@ -25,7 +25,7 @@ from typing import Literal, Optional
 
 import torch
 
-from lad.rollout.base import Completion, SamplingParams, prompt_ids
+from lad.rollout.base import Completion, SamplingParams, left_pad, prompt_ids
 from lad.rollout.native_fused import FusedDecoder, fused_unsupported
 from lad.rollout.native_generic import GenericDecoder
 from lad.rollout.native_sampling import Sampler
@@ -83,12 +83,7 @@ class NativeRollout:
                         generator: Optional[torch.Generator]) -> list[Completion]:
         """n completions of each prompt of ``ids``, prompt-major."""
         tok = self.tokenizer
-        width = max(map(len, ids))
-        input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, p in enumerate(ids):
-            input_ids[i, width - len(p):] = torch.tensor(p)
-            attention[i, width - len(p):] = 1
+        input_ids, attention = left_pad(ids, tok.pad_token_id)
         decoder = self._make_decoder()
         logits = decoder.prefill(input_ids.to(device), attention.to(device), n, params.max_new_tokens)
         tokens, logprobs, lengths, reasons = self._decode(decoder, logits.repeat_interleave(n, dim=0), params, device, generator)
