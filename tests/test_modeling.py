@@ -7,7 +7,6 @@ from servers import s3, s3_server  # noqa: F401
 from lad.modeling import (
     CARD_FILE,
     IM_END,
-    TINY_PRESETS,
     build_tiny_model,
     load_model,
     parameter_count,

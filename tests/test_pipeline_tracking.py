@@ -5,8 +5,6 @@ register stage); retried steps add no run."""
 
 from pathlib import Path
 
-import pytest
-
 from servers import mlflow_store  # noqa: F401
 
 from lad.pipeline import steps

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from lad.train.engine import EngineConfig, OptimConfig, TorchEngine
+from lad.train.engine import TorchEngine
 from lad.train.rl import RLConfig, load_config, make_scorer, policy_update, rollout_metrics, step_prompts, update_plan
 from lad.train.rl_batch import Sample, collate, token_logprobs
 

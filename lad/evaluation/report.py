@@ -251,7 +251,7 @@ def comparison(runs: list[tuple[str, dict]]) -> dict:
             b = s["benchmarks"].get(name)
             if b is not None:
                 k = b["k"]
-                table[name][label] = {"k": k, f"avg@k": b[f"avg@{k}"], "pass@k": b[f"pass@{k}"], "maj@k": b[f"maj@{k}"],
+                table[name][label] = {"k": k, "avg@k": b[f"avg@{k}"], "pass@k": b[f"pass@{k}"], "maj@k": b[f"maj@{k}"],
                                       "dist-4": b.get("dist-4"), "avg@k_ci95": b[f"avg@{k}_ci95"]}
     means = {label: s["aggregate"]["all"] for label, s in runs}
     return {"runs": [label for label, _ in runs], "benchmarks": table, "mean": means}

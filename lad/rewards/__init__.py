@@ -6,8 +6,6 @@ processes) and returns one ``Score`` (value, reason, judged answer) per response
 
 from __future__ import annotations
 
-from typing import Callable
-
 from lad.rewards.countdown import score_countdown
 from lad.rewards.extract import extract_answer, last_boxed
 from lad.rewards.math import MathVerifier, Score, default_verifier, score_math
