@@ -20,6 +20,7 @@ import json
 import marshal
 import os
 import queue
+import select
 import selectors
 import shutil
 import socket
@@ -58,6 +59,7 @@ _COMPILE = ("import marshal, sys\n"
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 START_TIMEOUT_S = 60.0  # a sandbox that is not ready by then is reported as a start failure
 DRAIN_S = 0.5  # after the job's end, how long output may still arrive (isolation none: escaped processes)
+CLEANUP_TIMEOUT_S = 10.0  # a zygote whose cleanup verdict takes longer is recycled as "late"
 RECYCLE_STATUSES = {"timeout", "memory_limit", "output_limit", "sandbox_error"}
 
 
@@ -91,7 +93,6 @@ class _Outcome:
         self.killed_at_deadline = False
         self.wall_s = 0.0
         self.failure = ""  # why the sandbox could not run the job (it did not start, or died)
-        self.unclean = ""  # what the cleanup after the job could not restore
 
 
 class _Sandbox:
@@ -103,6 +104,44 @@ class _Sandbox:
         self.ctl = ctl
         self.jobs = 0
         self.dead = False  # no further job may go to it
+        self.verdict_pending = False  # its last job is answered, the cleanup's verdict not read yet
+        self._ctl_bytes = bytearray()  # read from ctl past the last whole line
+
+    def _line(self) -> Optional[bytes]:
+        """The next whole line the zygote sent, if it is already here."""
+        end = self._ctl_bytes.find(b"\n")
+        if end < 0:
+            return None
+        line = bytes(self._ctl_bytes[:end])
+        del self._ctl_bytes[:end + 1]
+        return line
+
+    def settle(self, timeout: float) -> str:
+        """Wait for the verdict on the cleanup after the last job: "" when the sandbox is clean
+        and may take the next job, else why it must be recycled."""
+        if not self.verdict_pending:
+            return ""
+        deadline = time.monotonic() + timeout
+        while (line := self._line()) is None:
+            try:
+                chunk = self.ctl.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.ctl], [], [], left)[0]:
+                    return "late: no cleanup verdict within %g s" % timeout
+                continue
+            except OSError:
+                return "died"
+            if not chunk:
+                return "died"
+            self._ctl_bytes += chunk
+        self.verdict_pending = False
+        try:
+            verdict = json.loads(line)
+            clean, reason = verdict["clean"] is True, str(verdict["reason"])
+        except (ValueError, KeyError, TypeError):
+            return f"died: the runner answered {line[:200]!r}"
+        return "" if clean else "unclean: " + (reason or "unclean")
 
     def kill(self) -> None:
         self.dead = True
@@ -113,8 +152,8 @@ class _Sandbox:
 
     def execute(self, job: bytes, stdin: bytes, deadline_s: float, stdout_cap: int, stderr_cap: int,
                 on_line: Optional[Callable[[bytes], bool]] = None) -> _Outcome:
-        """Run one job: send its pipes, feed it, collect its output and the zygote's status line.
-        With ``on_line``, stdout is handed over line by line instead of kept; a True answer asks
+        """Run one job: send its pipes, feed it, collect its output and the zygote's status line
+        (the cleanup's verdict follows; see ``settle``). With ``on_line``, stdout is handed over line by line instead of kept; a True answer asks
         the runner to stop. Past the deadline, or on overflow, the sandbox is marked dead."""
         out = _Outcome()
         start = time.monotonic()
@@ -167,7 +206,6 @@ class _Sandbox:
             ctl = self.ctl.fileno()
             for fd in (out_r, err_r, ctl):
                 sel.register(fd, selectors.EVENT_READ)
-            status_line = bytearray()
             lines, scan = bytearray(), 0
             done: Optional[dict] = None
             stop = stop_sent = False
@@ -200,16 +238,17 @@ class _Sandbox:
                             sel.unregister(ctl)
                             deadline = min(deadline, time.monotonic() + DRAIN_S)
                             continue
-                        status_line += chunk
-                        if b"\n" in status_line:
+                        self._ctl_bytes += chunk
+                        line = self._line()
+                        if line is not None:
                             try:
-                                done = json.loads(bytes(status_line[:status_line.index(b"\n")]))
-                                done = {"status": int(done["status"]), "clean": done["clean"] is True,
-                                        "reason": str(done["reason"]), "jobs": int(done["jobs"])}
+                                done = json.loads(line)
+                                done = {"status": int(done["status"]), "jobs": int(done["jobs"])}
                             except (ValueError, KeyError, TypeError):
-                                out.failure = f"the sandbox's runner answered {bytes(status_line[:200])!r}"
+                                out.failure = f"the sandbox's runner answered {line[:200]!r}"
                                 self.dead = True
                                 return
+                            self.verdict_pending = True
                             sel.unregister(ctl)
                             deadline = min(deadline, time.monotonic() + DRAIN_S)
                     else:
@@ -243,8 +282,6 @@ class _Sandbox:
                 return
             out.returncode = done["status"]
             self.jobs = done["jobs"]
-            if not done["clean"]:
-                out.unclean = str(done["reason"]) or "unclean"
             if out.overflow or out_r in open_fds or err_r in open_fds:
                 self.dead = True  # output the job did not finish writing belongs to nobody
         finally:
@@ -361,6 +398,18 @@ class _Pool:
                 self._ask_start()
 
     def acquire(self) -> _Sandbox:
+        """An idle sandbox whose cleanup after its last job is verified. The verdict is read here,
+        out of the lock, rather than when the last job ended: the cleanup then runs while that
+        job's answer goes back to its client."""
+        while True:
+            sandbox = self._take()
+            problem = sandbox.settle(CLEANUP_TIMEOUT_S)
+            if not problem:
+                return sandbox
+            with self._cond:
+                self._discard(sandbox, problem)
+
+    def _take(self) -> _Sandbox:
         with self._cond:
             if self._closed:
                 raise SandboxStartError("the sandbox pool is closed")
@@ -524,8 +573,6 @@ class Executor:
                 shutil.rmtree(workdir, ignore_errors=True)
         if out.failure or out.killed_at_deadline:
             lease.recycle("died" if out.failure else "deadline")
-        elif out.unclean:
-            lease.recycle("unclean: " + out.unclean)
         return out
 
     # ---- API ------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ this process's children:
   per-test time limit and the output cap and kills every leftover process of a test before the
   next one starts. Anything written to the job pipe after the job asks it to stop early.
 
-After each job the zygote restores a clean sandbox before it answers: it kills every other
-process (as pid 1, kill(-1) reaches all of them), empties the writable tmpfs mounts, removes
-SysV IPC objects, clears the per-namespace keyrings, and checks that all of this, its own
-resource limits and scheduling included, is as it was at start. The executor recycles the
-sandbox when that check fails.
+After each job the zygote reports the job's status, then restores a clean sandbox: it kills
+every other process (as pid 1, kill(-1) reaches all of them), empties the writable tmpfs mounts,
+removes SysV IPC objects, clears the per-namespace keyrings, and checks that all of this, its
+own resource limits and scheduling included, is as it was at start, and reports that verdict.
+The executor sends no further job before the verdict, and recycles the sandbox when the check
+failed.
 
 The zygote stays out of the programs' reach: it is pid 1 (the kernel drops the signals a
 program sends it, and it installs no handler), non-dumpable (no ptrace, no /proc/1/mem or fd),
@@ -1038,9 +1039,18 @@ def _one_job(fds):
     return status
 
 
+def _send(sock, line):
+    try:
+        sock.sendall(line)
+    except OSError:  # the executor went away
+        os._exit(0)
+
+
 def serve(ctl, init_bytes):
-    """The zygote's loop: one job at a time, each followed by a cleanup and one status line on
-    the control socket: {"status", "clean", "reason", "jobs"}."""
+    """The zygote's loop: one job at a time. After each, two lines on the control socket: the
+    job's status ({"status", "jobs"}) as soon as the job is over, so the executor can answer the
+    request while the sandbox restores itself, then the cleanup's verdict ({"clean", "reason"}),
+    which the executor reads before it sends the next job."""
     global _PRIVATE_PIDS
     init = marshal.loads(init_bytes)
     _PRIVATE_PIDS = bool(init["private"])
@@ -1063,22 +1073,19 @@ def serve(ctl, init_bytes):
     # Every object the zygote holds now lives forever: out of the collector's sight, a forked
     # child's collections no longer touch (and copy) the pages they share with the zygote.
     _gc.freeze()
-    sock.sendall(b'{"ready":true,"pid":%d}\n' % os.getpid())
+    _send(sock, b'{"ready":true,"pid":%d}\n' % os.getpid())
     while True:
         fds = _recv_job(sock)
         if fds is None:
             os._exit(0)
         status = _one_job(fds)
         jobs += 1
+        _send(sock, b'{"status":%d,"jobs":%d}\n' % (status, jobs))
         try:
             clean, reason = _cleanup(init, baseline, size)
         except BaseException as exc:
             clean, reason = False, "cleanup failed: " + _describe(exc)
-        try:
-            sock.sendall(('{"status":%d,"clean":%s,"reason":%s,"jobs":%d}\n'
-                          % (status, "true" if clean else "false", _quote(reason), jobs)).encode())
-        except OSError:  # the executor went away
-            os._exit(0)
+        _send(sock, ('{"clean":%s,"reason":%s}\n' % ("true" if clean else "false", _quote(reason))).encode())
 
 
 if __name__ == "__main__":
