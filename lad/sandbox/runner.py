@@ -282,6 +282,24 @@ def _print_traceback():
     traceback.print_exc()
 
 
+_STREAMS = ()  # sys.stdin, stdout and stderr of every child, made once by the zygote
+
+
+def _std_streams():
+    """Text streams over fds 0, 1 and 2. Made once: making them in every child was a third of
+    its copy-on-write faults. Made while those fds are a pipe, as every job's are, so that
+    they describe one (not seekable); the zygote never uses them, so their buffers are empty
+    at every fork, and each child writes only to its own copy."""
+    r, w = os.pipe()
+    os.dup2(r, 0)
+    os.dup2(w, 1)
+    os.dup2(w, 2)
+    os.close(r)
+    os.close(w)
+    return (open(0, "r", encoding="utf-8", closefd=False), open(1, "w", encoding="utf-8", closefd=False),
+            open(2, "w", encoding="utf-8", closefd=False))
+
+
 def _fresh_main():
     module = type(sys)("__main__")
     module.__builtins__ = builtins
@@ -332,9 +350,7 @@ def run_mode(job):
         try:
             os.setpgid(0, 0)
             os.closerange(3, 1 << 20)  # the control socket and the job pipe stay with the zygote
-            sys.stdin = open(0, "r", encoding="utf-8", closefd=False)
-            sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
-            sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
+            sys.stdin, sys.stdout, sys.stderr = _STREAMS
             program_limits(job, job["cpu_s"])
             del job
             exec(compile(code, "<program>", "exec"), _fresh_main())
@@ -424,32 +440,36 @@ def _kill_group(pid):
             pass
 
 
-def _sweep():
-    """Kill every process of this sandbox except this runner (pid 1 under bwrap), so nothing a
-    test started in the background survives into the next test. Without a private pid
-    namespace (isolation none) /proc lists the host's processes: then only reap."""
-    if not _PRIVATE_PIDS:
-        _reap()
-        return
-    me = os.getpid()
-    for _ in range(50):
-        others = []
+def _kill_everything():
+    """As pid 1 of the sandbox's pid namespace, kill(-1) reaches every other process in it.
+    Every process of the namespace descends from pid 1 (orphans are re-parented to it), so
+    once it has no children left there are no other processes."""
+    end = time.monotonic() + 2.0
+    while True:
         try:
-            names = os.listdir("/proc")
+            os.kill(-1, SIGKILL)
         except OSError:
-            return
-        for name in names:
-            if name.isdigit() and int(name) not in (1, me):
-                others.append(int(name))
-        if not others:
-            return
-        for pid in others:
+            pass
+        while True:
             try:
-                os.kill(pid, SIGKILL)
-            except OSError:
-                pass
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if pid == 0:
+                break
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.0005)
+
+
+def _sweep():
+    """Kill every process of this sandbox except this runner, so nothing a test or program
+    started in the background survives into the next one. Without a private pid namespace
+    (isolation none) kill(-1) would reach the host user's processes: then only reap."""
+    if _PRIVATE_PIDS:
+        _kill_everything()
+    else:
         _reap()
-        time.sleep(0.002)
 
 
 def _reap():
@@ -507,9 +527,7 @@ class Child:
                     os.close(res_r)
                     os.dup2(res_w, 3)
                 _child_stdio(in_r, out_w, err_w, 4 if res_r is not None else 3)
-                sys.stdin = open(0, "r", encoding="utf-8", closefd=False)
-                sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
-                sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
+                sys.stdin, sys.stdout, sys.stderr = _STREAMS
                 target()
             except MemoryError:
                 _flush()
@@ -844,28 +862,6 @@ WIPE_BUDGET = 10000  # entries a job may leave in the tmpfs mounts; more and the
 GROWTH_LIMIT = 64 << 20
 
 
-def _kill_everything():
-    """As pid 1 of the sandbox's pid namespace, kill(-1) reaches every other process in it.
-    Every process of the namespace descends from pid 1 (orphans are re-parented to it), so
-    once it has no children left there are no other processes."""
-    end = time.monotonic() + 2.0
-    while True:
-        try:
-            os.kill(-1, SIGKILL)
-        except OSError:
-            pass
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return True
-            if pid == 0:
-                break
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.0005)
-
-
 def _empty_dir(top):
     """Delete everything under ``top`` (a program may have made directories unwritable)."""
     budget = WIPE_BUDGET
@@ -888,10 +884,19 @@ def _empty_dir(top):
     return not os.listdir(top)
 
 
+def _read_small(path):
+    """A /proc file's bytes, without the io stack: the cleanup runs after every job, and each
+    page of the zygote it writes costs a copy-on-write fault after the next fork."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+
+
 def _ipc_ids(path):
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()[1:]
+        lines = _read_small(path).splitlines()[1:]
     except FileNotFoundError:  # a kernel without SysV IPC
         return []
     return [int(line.split()[1]) for line in lines if line.strip()]
@@ -926,18 +931,20 @@ def _clear_keyrings():
     return True
 
 
+_RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
+
+
 def _own_state(init):
     """What a program could change about the zygote from outside (prlimit(2), setpriority(2),
     sched_setaffinity(2) work across processes of one uid) and the tmpfs mount points' modes."""
-    limits = tuple(resource.getrlimit(getattr(resource, n)) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
+    limits = tuple(map(resource.getrlimit, _RLIMITS))
     affinity = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
-    modes = tuple((os.stat(d).st_mode, os.stat(d).st_uid) for d in init["wipe"])
+    modes = tuple((st.st_mode, st.st_uid) for st in map(os.stat, init["wipe"]))
     return limits, os.getpriority(os.PRIO_PROCESS, 0), affinity, modes
 
 
 def _address_space():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    return int(_read_small("/proc/self/statm").split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _cleanup(init, baseline, size):
@@ -1051,7 +1058,7 @@ def serve(ctl, init_bytes):
     job's status ({"status", "jobs"}) as soon as the job is over, so the executor can answer the
     request while the sandbox restores itself, then the cleanup's verdict ({"clean", "reason"}),
     which the executor reads before it sends the next job."""
-    global _PRIVATE_PIDS
+    global _PRIVATE_PIDS, _STREAMS
     init = marshal.loads(init_bytes)
     _PRIVATE_PIDS = bool(init["private"])
     if ctl != CTL_FD:
@@ -1061,6 +1068,7 @@ def serve(ctl, init_bytes):
     if null != NULL_FD:
         os.dup2(null, NULL_FD)
         os.close(null)
+    _STREAMS = _std_streams()
     for std in (0, 1, 2):
         os.dup2(NULL_FD, std)  # bwrap's pipes: only its own start-up errors belong there
     os.closerange(NULL_FD + 1, 1 << 20)

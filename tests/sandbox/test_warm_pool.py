@@ -233,3 +233,21 @@ def test_a_sandbox_that_dies_during_a_job_is_a_sandbox_error_and_replaced(ex):
     assert (r.status, r.exit_code, r.stderr) == ("sandbox_error", None, "the sandbox's runner died")
     assert ex.stats()["recycled"] == {"died": 1}
     assert _pid(ex) == 2
+
+
+def test_every_job_gets_stdio_streams_no_earlier_job_wrote_to(ex):
+    """The children's sys.stdin/stdout/stderr are made once by the runner; what a program left in
+    their buffers (it never flushed, os._exit skips it) stays in its own process."""
+    left = ex.run(RunRequest(code="import os, sys\nsys.stdout.write('left')\nsys.stderr.write('left')\n"
+                                  "sys.stdin.read(1)\nos._exit(0)\n", stdin="abc"))
+    assert (left.status, left.stdout, left.stderr) == ("ok", "", "")
+    streams = ("import sys\nprint([(s.seekable(), s.isatty(), s.encoding, s.errors, s.line_buffering, s.closed)"
+               " for s in (sys.stdin, sys.stdout, sys.stderr)], sys.stdin.read())\n")
+    r = ex.run(RunRequest(code=streams, stdin="in"))
+    assert (r.status, r.stdout, r.stderr) == (
+        "ok", "[(False, False, 'utf-8', 'strict', False, False), (False, False, 'utf-8', 'strict', False, False), "
+              "(False, False, 'utf-8', 'strict', False, False)] in\n", "")
+    r = ex.evaluate(EvaluateRequest(code="import sys\nprint(sys.stdin.seekable(), sys.stdin.read())\n",
+                                    tests=[{"type": "stdin", "input": "x", "output": "False x"}]))
+    assert [v.status for v in r.verdicts] == ["passed"]
+    assert ex.stats()["started"] == 1
