@@ -5,9 +5,10 @@ downloaded); prompts are random token ids and rewards random 0/1 draws, so every
 real work of the trainer (HF rollout with KV cache, group advantages, old log-probs, policy loss,
 backward, ZeRO-2 optimizer step) on fixed-length completions, identical for both objectives.
 Steps alternate GRPO / LAD on one engine; the first step of each is warm-up. Prints the time
-split, completion tokens/s, MFU and the LAD / GRPO update-time ratio.
+split, completion tokens/s, MFU and the LAD / GRPO update-time ratio, for each rollout engine
+asked for (``--engines hf,native``), and how far the rollout's log-probs are from the trainer's.
 
-    python3 scripts/gpu_check.py [--steps 3 --prompts 16 --group 8 --prompt-len 256 --response-len 512]
+    python3 scripts/gpu_check.py [--engines hf,native --steps 3 --prompts 16 --group 8 --prompt-len 256 --response-len 512]
 
 Imports only what the trainer needs (torch, transformers, deepspeed, pydantic, pyyaml); no MLflow.
 """
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lad.advantages import get_advantage  # noqa: E402
 from lad.rollout import SamplingParams  # noqa: E402
 from lad.rollout.hf import HFRollout  # noqa: E402
+from lad.rollout.native import NativeRollout  # noqa: E402
 from lad.train.engine import EngineConfig, OptimConfig, build_engine  # noqa: E402
 from lad.train.rl import RLConfig, policy_update  # noqa: E402
 from lad.train.rl_batch import Sample  # noqa: E402
@@ -56,6 +58,7 @@ def flops_per_token(n_params: int, vocab: int, hidden: int, layers: int, context
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engines", default="hf,native", help="rollout engines to check, comma-separated: hf, native")
     parser.add_argument("--steps", type=int, default=3, help="steps per objective, the first one warm-up")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group", type=int, default=8)
@@ -67,6 +70,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the GPU; default from its name")
     parser.add_argument("--cpu-smoke", action="store_true", help="a 2-layer, small-vocabulary model in fp32 on CPU, to check the script itself")
     args = parser.parse_args()
+    engines = args.engines.split(",")
+    if not set(engines) <= {"hf", "native"}:
+        raise SystemExit(f"--engines: expected a comma-separated list of hf and native, got {args.engines!r}")
     cuda = torch.cuda.is_available()
     if not cuda and not args.cpu_smoke:
         raise SystemExit("gpu_check needs a CUDA GPU (or --cpu-smoke)")
@@ -98,13 +104,19 @@ def main() -> None:
     engine = build_engine(model, OptimConfig(lr=1e-6, warmup_steps=0, min_lr_ratio=1.0), EngineConfig(name="deepspeed", zero_stage=args.zero, precision=precision),
                           total_steps=10 * args.steps * cfg0.optimizer_steps(), grad_accum=cfg0.mini_batch() // args.micro,
                           micro_batch_size=args.micro)
-    with engine.full_model() as full:
-        rollout = HFRollout(full, IdTokenizer(), max_batch_size=b)
     advantage = get_advantage("grpo")
     print(f"{name}: {'Qwen2.5-0.5B-shaped' if not args.cpu_smoke else 'smoke-test'} model, {n_params / 1e6:.0f}M parameters, DeepSpeed ZeRO-{args.zero} {precision}; "
           f"P={args.prompts} G={args.group} prompt {args.prompt_len} + response {args.response_len} tokens (fixed length); "
           f"{args.minibatches} optimizer steps per rollout, micro-batch {args.micro}", flush=True)
+    for engine_name in engines:
+        with engine.full_model() as full:
+            rollout = (HFRollout if engine_name == "hf" else NativeRollout)(full, IdTokenizer(), max_batch_size=b)
+        print(f"\nrollout engine {engine_name}:", flush=True)
+        check(args, engine, rollout, cfgs, advantage, sync, shape, n_params, peak, name, b)
 
+
+def check(args, engine, rollout, cfgs, advantage, sync, shape, n_params, peak, name, b) -> None:
+    """Alternate GRPO and LAD steps with one rollout engine; print the medians."""
     rows: dict[str, list[dict]] = {"grpo": [], "lad": []}
     for step in range(2 * args.steps):
         obj = ("grpo", "lad")[step % 2]
@@ -131,7 +143,7 @@ def main() -> None:
         rows[obj].append({"gen": t1 - t0, "reward": t2 - t1, "update": t3 - t2, "step": t3 - t0, "tokens": tokens,
                           "mismatch": metrics["rollout/logprob_diff_abs_mean"], "grad_norm": metrics.get("actor/grad_norm")})
         print(f"  step {step} {obj:4s} generate {t1 - t0:6.2f}s  advantages {t2 - t1:5.3f}s  update {t3 - t2:6.2f}s  "
-              f"{tokens / (t3 - t0):7.0f} completion tok/s  |logp_hf - logp_train| {metrics['rollout/logprob_diff_abs_mean']:.4f}", flush=True)
+              f"{tokens / (t3 - t0):7.0f} completion tok/s  |logp_rollout - logp_train| {metrics['rollout/logprob_diff_abs_mean']:.4f}", flush=True)
 
     ctx_train = args.prompt_len + args.response_len / 2
     body, head = flops_per_token(n_params, shape["vocab_size"], shape["hidden_size"], shape["num_hidden_layers"], ctx_train)
@@ -156,6 +168,7 @@ def main() -> None:
         if peak:
             line += (f"; MFU update {100 * update_flops / m['update'] / (peak * 1e12):.1f}%, "
                      f"generate {100 * gen_flops / m['gen'] / (peak * 1e12):.1f}%, step {100 * (update_flops + gen_flops) / m['step'] / (peak * 1e12):.1f}%")
+        line += f"; |logp_rollout - logp_train| {statistics.median(r['mismatch'] for r in timed):.4f}"
         print(line)
     if peak is None:
         print(f"  (MFU not shown: unknown peak for {name!r}; pass --peak-tflops)")
