@@ -2,12 +2,15 @@
 `bwrap ... python3 -c` subprocess per program, both driven by the same number of client threads,
 measured in the same run.
 
-    .venv/bin/python benchmarks/bench_sandbox_throughput.py [--programs 200] [--threads 2]
+    .venv/bin/python benchmarks/bench_sandbox_throughput.py [--programs 200] [--threads 2] [--out results.json]
+
+With --out, the rounds are appended to that JSON file (a list, one entry per run).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -59,11 +62,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="client threads")
     ap.add_argument("--workers", type=int, default=2, help="service workers")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of each (the machine is shared)")
+    ap.add_argument("--out", default=None, help="append this run's numbers to this JSON file")
     args = ap.parse_args()
     console = Console()
     if shutil.which("bwrap") is None:
         sys.exit("bubblewrap is not installed (apt-get install bubblewrap)")
 
+    load_before = round(os.getloadavg()[0], 2)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lad.sandbox", "serve", "--port", str(port), "--workers", str(args.workers)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -99,6 +104,14 @@ def main() -> None:
                   f"{best_service:.1f}")
     console.print(table)
     console.print(f"ratio service / naive (best rounds): {best_service / best_naive:.2f}x")
+    if args.out:
+        runs = json.loads(open(args.out).read()) if os.path.exists(args.out) else []
+        runs.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_average_before": load_before,
+                     "cpus": os.cpu_count(), "programs": args.programs, "threads": args.threads, "workers": args.workers,
+                     "naive_per_s": [round(x, 1) for x in naive], "service_per_s": [round(x, 1) for x in service],
+                     "ratio_best": round(best_service / best_naive, 3)})
+        with open(args.out, "w") as fh:
+            json.dump(runs, fh, indent=1)
 
 
 if __name__ == "__main__":
