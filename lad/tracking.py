@@ -40,6 +40,7 @@ TAG_REASON = "promotion.reason"
 TAG_STAGE = "lad.stage"
 TAG_REGISTRATION_KEY = "registration_key"
 TAG_PIPELINE_RUN = "lad.pipeline_run"
+TAG_FAILED_STAGE = "lad.failed_stage"  # on a pipeline run: the stage whose step failed last
 TAG_PARENT = "mlflow.parentRunId"
 
 # MLflow rejects param values longer than this; the full config is also logged as config.json.
@@ -395,6 +396,10 @@ class Tracker:
 
         Under ``parent_run_id``, a stage of the same name already there is resumed (a retried
         step adds no run); it keeps the params of its first attempt, as MLflow params cannot change.
+        A step (another process) whose stage raises marks the pipeline run FAILED (KILLED on an
+        interrupt) and names the stage in ``lad.failed_stage``, so a failed pipeline does not
+        stay RUNNING in MLflow; a retried step sets it RUNNING again. A step killed outright (the
+        host's OOM killer, a cancelled run) leaves it as it was.
         """
         import mlflow
 
@@ -413,13 +418,32 @@ class Tracker:
             kwargs.update(run_name=name, experiment_id=self.experiment_id, tags={TAG_STAGE: name})
             if parent_run_id is not None:
                 kwargs["parent_run_id"] = parent_run_id
+        owns_parent_status = parent_run_id is not None and active is None
         with mlflow.start_run(**kwargs) as run:
+            if owns_parent_status:
+                self._resume_pipeline_run(parent_run_id)
             ctx = RunContext(self, run.info.run_id)
-            if tags:
-                ctx.set_tags(tags)
-            if config is not None and not earlier:
-                ctx.log_config(config)
-            yield ctx
+            try:
+                if tags:
+                    ctx.set_tags(tags)
+                if config is not None and not earlier:
+                    ctx.log_config(config)
+                yield ctx
+            except GeneratorExit:
+                raise
+            except BaseException as err:
+                if owns_parent_status:
+                    self.client.set_tag(parent_run_id, TAG_FAILED_STAGE, name)
+                    self.client.set_terminated(parent_run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+                raise
+
+    def _resume_pipeline_run(self, run_id: str) -> None:
+        """A step of a pipeline run that an earlier step's failure ended: RUNNING again."""
+        run = self.client.get_run(run_id)
+        if run.info.status in ("FAILED", "KILLED"):
+            self.client.update_run(run_id, status="RUNNING")
+            if TAG_FAILED_STAGE in run.data.tags:
+                self.client.delete_tag(run_id, TAG_FAILED_STAGE)
 
     def pipeline_run(self, key: str, name: str) -> str:
         """The id of the run of pipeline run ``key`` (e.g. the KFP run's id), created as ``name``

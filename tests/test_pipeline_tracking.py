@@ -5,6 +5,7 @@ register stage); retried steps add no run."""
 
 from pathlib import Path
 
+import pytest
 from servers import mlflow_store  # noqa: F401
 
 from lad.pipeline import steps
@@ -68,3 +69,30 @@ def test_one_parent_run_with_a_nested_run_per_stage_and_retries_add_none(tmp_pat
                            parent_run_id=done["parent"]())
     assert again["version"] == "1"
     assert sorted(r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id])) == sorted(r.info.run_id for r in runs)
+
+
+def test_a_failed_step_fails_the_pipeline_run_and_its_retry_resumes_it(mlflow_store):
+    """A step that raises inside its stage marks the pipeline run FAILED (KILLED when
+    interrupted) and names the stage; the retried step sets it RUNNING again."""
+    from lad.tracking import TAG_FAILED_STAGE, Tracker, TrackingConfig
+
+    tracker = Tracker(TrackingConfig(experiment=EXPERIMENT))
+    parent = steps.pipeline_run(EXPERIMENT, "kfp-run-2", "lad-training-failing")
+
+    def status(run_id):
+        run = tracker.client.get_run(run_id)
+        return run.info.status, run.data.tags.get(TAG_FAILED_STAGE)
+
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        with tracker.stage("train", parent_run_id=parent) as first:
+            raise RuntimeError("CUDA out of memory")
+    assert (status(parent), status(first.run_id)) == (("FAILED", "train"), ("FAILED", None))
+
+    with tracker.stage("train", parent_run_id=parent) as retry:
+        assert (retry.run_id, status(parent)) == (first.run_id, ("RUNNING", None))
+    assert (status(parent), status(first.run_id)) == (("RUNNING", None), ("FINISHED", None))
+
+    with pytest.raises(KeyboardInterrupt):
+        with tracker.stage("evaluate", parent_run_id=parent):
+            raise KeyboardInterrupt
+    assert status(parent) == ("KILLED", "evaluate")
