@@ -5,6 +5,7 @@ of a fresh sandbox, so the first process it forks there is pid 2, and every late
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 
 import pytest
 
+from lad.sandbox import executor as executor_module
 from lad.sandbox import runner
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.executor import Executor
@@ -251,3 +253,21 @@ def test_every_job_gets_stdio_streams_no_earlier_job_wrote_to(ex):
                                     tests=[{"type": "stdin", "input": "x", "output": "False x"}]))
     assert [v.status for v in r.verdicts] == ["passed"]
     assert ex.stats()["started"] == 1
+
+
+def test_a_runner_whose_cleanup_verdict_never_comes_is_recycled_as_late(ex, monkeypatch):
+    """The next job waits for the verdict on the last one's cleanup, then gives up on that
+    sandbox: here its runner is stopped before the verdict it owes."""
+    monkeypatch.setattr(executor_module, "CLEANUP_TIMEOUT_S", 0.5)
+    assert _pid(ex) == 2
+    sandbox = ex._pool._idle[0]
+    assert sandbox.settle(5.0) == ""  # the real verdict, read ahead of the next job ...
+    (runner_pid,) = _children(sandbox.proc.pid)
+    os.kill(runner_pid, signal.SIGSTOP)  # ... and a runner that will not send another
+    sandbox.verdict_pending = True
+    try:
+        assert _pid(ex) == 2  # a fresh sandbox ran it
+        assert ex.stats()["recycled"] == {"late": 1} and ex.stats()["started"] == 2
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed with its sandbox, as it should be
+            os.kill(runner_pid, signal.SIGCONT)
