@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, Field, ValidationError
 
 from lad.sandbox.config import SandboxConfig
@@ -49,6 +50,26 @@ class _Metrics:
                                  registry=self.registry)
 
 
+class _PoolCollector:
+    """The executor's sandbox pool, read at scrape time: what to alert on when sandboxes keep
+    being recycled or cannot start."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    def collect(self):
+        stats = self.executor.stats()
+        yield CounterMetricFamily("lad_sandbox_sandboxes_started", "warm sandboxes started", value=stats["started"])
+        recycled = CounterMetricFamily("lad_sandbox_sandboxes_recycled", "sandboxes killed and replaced, by reason",
+                                       labels=["reason"])
+        for reason, count in sorted(stats["recycled"].items()):
+            recycled.add_metric([reason], count)
+        yield recycled
+        yield CounterMetricFamily("lad_sandbox_start_failures", "sandbox starts that failed", value=stats["start_failures"])
+        yield CounterMetricFamily("lad_sandbox_jobs", "jobs run in sandboxes", value=stats["jobs"])
+        yield GaugeMetricFamily("lad_sandbox_idle_sandboxes", "warm sandboxes waiting for a job", value=len(stats["idle"]))
+
+
 def _field_message(err: dict) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
     return f"{loc}: {err.get('msg', 'invalid')}"
@@ -62,6 +83,7 @@ def create_app(config: Optional[ServiceConfig] = None, executor: Optional[Execut
     ex.warm(cfg.workers)  # one warm sandbox per worker, started in the background
     limiter = anyio.CapacityLimiter(cfg.workers)
     metrics = _Metrics()
+    metrics.registry.register(_PoolCollector(ex))
     state = {"admitted": 0}
 
     @contextlib.asynccontextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 
@@ -122,6 +123,14 @@ def test_metrics_count_requests_verdicts_and_latency(executor):
     assert 'lad_sandbox_requests_total{code="200",path="/v1/evaluate"} 1.0' in text
     assert 'lad_sandbox_request_seconds_count{path="/v1/run"} 1.0' in text
     assert "lad_sandbox_queue_depth 0.0" in text
+    # the pool's counters as /healthz has them (the executor is shared by this module's tests)
+    stats = executor.stats()
+    assert stats["recycled"]["timeout"] >= 1
+    assert f'lad_sandbox_sandboxes_recycled_total{{reason="timeout"}} {float(stats["recycled"]["timeout"])}' in text
+    started = re.search(r"^lad_sandbox_sandboxes_started_total (\d+)\.0$", text, re.M)
+    assert started and 1 <= int(started.group(1)) <= stats["started"]  # replacements start in the background
+    assert f"lad_sandbox_jobs_total {float(stats['jobs'])}" in text
+    assert "lad_sandbox_start_failures_total 0.0" in text
 
 
 def test_serve_refuses_to_start_without_bubblewrap(tmp_path):
