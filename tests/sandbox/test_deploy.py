@@ -23,6 +23,8 @@ def test_manifest_deployment_and_service():
     assert c["env"][0]["name"] == "LAD_SANDBOX_TOKEN"
     assert docs["Deployment"]["spec"]["selector"]["matchLabels"].items() <= \
         docs["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
+    scrape = docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert (scrape["prometheus.io/port"], scrape["prometheus.io/path"]) == (str(c["ports"][0]["containerPort"]), "/metrics")
     svc = docs["Service"]["spec"]
     assert svc["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
     assert svc["ports"][0]["targetPort"] == "http"
