@@ -8,7 +8,8 @@ reaches it as four pipes passed over a unix socket, so its output ends exactly w
 do. A sandbox is recycled (killed, and a fresh one started in the background) after
 ``max_jobs_per_sandbox`` jobs, and at once after anything abnormal: the zygote died or missed the
 deadline, a job ended in timeout, memory_limit, output_limit or sandbox_error, or the cleanup
-could not verify a clean state."""
+could not verify a clean state or sent no verdict in time (the verdict is read before the
+sandbox's next job, so the cleanup runs while the last job's answer travels)."""
 
 from __future__ import annotations
 
@@ -153,8 +154,9 @@ class _Sandbox:
     def execute(self, job: bytes, stdin: bytes, deadline_s: float, stdout_cap: int, stderr_cap: int,
                 on_line: Optional[Callable[[bytes], bool]] = None) -> _Outcome:
         """Run one job: send its pipes, feed it, collect its output and the zygote's status line
-        (the cleanup's verdict follows; see ``settle``). With ``on_line``, stdout is handed over line by line instead of kept; a True answer asks
-        the runner to stop. Past the deadline, or on overflow, the sandbox is marked dead."""
+        (the cleanup's verdict follows; see ``settle``). With ``on_line``, stdout is handed over
+        line by line instead of kept; a True answer asks the runner to stop. Past the deadline,
+        or on overflow, the sandbox is marked dead."""
         out = _Outcome()
         start = time.monotonic()
         deadline = start + deadline_s
