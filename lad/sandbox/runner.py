@@ -884,19 +884,24 @@ def _empty_dir(top):
     return not os.listdir(top)
 
 
-def _read_small(path):
+def _read_proc(path):
     """A /proc file's bytes, without the io stack: the cleanup runs after every job, and each
     page of the zygote it writes costs a copy-on-write fault after the next fork."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        return os.read(fd, 1 << 16)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
     finally:
         os.close(fd)
 
 
 def _ipc_ids(path):
     try:
-        lines = _read_small(path).splitlines()[1:]
+        lines = _read_proc(path).splitlines()[1:]
     except FileNotFoundError:  # a kernel without SysV IPC
         return []
     return [int(line.split()[1]) for line in lines if line.strip()]
@@ -944,7 +949,7 @@ def _own_state(init):
 
 
 def _address_space():
-    return int(_read_small("/proc/self/statm").split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    return int(_read_proc("/proc/self/statm").split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _cleanup(init, baseline, size):

@@ -271,3 +271,12 @@ def test_a_runner_whose_cleanup_verdict_never_comes_is_recycled_as_late(ex, monk
     finally:
         with contextlib.suppress(ProcessLookupError):  # killed with its sandbox, as it should be
             os.kill(runner_pid, signal.SIGCONT)
+
+
+def test_more_sysv_objects_than_one_read_of_proc_returns_are_all_removed(ex):
+    make = ("import ctypes\nlibc = ctypes.CDLL(None)\nids = [libc.semget(0, 1, 0o1600) for _ in range(1000)]\n"
+            "print(min(ids) >= 0, len(open('/proc/sysvipc/sem').read()) > 1 << 16)\n")
+    assert ex.run(RunRequest(code=make)).stdout == "True True\n"
+    left = ex.run(RunRequest(code="print(len(open('/proc/sysvipc/sem').read().splitlines()) - 1)\n"))
+    assert left.stdout == "0\n"
+    assert (ex.stats()["started"], ex.stats()["recycled"]) == (1, {})
