@@ -19,8 +19,10 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -51,6 +53,29 @@ _SCORE_TOLERANCE = 1e-9  # so 0.55 - 0.50 counts as a 0.05 improvement despite b
 
 class TrackingError(RuntimeError):
     """A tracking or registry operation could not be done; the message says which and why."""
+
+
+class StepTerminated(BaseException):
+    """SIGTERM during a pipeline step's stage: Kubernetes stopping the pod (a cancelled run, a
+    drained or pre-empted node)."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises StepTerminated in the main thread for the block's duration, so the stage
+    can record how it ended before the process goes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise StepTerminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class TrackingConfig(BaseModel):
@@ -396,10 +421,11 @@ class Tracker:
 
         Under ``parent_run_id``, a stage of the same name already there is resumed (a retried
         step adds no run); it keeps the params of its first attempt, as MLflow params cannot change.
-        A step (another process) whose stage raises marks the pipeline run FAILED (KILLED on an
-        interrupt) and names the stage in ``lad.failed_stage``, so a failed pipeline does not
-        stay RUNNING in MLflow; a retried step sets it RUNNING again. A step killed outright (the
-        host's OOM killer, a cancelled run) leaves it as it was.
+        A step (another process) whose stage raises marks the pipeline run FAILED and names the
+        stage in ``lad.failed_stage``, so a failed pipeline does not stay RUNNING in MLflow; on
+        SIGTERM or an interrupt it marks the pipeline run and the stage KILLED, and SIGTERM then
+        ends the process with status 143. A retried step sets the pipeline run RUNNING again. A
+        step killed outright (SIGKILL: the OOM killer) leaves it as it was.
         """
         import mlflow
 
@@ -419,7 +445,7 @@ class Tracker:
             if parent_run_id is not None:
                 kwargs["parent_run_id"] = parent_run_id
         owns_parent_status = parent_run_id is not None and active is None
-        with mlflow.start_run(**kwargs) as run:
+        with mlflow.start_run(**kwargs) as run, (_sigterm_raises() if owns_parent_status else nullcontext()):
             if owns_parent_status:
                 self._resume_pipeline_run(parent_run_id)
             ctx = RunContext(self, run.info.run_id)
@@ -432,9 +458,15 @@ class Tracker:
             except GeneratorExit:
                 raise
             except BaseException as err:
-                if owns_parent_status:
-                    self.client.set_tag(parent_run_id, TAG_FAILED_STAGE, name)
-                    self.client.set_terminated(parent_run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+                if not owns_parent_status:
+                    raise
+                killed = isinstance(err, (KeyboardInterrupt, StepTerminated))
+                self.client.set_tag(parent_run_id, TAG_FAILED_STAGE, name)
+                self.client.set_terminated(parent_run_id, "KILLED" if killed else "FAILED")
+                if killed:
+                    mlflow.end_run("KILLED")
+                if isinstance(err, StepTerminated):
+                    raise SystemExit(128 + signal.SIGTERM) from err
                 raise
 
     def _resume_pipeline_run(self, run_id: str) -> None:

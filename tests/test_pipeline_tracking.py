@@ -3,6 +3,9 @@ them, give one parent run named after the KFP run with one nested run per stage 
 params, evaluation numbers and reports on the evaluate stage, the model version linked to the
 register stage); retried steps add no run."""
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,28 @@ def test_a_failed_step_fails_the_pipeline_run_and_its_retry_resumes_it(mlflow_st
         with tracker.stage("evaluate", parent_run_id=parent):
             raise KeyboardInterrupt
     assert status(parent) == ("KILLED", "evaluate")
+
+
+STEP_THAT_WAITS = """
+import sys, time
+from lad.pipeline import steps
+from lad.tracking import Tracker, TrackingConfig
+parent = steps.pipeline_run("lad-pipeline", "kfp-run-3", "lad-training-cancelled")
+with Tracker(TrackingConfig(experiment="lad-pipeline")).stage("train", parent_run_id=parent) as run:
+    print(parent, run.run_id, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_sigterm_during_a_step_marks_the_pipeline_run_and_the_stage_killed(mlflow_store, tmp_path):
+    """What Kubernetes sends a step's pod when the KFP run is cancelled or the node drained."""
+    from lad.tracking import TAG_FAILED_STAGE, Tracker, TrackingConfig
+
+    step = subprocess.Popen([sys.executable, "-c", STEP_THAT_WAITS], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    parent, stage = step.stdout.readline().split()
+    step.send_signal(signal.SIGTERM)
+    assert step.wait(60) == 128 + signal.SIGTERM
+    client = Tracker(TrackingConfig(experiment=EXPERIMENT)).client
+    run = client.get_run(parent)
+    assert (run.info.status, run.data.tags[TAG_FAILED_STAGE]) == ("KILLED", "train")
+    assert client.get_run(stage).info.status == "KILLED"
