@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 
@@ -36,7 +39,7 @@ class Script:
 def serve():
     servers = []
 
-    def start(*answers) -> tuple[str, Script]:
+    def start(*answers, tls: ssl.SSLContext | None = None) -> tuple[str, Script]:
         script = Script(answers)
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -64,9 +67,11 @@ def serve():
                 pass
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}", script
+        return f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}", script
 
     yield start
     for server in servers:
@@ -127,3 +132,21 @@ def test_an_unreachable_service_is_a_request_error_after_the_retries():
 def test_a_url_that_is_not_http_is_refused_by_name(url):
     with pytest.raises(ValueError, match="expected http://host"):
         SandboxClient(url)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command makes the test certificate")
+def test_https_verifies_the_service_certificate(serve, tmp_path, monkeypatch):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=lad-sandbox", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    url, script = serve((200, {}, OK, False), tls=tls)
+    with SandboxClient(url, retries=0) as client:  # a certificate nobody vouches for
+        with pytest.raises(SandboxRequestError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.run("print(45)")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now trusted, as a cluster's CA bundle would make it
+    with SandboxClient(url, retries=0) as client:
+        assert client.run("print(45)").stdout == "45\n"
+    assert [path for _, path, _ in script.seen] == ["/v1/run"]
