@@ -10,6 +10,7 @@ from components.images import BASE_IMAGE
 def code_execution(
     evaluation: Input[Dataset], benchmarks: str, verdicts: Output[Dataset], metrics: Output[Metrics], k: int = 4,
     limit: int = 0, sandbox_url: str = "", benchmarks_dir: str = "/opt/lad/benchmarks", timeout_s: float = 10.0,
+    experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "",
 ):
     """Per-test verdicts of the evaluation's code answers, run by the sandbox service.
 
@@ -17,13 +18,16 @@ def code_execution(
         evaluation: the evaluate step's results (samples of the code benchmarks).
         benchmarks: the evaluated benchmarks; the code ones are executed.
         sandbox_url: the sandbox Service URL; empty: an in-process sandbox.
+        pipeline_run_id, pipeline_run_name: the KFP run's id and name: its MLflow run is marked FAILED or KILLED when
+            this step fails or is stopped.
     """
     import json
 
-    from lad.pipeline.steps import code_programs, execute_programs
+    from lad.pipeline.steps import code_programs, execute_programs, pipeline_step
 
-    rows, skipped = code_programs(evaluation.path, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir)
-    results, totals = execute_programs(rows, sandbox_url=sandbox_url, timeout_s=timeout_s)
+    with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, "code_execution"):
+        rows, skipped = code_programs(evaluation.path, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir)
+        results, totals = execute_programs(rows, sandbox_url=sandbox_url, timeout_s=timeout_s)
     with open(verdicts.path, "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in results)
     for key, value in {**totals, "reference_samples_left_out": skipped}.items():

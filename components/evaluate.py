@@ -23,15 +23,17 @@ def evaluate(
         sandbox_url: the sandbox Service URL for code benchmarks.
         benchmarks_dir: folder (in the image) of the benchmark files.
         stage: name of the MLflow stage run (one per evaluated model of a pipeline run).
-        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under; empty: a run of its own.
+        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under (marked
+            FAILED or KILLED when this step fails or is stopped); empty: a run of its own.
     """
     import shutil
 
-    from lad.pipeline.steps import evaluate as run, pipeline_run, registry_metrics
+    from lad.pipeline.steps import evaluate as run, pipeline_step, registry_metrics
 
-    summary = run(model.path, results.path, benchmarks=benchmarks, k=k, limit=limit, max_new_tokens=max_new_tokens,
-                  temperature=temperature, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, label=label, seed=seed,
-                  experiment=experiment, stage=stage, parent_run_id=pipeline_run(experiment, pipeline_run_id, pipeline_run_name))
+    with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, stage) as parent_run_id:
+        summary = run(model.path, results.path, benchmarks=benchmarks, k=k, limit=limit, max_new_tokens=max_new_tokens,
+                      temperature=temperature, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, label=label,
+                      seed=seed, experiment=experiment, stage=stage, parent_run_id=parent_run_id)
     for key, value in registry_metrics(summary)[0].items():
         metrics.log_metric(key, value)
     shutil.copyfile(f"{results.path}/report.html", report.path)

@@ -27,23 +27,24 @@ def lad_train(
         num_nodes: above 1, train as a PyTorchJob across that many nodes (DeepSpeed under torchrun).
         gpus_per_node, gpu_type, node_selector, tolerations, s3_secret, mlflow_secret: the PyTorchJob's pods' settings.
         trainer_image: image of the PyTorchJob's pods; empty: this step's own image.
-        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under; empty: a run of its own.
+        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under (marked
+            FAILED or KILLED when this step fails or is stopped); empty: a run of its own.
     """
-    from lad.pipeline.steps import pipeline_run, train
+    from lad.pipeline.steps import pipeline_step, train
 
-    settings = dict(objective=objective, divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, steps=steps,
-                    prompts_per_step=prompts_per_step, micro_batch_size=micro_batch_size, max_new_tokens=max_new_tokens,
-                    temperature=temperature, rollout_engine=rollout_engine, engine=engine, eval_prompts=eval_prompts,
-                    eval_k=eval_k, sandbox_url=sandbox_url, seed=seed, experiment=experiment,
-                    parent_run_id=pipeline_run(experiment, pipeline_run_id, pipeline_run_name))
-    if num_nodes > 1:
-        from lad.pipeline.launcher import JobSettings, run_multinode
+    with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, "train") as parent_run_id:
+        settings = dict(objective=objective, divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, steps=steps,
+                        prompts_per_step=prompts_per_step, micro_batch_size=micro_batch_size, max_new_tokens=max_new_tokens,
+                        temperature=temperature, rollout_engine=rollout_engine, engine=engine, eval_prompts=eval_prompts,
+                        eval_k=eval_k, sandbox_url=sandbox_url, seed=seed, experiment=experiment, parent_run_id=parent_run_id)
+        if num_nodes > 1:
+            from lad.pipeline.launcher import JobSettings, run_multinode
 
-        job = JobSettings(num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=node_selector,
-                          tolerations=tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, image=trainer_image)
-        results = run_multinode(job, init_model.path, data.path, model.path, model.uri, settings)
-    else:
-        results = train(init_model.path, data.path, model.path, **settings)
+            job = JobSettings(num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=node_selector,
+                              tolerations=tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, image=trainer_image)
+            results = run_multinode(job, init_model.path, data.path, model.path, model.uri, settings)
+        else:
+            results = train(init_model.path, data.path, model.path, **settings)
     for key, value in results.items():
         if isinstance(value, (int, float)):
             metrics.log_metric(key, float(value))

@@ -19,13 +19,15 @@ def sft_warmup(
         base_model: tiny:1m, a model folder, s3:// URI or hf://org/name.
         steps: optimizer steps; 0 skips the warm-up (the output is the base model).
         data: synthetic:<task>,... or a parquet/JSONL of records with responses.
-        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under; empty: a run of its own.
+        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under (marked
+            FAILED or KILLED when this step fails or is stopped); empty: a run of its own.
     """
-    from lad.pipeline.steps import pipeline_run, sft
+    from lad.pipeline.steps import pipeline_step, sft
 
-    results = sft(base_model, model.path, steps=steps, data=data, lr=lr, micro_batch_size=micro_batch_size,
-                  max_seq_len=max_seq_len, heldout_problems=heldout_problems, engine=engine, seed=seed, experiment=experiment,
-                  parent_run_id=pipeline_run(experiment, pipeline_run_id, pipeline_run_name))
+    with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, "sft") as parent_run_id:
+        results = sft(base_model, model.path, steps=steps, data=data, lr=lr, micro_batch_size=micro_batch_size,
+                      max_seq_len=max_seq_len, heldout_problems=heldout_problems, engine=engine, seed=seed,
+                      experiment=experiment, parent_run_id=parent_run_id)
     for key, value in results.items():
         if isinstance(value, (int, float)):
             metrics.log_metric(key, float(value))

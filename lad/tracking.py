@@ -22,7 +22,7 @@ import re
 import signal
 import subprocess
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -56,13 +56,13 @@ class TrackingError(RuntimeError):
 
 
 class StepTerminated(BaseException):
-    """SIGTERM during a pipeline step's stage: Kubernetes stopping the pod (a cancelled run, a
-    drained or pre-empted node)."""
+    """SIGTERM during a pipeline step: Kubernetes stopping the pod (a cancelled run, a drained
+    or pre-empted node)."""
 
 
 @contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises StepTerminated in the main thread for the block's duration, so the stage
+    """SIGTERM raises StepTerminated in the main thread for the block's duration, so the step
     can record how it ended before the process goes."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -421,11 +421,8 @@ class Tracker:
 
         Under ``parent_run_id``, a stage of the same name already there is resumed (a retried
         step adds no run); it keeps the params of its first attempt, as MLflow params cannot change.
-        A step (another process) whose stage raises marks the pipeline run FAILED and names the
-        stage in ``lad.failed_stage``, so a failed pipeline does not stay RUNNING in MLflow; on
-        SIGTERM or an interrupt it marks the pipeline run and the stage KILLED, and SIGTERM then
-        ends the process with status 143. A retried step sets the pipeline run RUNNING again. A
-        step killed outright (SIGKILL: the OOM killer) leaves it as it was.
+        The stage ends FINISHED, FAILED when the block raises, KILLED when it is interrupted or
+        terminated (see :meth:`pipeline_step`).
         """
         import mlflow
 
@@ -444,10 +441,7 @@ class Tracker:
             kwargs.update(run_name=name, experiment_id=self.experiment_id, tags={TAG_STAGE: name})
             if parent_run_id is not None:
                 kwargs["parent_run_id"] = parent_run_id
-        owns_parent_status = parent_run_id is not None and active is None
-        with mlflow.start_run(**kwargs) as run, (_sigterm_raises() if owns_parent_status else nullcontext()):
-            if owns_parent_status:
-                self._resume_pipeline_run(parent_run_id)
+        with mlflow.start_run(**kwargs) as run:
             ctx = RunContext(self, run.info.run_id)
             try:
                 if tags:
@@ -455,27 +449,37 @@ class Tracker:
                 if config is not None and not earlier:
                     ctx.log_config(config)
                 yield ctx
-            except GeneratorExit:
-                raise
-            except BaseException as err:
-                if not owns_parent_status:
-                    raise
-                killed = isinstance(err, (KeyboardInterrupt, StepTerminated))
-                self.client.set_tag(parent_run_id, TAG_FAILED_STAGE, name)
-                self.client.set_terminated(parent_run_id, "KILLED" if killed else "FAILED")
-                if killed:
-                    mlflow.end_run("KILLED")
-                if isinstance(err, StepTerminated):
-                    raise SystemExit(128 + signal.SIGTERM) from err
+            except (KeyboardInterrupt, StepTerminated):
+                mlflow.end_run("KILLED")
                 raise
 
-    def _resume_pipeline_run(self, run_id: str) -> None:
-        """A step of a pipeline run that an earlier step's failure ended: RUNNING again."""
+    @contextmanager
+    def pipeline_step(self, run_id: str, step: str) -> Iterator[None]:
+        """One step of pipeline run ``run_id`` (its MLflow run), in the step's own process.
+
+        A step that raises marks the pipeline run FAILED and names itself in the tag
+        ``lad.failed_stage``, so a failed pipeline does not stay RUNNING in MLflow. SIGTERM (a
+        cancelled KFP run, a drained node) or an interrupt marks it KILLED; SIGTERM then ends the
+        process with status 143. A retried step sets the pipeline run RUNNING again. A step
+        killed outright (SIGKILL: the OOM killer) leaves it as it was.
+        """
         run = self.client.get_run(run_id)
-        if run.info.status in ("FAILED", "KILLED"):
+        if run.info.status in ("FAILED", "KILLED"):  # an earlier attempt of a step failed
             self.client.update_run(run_id, status="RUNNING")
             if TAG_FAILED_STAGE in run.data.tags:
                 self.client.delete_tag(run_id, TAG_FAILED_STAGE)
+        with _sigterm_raises():
+            try:
+                yield
+            except GeneratorExit:
+                raise
+            except BaseException as err:
+                killed = isinstance(err, (KeyboardInterrupt, StepTerminated))
+                self.client.set_tag(run_id, TAG_FAILED_STAGE, step)
+                self.client.set_terminated(run_id, "KILLED" if killed else "FAILED")
+                if isinstance(err, StepTerminated):
+                    raise SystemExit(128 + signal.SIGTERM) from err
+                raise
 
     def pipeline_run(self, key: str, name: str) -> str:
         """The id of the run of pipeline run ``key`` (e.g. the KFP run's id), created as ``name``

@@ -92,8 +92,10 @@ def retraining(
         s3_secret: Secret with the S3 credentials.
         mlflow_secret: Secret with MLFLOW_TRACKING_URI and its credentials.
     """
-    champ = champion_model(name=registered_model_name, fallback_model=base_model, seed=seed).set_display_name("champion")
-    prep = data_prep(datasets=datasets, extra_train_uri=new_data_uri, seed=seed).set_display_name("data prep")
+    champ = champion_model(name=registered_model_name, fallback_model=base_model, seed=seed, experiment=mlflow_experiment,
+                           **PIPELINE_RUN).set_display_name("champion")
+    prep = data_prep(datasets=datasets, extra_train_uri=new_data_uri, seed=seed, experiment=mlflow_experiment,
+                     **PIPELINE_RUN).set_display_name("data prep")
     train = lad_train(
         init_model=champ.outputs["model"], data=prep.outputs["data"], objective=objective, divergence=divergence, kappa=kappa,
         group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, max_new_tokens=max_new_tokens,
@@ -109,7 +111,8 @@ def retraining(
                                 label=label, seed=seed, experiment=mlflow_experiment, stage=f"evaluate-{label}",
                                 **PIPELINE_RUN).set_display_name(f"evaluate {label}")
     code = code_execution(evaluation=evals["challenger"].outputs["results"], benchmarks=eval_benchmarks, k=eval_k,
-                          limit=eval_limit, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir).set_display_name("code execution")
+                          limit=eval_limit, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, experiment=mlflow_experiment,
+                          **PIPELINE_RUN).set_display_name("code execution")
     reg = register_model(model=train.outputs["model"], evaluation=evals["challenger"].outputs["results"],
                          champion_evaluation=evals["champion"].outputs["results"], data=prep.outputs["data"],
                          name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,

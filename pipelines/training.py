@@ -110,7 +110,7 @@ def training(
         s3_secret: Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and optional AWS_ENDPOINT_URL).
         mlflow_secret: Secret with MLFLOW_TRACKING_URI (and optional MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN).
     """
-    prep = data_prep(datasets=datasets, seed=seed).set_display_name("data prep")
+    prep = data_prep(datasets=datasets, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("data prep")
     sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, heldout_problems=sft_heldout_problems,
                      engine=train_engine, seed=seed,
                      experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("SFT warm-up")
@@ -126,7 +126,8 @@ def training(
                   max_new_tokens=eval_max_new_tokens, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir,
                   label=objective, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("evaluate")
     code = code_execution(evaluation=ev.outputs["results"], benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
-                          sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir).set_display_name("code execution")
+                          sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, experiment=mlflow_experiment,
+                          **PIPELINE_RUN).set_display_name("code execution")
     reg = register_model(model=train.outputs["model"], evaluation=ev.outputs["results"], data=prep.outputs["data"],
                          name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,
                          experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("register")

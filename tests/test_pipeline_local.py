@@ -30,12 +30,12 @@ def _restore_mlflow_uris():
     mlflow.set_registry_uri(registry)
 
 
-def run_cli(tmp_path: Path, extra: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(tmp_path: Path, extra: list[str], env: dict | None = None, ok: bool = True) -> subprocess.CompletedProcess:
     sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}")]
     cmd = [sys.executable, "-m", "lad.cli", "pipeline", "run", "--local", "--output", str(tmp_path / "out"),
            "--benchmarks-dir", str(BENCHMARKS), *sets, *extra]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert (done.returncode == 0) == ok, done.stdout[-4000:] + done.stderr[-4000:]
     return done
 
 
@@ -75,6 +75,19 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert len(runs) == 5 and sorted(stages) == ["evaluate", "register", "sft", "train"]
     assert stages["evaluate"].data.metrics["all/avg_k"] == summary["aggregate"]["all"]["avg@k"]
     assert stages["train"].data.params["algorithm.objective"] == "lad" and champion.run_id == stages["register"].info.run_id
+
+
+def test_a_failed_step_leaves_the_pipeline_run_failed_in_mlflow(tmp_path):
+    from lad.tracking import TAG_FAILED_STAGE, Tracker, TrackingConfig
+
+    done = run_cli(tmp_path, ["--set", "promotion_metric=no_such/avg@k"], ok=False)
+    assert "parameter promotion_metric 'no_such/avg@k'" in done.stdout + done.stderr
+    tracker = Tracker(TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}", experiment="lad-pipeline"))
+    runs = tracker.client.search_runs([tracker.experiment_id])
+    (top,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert (top.info.status, top.data.tags[TAG_FAILED_STAGE]) == ("FAILED", "register")
+    stages = {r.data.tags["lad.stage"]: r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId") == top.info.run_id}
+    assert stages == {"sft": "FINISHED", "train": "FINISHED", "evaluate": "FINISHED"}
 
 
 def test_local_run_with_s3_data_and_an_mlflow_server(tmp_path, s3, mlflow_server):  # noqa: F811

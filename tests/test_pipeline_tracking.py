@@ -74,41 +74,46 @@ def test_one_parent_run_with_a_nested_run_per_stage_and_retries_add_none(tmp_pat
     assert sorted(r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id])) == sorted(r.info.run_id for r in runs)
 
 
-def test_a_failed_step_fails_the_pipeline_run_and_its_retry_resumes_it(mlflow_store):
-    """A step that raises inside its stage marks the pipeline run FAILED (KILLED when
-    interrupted) and names the stage; the retried step sets it RUNNING again."""
+def test_a_failed_step_fails_the_pipeline_run_and_its_retry_resumes_it(tmp_path, mlflow_store):
+    """A step that raises marks the pipeline run FAILED (KILLED when interrupted) and names
+    itself; the retried step sets it RUNNING again. The failure here is the evaluation's own,
+    before its stage run exists."""
     from lad.tracking import TAG_FAILED_STAGE, Tracker, TrackingConfig
 
     tracker = Tracker(TrackingConfig(experiment=EXPERIMENT))
-    parent = steps.pipeline_run(EXPERIMENT, "kfp-run-2", "lad-training-failing")
+    run_id, name = "kfp-run-2", "lad-training-failing"
 
     def status(run_id):
         run = tracker.client.get_run(run_id)
         return run.info.status, run.data.tags.get(TAG_FAILED_STAGE)
 
-    with pytest.raises(RuntimeError, match="CUDA out of memory"):
-        with tracker.stage("train", parent_run_id=parent) as first:
-            raise RuntimeError("CUDA out of memory")
-    assert (status(parent), status(first.run_id)) == (("FAILED", "train"), ("FAILED", None))
+    steps.materialize_model("tiny:1m", tmp_path / "model")
+    evaluate = dict(EVAL, experiment=EXPERIMENT, stage="evaluate")
+    with pytest.raises(steps.StepError, match="no_such_benchmark"):
+        with steps.pipeline_step(EXPERIMENT, run_id, name, "evaluate") as parent:
+            steps.evaluate(tmp_path / "model", tmp_path / "eval", **dict(evaluate, benchmarks="no_such_benchmark"),
+                           parent_run_id=parent)
+    assert status(parent) == ("FAILED", "evaluate")
 
-    with tracker.stage("train", parent_run_id=parent) as retry:
-        assert (retry.run_id, status(parent)) == (first.run_id, ("RUNNING", None))
-    assert (status(parent), status(first.run_id)) == (("RUNNING", None), ("FINISHED", None))
+    with steps.pipeline_step(EXPERIMENT, run_id, name, "evaluate") as retry:  # KFP's retry of the step
+        assert (retry, status(parent)) == (parent, ("RUNNING", None))
+        steps.evaluate(tmp_path / "model", tmp_path / "eval", **evaluate, parent_run_id=parent)
+    assert status(parent) == ("RUNNING", None)
 
     with pytest.raises(KeyboardInterrupt):
-        with tracker.stage("evaluate", parent_run_id=parent):
+        with steps.pipeline_step(EXPERIMENT, run_id, name, "register"):
             raise KeyboardInterrupt
-    assert status(parent) == ("KILLED", "evaluate")
+    assert status(parent) == ("KILLED", "register")
 
 
 STEP_THAT_WAITS = """
-import sys, time
+import time
 from lad.pipeline import steps
 from lad.tracking import Tracker, TrackingConfig
-parent = steps.pipeline_run("lad-pipeline", "kfp-run-3", "lad-training-cancelled")
-with Tracker(TrackingConfig(experiment="lad-pipeline")).stage("train", parent_run_id=parent) as run:
-    print(parent, run.run_id, flush=True)
-    time.sleep(120)
+with steps.pipeline_step("lad-pipeline", "kfp-run-3", "lad-training-cancelled", "train") as parent:
+    with Tracker(TrackingConfig(experiment="lad-pipeline")).stage("train", parent_run_id=parent) as run:
+        print(parent, run.run_id, flush=True)
+        time.sleep(120)
 """
 
 

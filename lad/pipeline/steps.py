@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 TRAIN_FILE = "train.parquet"
 EVAL_FILE = "eval.parquet"
@@ -52,6 +53,23 @@ def pipeline_run(experiment: str, run_id: str, run_name: str) -> str:
     from lad.tracking import Tracker, TrackingConfig
 
     return Tracker(TrackingConfig(experiment=experiment)).pipeline_run(run_id, run_name or run_id) if run_id else ""
+
+
+@contextmanager
+def pipeline_step(experiment: str, run_id: str, run_name: str, step: str) -> Iterator[str]:
+    """A component's body as step ``step`` of pipeline run ``run_id``: yields the pipeline run's
+    MLflow run id (see :func:`pipeline_run`), which a failure, an interrupt or SIGTERM inside the
+    block marks FAILED or KILLED (:meth:`lad.tracking.Tracker.pipeline_step`). Empty ``run_id``:
+    yields "" and changes nothing."""
+    if not run_id:
+        yield ""
+        return
+    from lad.tracking import Tracker, TrackingConfig
+
+    tracker = Tracker(TrackingConfig(experiment=experiment))
+    parent = tracker.pipeline_run(run_id, run_name or run_id)
+    with tracker.pipeline_step(parent, step):
+        yield parent
 
 
 # --------------------------------------------------------------------------------------------
