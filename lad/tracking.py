@@ -460,14 +460,14 @@ class Tracker:
         A step that raises marks the pipeline run FAILED and names itself in the tag
         ``lad.failed_stage``, so a failed pipeline does not stay RUNNING in MLflow. SIGTERM (a
         cancelled KFP run, a drained node) or an interrupt marks it KILLED; SIGTERM then ends the
-        process with status 143. A retried step sets the pipeline run RUNNING again. A step
-        killed outright (SIGKILL: the OOM killer) leaves it as it was.
+        process with status 143. A retry of the step that failed sets the pipeline run RUNNING
+        again; another step starting after it (a parallel branch) leaves the failure standing.
+        A step killed outright (SIGKILL: the OOM killer) leaves the run as it was.
         """
         run = self.client.get_run(run_id)
-        if run.info.status in ("FAILED", "KILLED"):  # an earlier attempt of a step failed
+        if run.info.status in ("FAILED", "KILLED") and run.data.tags.get(TAG_FAILED_STAGE) == step:
             self.client.update_run(run_id, status="RUNNING")
-            if TAG_FAILED_STAGE in run.data.tags:
-                self.client.delete_tag(run_id, TAG_FAILED_STAGE)
+            self.client.delete_tag(run_id, TAG_FAILED_STAGE)
         with _sigterm_raises():
             try:
                 yield

@@ -94,6 +94,9 @@ def test_a_failed_step_fails_the_pipeline_run_and_its_retry_resumes_it(tmp_path,
             steps.evaluate(tmp_path / "model", tmp_path / "eval", **dict(evaluate, benchmarks="no_such_benchmark"),
                            parent_run_id=parent)
     assert status(parent) == ("FAILED", "evaluate")
+    with steps.pipeline_step(EXPERIMENT, run_id, name, "code_execution"):  # a parallel branch goes on
+        assert status(parent) == ("FAILED", "evaluate")
+    assert status(parent) == ("FAILED", "evaluate")
 
     with steps.pipeline_step(EXPERIMENT, run_id, name, "evaluate") as retry:  # KFP's retry of the step
         assert (retry, status(parent)) == (parent, ("RUNNING", None))
