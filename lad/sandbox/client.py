@@ -167,10 +167,14 @@ class _Connections:
 
     def __init__(self, url: str, timeout_s: float, headers: dict):
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or out of range
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
             raise ValueError(f"sandbox URL {url!r}: expected http://host[:port][/path] or https://...")
         self._connection = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        self._host, self._port, self._prefix = parts.hostname, parts.port, parts.path.rstrip("/")
+        self._host, self._port, self._prefix = parts.hostname, port, parts.path.rstrip("/")
         self._timeout = timeout_s
         self._headers = {**JSON_HEADERS, **headers}
         self._lock = threading.Lock()

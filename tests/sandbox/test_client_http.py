@@ -128,7 +128,7 @@ def test_an_unreachable_service_is_a_request_error_after_the_retries():
     assert err.value.status_code == 0
 
 
-@pytest.mark.parametrize("url", ["ftp://host/", "127.0.0.1:8080", "http:///v1"])
+@pytest.mark.parametrize("url", ["ftp://host/", "127.0.0.1:8080", "http:///v1", "http://host:port/", "http://host:99999"])
 def test_a_url_that_is_not_http_is_refused_by_name(url):
     with pytest.raises(ValueError, match="expected http://host"):
         SandboxClient(url)
