@@ -21,19 +21,29 @@ TRAIN = dict(group_size=4, steps=1, prompts_per_step=2, micro_batch_size=8, max_
 EVAL = dict(benchmarks="synthetic_countdown", k=2, limit=2, max_new_tokens=8, benchmarks_dir=str(BENCHMARKS), experiment=EXPERIMENT)
 
 
+def step(name: str):
+    """One step of the pipeline run, as its component runs it."""
+    return steps.pipeline_step(EXPERIMENT, RUN_ID, RUN_NAME, name)
+
+
 def run_steps(tmp_path: Path) -> dict:
-    """sft -> train -> evaluate -> register of one pipeline run, each step asking for the
+    """prep -> sft -> train -> evaluate -> register of one pipeline run, each step asking for the
     pipeline run as its component does; returns the evaluation summary and the registration."""
-    parent = lambda: steps.pipeline_run(EXPERIMENT, RUN_ID, RUN_NAME)  # noqa: E731 (each step asks anew)
     data = tmp_path / "data"
-    steps.prep([{"name": "synthetic/countdown", "role": "train", "synthetic": {"task": "countdown", "n": 16}, "decontaminate": False}], data)
-    steps.sft("tiny:1m", tmp_path / "sft", steps=1, micro_batch_size=4, heldout_problems=0, engine="torch",
-              experiment=EXPERIMENT, parent_run_id=parent())
-    steps.train(tmp_path / "sft", data, tmp_path / "rl", parent_run_id=parent(), **TRAIN)
-    summary = steps.evaluate(tmp_path / "rl", tmp_path / "eval", parent_run_id=parent(), **EVAL)
-    registration = steps.register(tmp_path / "rl", summary, name="policy", experiment=EXPERIMENT, registration_key=RUN_ID,
-                                  parent_run_id=parent())
-    return {"summary": summary, "registration": registration, "parent": parent}
+    with step("data_prep"):
+        steps.prep([{"name": "synthetic/countdown", "role": "train", "synthetic": {"task": "countdown", "n": 16},
+                     "decontaminate": False}], data)
+    with step("sft") as parent:
+        steps.sft("tiny:1m", tmp_path / "sft", steps=1, micro_batch_size=4, heldout_problems=0, engine="torch",
+                  experiment=EXPERIMENT, parent_run_id=parent)
+    with step("train") as parent:
+        steps.train(tmp_path / "sft", data, tmp_path / "rl", parent_run_id=parent, **TRAIN)
+    with step("evaluate") as parent:
+        summary = steps.evaluate(tmp_path / "rl", tmp_path / "eval", parent_run_id=parent, **EVAL)
+    with step("register") as parent:
+        registration = steps.register(tmp_path / "rl", summary, name="policy", experiment=EXPERIMENT,
+                                      registration_key=RUN_ID, parent_run_id=parent)
+    return {"summary": summary, "registration": registration}
 
 
 def test_one_parent_run_with_a_nested_run_per_stage_and_retries_add_none(tmp_path, mlflow_store):
@@ -66,10 +76,12 @@ def test_one_parent_run_with_a_nested_run_per_stage_and_retries_add_none(tmp_pat
     assert str(version.version) == "1" and version.run_id == stages["register"].info.run_id
 
     # Retried steps (KFP's retry policy, same run id): the same runs, the same version.
-    assert done["parent"]() == parent
-    summary = steps.evaluate(tmp_path / "rl", tmp_path / "eval-retry", parent_run_id=done["parent"](), **EVAL)
-    again = steps.register(tmp_path / "rl", summary, name="policy", experiment=EXPERIMENT, registration_key=RUN_ID,
-                           parent_run_id=done["parent"]())
+    with step("evaluate") as retried:
+        assert retried == parent
+        summary = steps.evaluate(tmp_path / "rl", tmp_path / "eval-retry", parent_run_id=retried, **EVAL)
+    with step("register") as retried:
+        again = steps.register(tmp_path / "rl", summary, name="policy", experiment=EXPERIMENT, registration_key=RUN_ID,
+                               parent_run_id=retried)
     assert again["version"] == "1"
     assert sorted(r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id])) == sorted(r.info.run_id for r in runs)
 

@@ -46,21 +46,13 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-def pipeline_run(experiment: str, run_id: str, run_name: str) -> str:
-    """The MLflow run of pipeline run ``run_id`` (the KFP run's id) in ``experiment``, named
-    ``run_name``: every step nests its stage under it. Empty ``run_id``: "" (a step called
-    outside a pipeline logs a run of its own)."""
-    from lad.tracking import Tracker, TrackingConfig
-
-    return Tracker(TrackingConfig(experiment=experiment)).pipeline_run(run_id, run_name or run_id) if run_id else ""
-
-
 @contextmanager
 def pipeline_step(experiment: str, run_id: str, run_name: str, step: str) -> Iterator[str]:
-    """A component's body as step ``step`` of pipeline run ``run_id``: yields the pipeline run's
-    MLflow run id (see :func:`pipeline_run`), which a failure, an interrupt or SIGTERM inside the
-    block marks FAILED or KILLED (:meth:`lad.tracking.Tracker.pipeline_step`). Empty ``run_id``:
-    yields "" and changes nothing."""
+    """A component's body as step ``step`` of pipeline run ``run_id`` (the KFP run's id): yields
+    the id of that pipeline run's MLflow run in ``experiment`` (named ``run_name``, created by the
+    first step that asks), under which the step nests its stage. A failure, an interrupt or
+    SIGTERM inside the block marks it FAILED or KILLED (:meth:`lad.tracking.Tracker.pipeline_step`).
+    Empty ``run_id``: yields "" (a step called outside a pipeline logs a run of its own)."""
     if not run_id:
         yield ""
         return
