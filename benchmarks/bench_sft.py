@@ -29,9 +29,9 @@ def main() -> None:
     parser.add_argument("--output-dir", default="out/bench-sft")
     args = parser.parse_args()
 
-    from lad.modeling import build_tiny_model
+    from lad.modeling import TINY_PREFIX, load_model
     from lad.train.heldout import evaluate_heldout
-    from lad.train.sft import TINY_PREFIX, load_config
+    from lad.train.sft import load_config
 
     out = Path(args.output_dir)
     cfg = load_config(args.config, output_dir=str(out))
@@ -46,7 +46,7 @@ def main() -> None:
 
     print(f"baseline: untrained {cfg.model} on {cfg.heldout.n_per_task} held-out problems per task ...", flush=True)
     t0 = time.perf_counter()
-    model, tok = build_tiny_model(cfg.model[len(TINY_PREFIX):], seed=cfg.train.seed)
+    model, tok = load_model(cfg.model, seed=cfg.train.seed)
     base = evaluate_heldout(model, tok, cfg.heldout)
     base_eval_s = time.perf_counter() - t0
 

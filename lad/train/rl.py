@@ -41,7 +41,7 @@ from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkp
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
 from lad.train.rl_eval import HeldoutEvalConfig, evaluate_policy
-from lad.train.sft import TINY_PREFIX, CheckpointConfig
+from lad.train.sft import CheckpointConfig
 from lad.train.sft_data import DataError, read_records
 
 # --------------------------------------------------------------------------------------------
@@ -180,11 +180,9 @@ class RLConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RLConfig":
-        if self.model.startswith(TINY_PREFIX):
-            from lad.modeling import TINY_PRESETS
+        from lad.modeling import check_model_ref
 
-            if self.model[len(TINY_PREFIX):] not in TINY_PRESETS:
-                raise ValueError(f"model {self.model!r}: unknown tiny preset; expected one of {sorted(TINY_PRESETS)}")
+        check_model_ref(self.model)
         t = self.train
         total = t.prompts_per_step * self.rollout.n
         if self.train.mini_batch_size is not None and total % self.train.mini_batch_size:
@@ -505,19 +503,11 @@ def write_samples(path: Path, samples: list[Sample], n: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _start_model(cfg: RLConfig):
-    from lad.modeling import build_tiny_model, load_model
-
-    if cfg.model.startswith(TINY_PREFIX):
-        return build_tiny_model(cfg.model[len(TINY_PREFIX):], seed=cfg.train.seed)
-    return load_model(cfg.model)
-
-
 def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[[int], None]] = None) -> dict:
     """Run the RL stage; returns the final metrics. ``on_step(step)`` is called after every step."""
     from tqdm import tqdm
 
-    from lad.modeling import save_model
+    from lad.modeling import load_model, save_model
 
     rank, world, _ = dist_info()
     tc = cfg.train
@@ -527,7 +517,7 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
         raise ValueError(f"mini-batch of {cfg.mini_batch()} sequences must be divisible by processes x micro_batch_size = {world * tc.micro_batch_size}")
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)
-    model, tokenizer = _start_model(cfg)
+    model, tokenizer = load_model(cfg.model, seed=tc.seed)
     train_records, dropped = load_prompts(cfg.data.train, tokenizer, cfg.data.max_prompt_len, "data.train")
     eval_records = load_prompts(cfg.data.eval, tokenizer, cfg.data.max_prompt_len, "data.eval")[0] if cfg.data.eval else []
     step_prompts(len(train_records), tc.prompts_per_step, 0, seed=tc.seed, shuffle=False)  # fails early on too few prompts

@@ -31,8 +31,6 @@ from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.heldout import HeldoutConfig, evaluate_heldout
 from lad.train.sft_data import DataError, SFTData, batch_plan, collate, completion_nll_sum, load_pairs, micro_slice, tokenize_pairs
 
-TINY_PREFIX = "tiny:"
-
 
 class SFTTrainConfig(BaseModel):
     """Batching and length of the run."""
@@ -77,12 +75,9 @@ class SFTConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_preset(self) -> "SFTConfig":
-        if self.model.startswith(TINY_PREFIX):
-            from lad.modeling import TINY_PRESETS
+        from lad.modeling import check_model_ref
 
-            preset = self.model[len(TINY_PREFIX):]
-            if preset not in TINY_PRESETS:
-                raise ValueError(f"model {self.model!r}: unknown tiny preset; expected one of {sorted(TINY_PRESETS)}")
+        check_model_ref(self.model)
         return self
 
     def checkpoint_root(self) -> Path:
@@ -97,14 +92,6 @@ class SFTConfig(BaseModel):
 def load_config(path: str | Path, **overrides) -> SFTConfig:
     """SFTConfig from a YAML file; ``overrides`` replace values (dotted keys reach nested sections)."""
     return load_yaml_config(path, SFTConfig, overrides)
-
-
-def _load_start_model(cfg: SFTConfig):
-    from lad.modeling import build_tiny_model, load_model
-
-    if cfg.model.startswith(TINY_PREFIX):
-        return build_tiny_model(cfg.model[len(TINY_PREFIX):], seed=cfg.train.seed)
-    return load_model(cfg.model)
 
 
 def _open_run(stack: contextlib.ExitStack, cfg: SFTConfig, rank: int, run_id: Optional[str]):
@@ -129,12 +116,12 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
     """Run the SFT stage; returns the final metrics. ``on_step(step)`` is called after every update."""
     from tqdm import tqdm
 
-    from lad.modeling import save_model
+    from lad.modeling import load_model, save_model
 
     rank, world, _ = dist_info()
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    model, tokenizer = _load_start_model(cfg)
+    model, tokenizer = load_model(cfg.model, seed=tc.seed)
     pairs = load_pairs(cfg.data)
     examples, dropped = tokenize_pairs(pairs, tokenizer, cfg.data.max_seq_len)
     global_batch = tc.micro_batch_size * tc.grad_accum * world

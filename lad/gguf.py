@@ -1,0 +1,135 @@
+"""GGUF files as ordinary Hugging Face checkpoints: each file is converted once, into a folder in
+the local cache named by the file's sha256, which every stage then loads like any other.
+
+transformers reads GGUF (``from_pretrained(dir, gguf_file=...)``, with the ``gguf`` package) and
+dequantizes it to float32, but the model it returns is marked as quantized and refuses
+``save_pretrained``; its weights are therefore copied into a model built from the same config,
+which saves normally (safetensors, tokenizer with its chat template, generation config, and a
+model card naming the source file and its sha256).
+
+Bad files are refused before transformers sees them, each with one line naming the file: not a
+GGUF file (wrong magic bytes), a header that does not parse, tensors reaching past the end of a
+truncated file, an architecture transformers cannot build.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+MAGIC = b"GGUF"
+EXTRAS_HINT = "pip install 'lad[models]' (or: pip install gguf accelerate)"
+
+
+class GGUFError(ValueError):
+    """A GGUF file that cannot become a model, or a missing package to read one; the message names the file."""
+
+
+def cache_root() -> Path:
+    """Where converted GGUF files live: ``gguf/`` in the storage cache ($LAD_CACHE_DIR or ~/.cache/lad/storage)."""
+    from lad.storage import StorageConfig
+
+    return StorageConfig().resolved_cache_dir() / "gguf"
+
+
+def _require(module: str, path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise GGUFError(f"GGUF file {path}: reading it needs the {module!r} package, which is not installed; {EXTRAS_HINT}")
+
+
+def inspect_gguf(path: Path) -> dict:
+    """Architecture, name and size of a GGUF file, after checking that it is whole.
+
+    Raises GGUFError naming the file when it is not GGUF, does not parse, or is truncated.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(len(MAGIC))
+    if head != MAGIC:
+        raise GGUFError(f"GGUF file {path}: not a GGUF file (expected the magic bytes b'GGUF' at the start, found {head!r})")
+    _require("gguf", path)
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except Exception as err:  # the reader raises whatever numpy does on short or garbled data
+        raise GGUFError(f"GGUF file {path}: corrupt or truncated ({size:,} bytes; {type(err).__name__}: {err}); expected a complete GGUF file") from None
+    # A file cut at a tensor boundary parses; its missing tensors show only as data past the end.
+    needed = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    if needed > size:
+        raise GGUFError(f"GGUF file {path}: truncated: its tensors need {needed:,} bytes, the file has {size:,}; expected a complete GGUF file")
+    field = reader.fields.get("general.architecture")
+    if field is None:
+        raise GGUFError(f"GGUF file {path}: no general.architecture field; expected a model GGUF file")
+    name = reader.fields.get("general.name")
+    return {"architecture": str(field.contents()), "name": str(name.contents()) if name is not None else path.stem,
+            "tensors": len(reader.tensors), "size": size}
+
+
+def _supported(architecture: str, path: Path) -> None:
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    # transformers renames a few llama.cpp architectures (qwen2moe -> qwen2_moe) before its own
+    # check; comparing without separators admits those and nothing it would refuse.
+    known = {a.replace("_", "").replace("-", "") for a in GGUF_SUPPORTED_ARCHITECTURES} - {"general", "tokenizer"}
+    if architecture.replace("_", "").replace("-", "") not in known:
+        raise GGUFError(f"GGUF file {path}: architecture {architecture!r} (general.architecture) cannot be loaded; "
+                        f"expected one of {sorted(known)}")
+
+
+def load_gguf(path: Path):
+    """(model, tokenizer) of a GGUF file, float32, as a model that ``save_pretrained`` accepts."""
+    _require("accelerate", path)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    config = copy.deepcopy(loaded.config)
+    del config.quantization_config  # the marker that makes save_pretrained refuse
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config.bos_token_id is None:
+        model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model.eval(), tokenizer
+
+
+def _complete(entry: Path) -> bool:
+    # Entries appear only by rename after a full save, so a present config and weights mean whole.
+    return (entry / "config.json").is_file() and (entry / "model.safetensors").is_file()
+
+
+def convert_gguf(path: str | Path, *, root: Path | None = None, origin: str | None = None) -> Path:
+    """The Hugging Face folder of the GGUF file ``path``, converted on first use into
+    ``root / <sha256 of the file>`` (``root`` defaults to :func:`cache_root`); ``origin``, the
+    reference it was reached by (default: the path), goes into the model card."""
+    from lad.modeling import save_model
+    from lad.storage import sha256_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file {path}: no such file")
+    root = cache_root() if root is None else root
+    digest = sha256_file(path)
+    entry = root / digest
+    if _complete(entry):
+        return entry
+    header = inspect_gguf(path)
+    _supported(header["architecture"], path)
+    print(f"converting GGUF {path} ({header['architecture']}, sha256 {digest[:12]}) once into {entry}", file=sys.stderr, flush=True)
+    model, tokenizer = load_gguf(path)
+    card = {"name": f"{path.stem} (converted from GGUF)", "base_model": path.name,
+            "source": {"file": path.name, "origin": origin or str(path), "sha256": digest, "format": "gguf", **header}}
+    try:
+        save_model(model, tokenizer, entry, card)
+    except OSError:
+        # Another process renamed its conversion of the same file into place first.
+        if not _complete(entry):
+            raise
+    return entry
