@@ -30,6 +30,11 @@ def serve(
     max_timeout_s: float = typer.Option(60.0, help="largest timeout_s a request may ask for"),
     max_memory_mb: int = typer.Option(4096, help="largest memory_mb a request may ask for"),
     max_jobs_per_sandbox: int = typer.Option(200, help="jobs a warm sandbox runs before a fresh one replaces it"),
+    hash_seed: int = typer.Option(0, help="PYTHONHASHSEED of every sandbox (the same in all, so set and dict order "
+                                          "of strings is too)"),
+    value_limit_mb: int = typer.Option(16, help="cap on one returned value of a call test, unless a request asks "
+                                                "for another"),
+    max_value_limit_mb: int = typer.Option(256, help="largest value_limit_mb a request may ask for"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
 ) -> None:
     """Serve POST /v1/run, POST /v1/evaluate, GET /healthz and GET /metrics.
@@ -43,7 +48,9 @@ def serve(
 
     try:
         cfg = ServiceConfig(sandbox=SandboxConfig(isolation=isolation, python=python, max_timeout_s=max_timeout_s,
-                                                  max_memory_mb=max_memory_mb, max_jobs_per_sandbox=max_jobs_per_sandbox),
+                                                  max_memory_mb=max_memory_mb, max_jobs_per_sandbox=max_jobs_per_sandbox,
+                                                  hash_seed=hash_seed, value_limit_bytes=value_limit_mb << 20,
+                                                  max_value_limit_bytes=max_value_limit_mb << 20),
                             workers=workers, queue=queue, max_body_bytes=max_body_mb << 20)
     except ValidationError as err:
         for e in err.errors():

@@ -17,6 +17,9 @@ class SandboxConfig(BaseModel):
     bwrap: str = Field("bwrap", description="bubblewrap executable")
     host_uid: int = Field(
         65534, description="host uid the sandboxes run as when the service runs as root (RLIMIT_NPROC never binds root)")
+    hash_seed: int = Field(
+        0, ge=0, le=4294967295, description="PYTHONHASHSEED of every sandbox: str/bytes hashes, and so set and dict "
+                                            "order of strings, are the same in every worker and every fresh sandbox")
     tmpfs_mb: int = Field(64, gt=0, description="size of each private writable tmpfs: the work dir /tmp, and /dev/shm")
     default_timeout_s: float = Field(5.0, gt=0, description="wall-clock limit per run or per test")
     max_timeout_s: float = Field(60.0, gt=0)
@@ -24,7 +27,9 @@ class SandboxConfig(BaseModel):
     max_memory_mb: int = Field(4096, gt=0)
     max_request_s: float = Field(300.0, gt=0, description="wall-clock budget of one whole evaluate request")
     output_limit_bytes: int = Field(1 << 20, gt=0, description="cap on captured stdout, and on stderr, per run or test")
-    value_limit_bytes: int = Field(16 << 20, gt=0, description="cap on one returned value of a call test (JSON)")
+    value_limit_bytes: int = Field(16 << 20, gt=0, description="cap on one returned value of a call test (JSON), "
+                                                               "unless the request sets value_limit_mb")
+    max_value_limit_bytes: int = Field(256 << 20, gt=0, description="largest value_limit_mb a request may ask for")
     nproc: int = Field(32, gt=1, description="processes (and threads) per sandbox")
     nofile: int = Field(256, gt=16, description="open files per process")
     fsize_mb: int = Field(16, gt=0, description="largest file a program may write")

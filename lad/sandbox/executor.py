@@ -44,9 +44,16 @@ from lad.sandbox.models import (SKIPPED_DETAIL, CallTest, EvaluateRequest, Evalu
 
 RUNNER_SOURCE = Path(runner.__file__).read_text()
 _PY_FLAGS = ["-I", "-S", "-B"]  # isolated, no site-packages, no .pyc writes
+# The sandbox's runner: not -I, whose -E would ignore PYTHONHASHSEED (the hash secret is drawn
+# once at interpreter start and every program forked from the runner inherits it). The
+# environment is the launcher's own (bwrap --clearenv), so no other PYTHON* variable reaches it;
+# no user site (-s) and no site-packages (-S); BOOTSTRAP drops the '' that -c puts on sys.path,
+# so nothing a program leaves in the work dir can be imported by the runner.
+_SANDBOX_FLAGS = ["-s", "-S", "-B"]
 # Reads the control socket (fd argv[1]): the runner's code object (argv[2] bytes, marshalled by
 # the same interpreter), then the sandbox's settings (argv[3] bytes); runs the runner as __main__.
 BOOTSTRAP = ("import marshal, os, sys\n"
+             "sys.path[:] = [p for p in sys.path if p]\n"
              "fd, n, m = map(int, sys.argv[1:4])\n"
              "d = b''\n"
              "while len(d) < n + m:\n"
@@ -304,7 +311,7 @@ def _start_sandbox(cfg: SandboxConfig, launch, python: str, runner_code: bytes, 
     private = cfg.isolation == "bwrap"
     init = marshal.dumps({"private": private, "nproc": cfg.nproc, "nofile": cfg.nofile, "fsize": cfg.fsize_mb << 20,
                           "wipe": list(TMPFS_DIRS) if private else []}, 4)
-    cmd, popen_kw = launch([python, *_PY_FLAGS, "-c", BOOTSTRAP, str(child.fileno()), str(len(runner_code)),
+    cmd, popen_kw = launch([python, *_SANDBOX_FLAGS, "-c", BOOTSTRAP, str(child.fileno()), str(len(runner_code)),
                             str(len(init))])
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -547,11 +554,19 @@ class Executor:
             raise RequestError("memory_mb", f"{memory} exceeds this service's maximum of {cfg.max_memory_mb}")
         return timeout, memory
 
+    def _value_limit(self, value_limit_mb: Optional[int]) -> int:
+        cfg = self.config
+        if value_limit_mb is None:
+            return cfg.value_limit_bytes
+        if value_limit_mb << 20 > cfg.max_value_limit_bytes:
+            raise RequestError("value_limit_mb", f"{value_limit_mb} exceeds this service's maximum of "
+                                                 f"{cfg.max_value_limit_bytes >> 20}")
+        return value_limit_mb << 20
+
     def _job(self, mode: str, code: str, timeout: float, memory_mb: int) -> dict:
         cfg = self.config
         return {"mode": mode, "code": code, "timeout_s": timeout, "cpu_s": timeout + 1,
-                "memory_bytes": memory_mb << 20, "output_limit": cfg.output_limit_bytes,
-                "value_limit": cfg.value_limit_bytes, "workdir": WORKDIR}
+                "memory_bytes": memory_mb << 20, "output_limit": cfg.output_limit_bytes, "workdir": WORKDIR}
 
     def _execute(self, lease: _Lease, job: dict, stdin: bytes, deadline_s: float, stdout_cap: int,
                  on_line=None) -> _Outcome:
@@ -614,6 +629,7 @@ class Executor:
         timeout, memory = self._limits(req.timeout_s, req.memory_mb)
         budget = min(self.config.max_request_s, timeout * len(req.tests) + self.config.grace_s)
         job = self._job("evaluate", req.code, timeout, memory)
+        job["value_limit"] = self._value_limit(req.value_limit_mb)
         job["budget_s"] = budget
         job["tests"] = [_without_expected(t) for t in req.tests]
         verdicts: list[Optional[Verdict]] = [None] * len(req.tests)

@@ -26,6 +26,13 @@ TMPFS_DIRS = (WORKDIR, "/dev/shm")  # the sandbox's writable mounts, emptied aft
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
+def sandbox_env(cfg: SandboxConfig) -> dict[str, str]:
+    """The whole environment of a sandbox's runner, and so of every program it forks: the same in
+    every sandbox. The hash seed is fixed because a random one per sandbox made programs whose
+    output follows set or dict order of strings pass in one worker and fail in another."""
+    return {**ENV, "PYTHONHASHSEED": str(cfg.hash_seed)}
+
+
 class IsolationError(RuntimeError):
     """The sandbox cannot be set up (missing bubblewrap, interpreter, or namespaces)."""
 
@@ -105,7 +112,7 @@ def bwrap_command(cfg: SandboxConfig, interp: Interpreter, argv: list[str]) -> l
            # the runner is pid 1 of the sandbox: the kernel then ignores SIGKILL/SIGSTOP that the
            # program sends it, and (non-dumpable) it cannot be ptraced, unlike bwrap's own init
            "--as-pid-1"]
-    for key, value in ENV.items():
+    for key, value in sandbox_env(cfg).items():
         cmd += ["--setenv", key, value]
     for host, inside in interp.binds:
         cmd += ["--ro-bind", host, inside]
@@ -136,7 +143,7 @@ def make_launcher(cfg: SandboxConfig) -> tuple[str, Launcher]:
     python = cfg.python or default_python()
     if cfg.isolation == "none":
         def plain(argv: list[str]) -> tuple[list[str], dict]:
-            return argv, {"env": dict(ENV), **host_user(cfg)}
+            return argv, {"env": sandbox_env(cfg), **host_user(cfg)}
         return python, plain
     interp = discover_interpreter(python)
     bwrap_command(cfg, interp, [])  # fail now, not per request, when bwrap is missing
