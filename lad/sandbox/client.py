@@ -53,12 +53,12 @@ class SandboxRequestError(RuntimeError):
 
 
 def _evaluate_request(item: Program, timeout_s: Optional[float], memory_mb: Optional[int],
-                      stop_on_first_failure: bool = False) -> EvaluateRequest:
+                      stop_on_first_failure: bool = False, value_limit_mb: Optional[int] = None) -> EvaluateRequest:
     if isinstance(item, EvaluateRequest):
         return item
     code, tests = item
     return EvaluateRequest(code=code, tests=list(tests), timeout_s=timeout_s, memory_mb=memory_mb,
-                           stop_on_first_failure=stop_on_first_failure)
+                           value_limit_mb=value_limit_mb, stop_on_first_failure=stop_on_first_failure)
 
 
 def split_by_size(sizes: Sequence[int], limit: int) -> list[range]:
@@ -218,10 +218,14 @@ class _Connections:
 
 class _Settings:
     def __init__(self, url: Optional[str], token: Optional[str], timeout_s: float, retries: int, backoff_s: float,
-                 config: Optional[SandboxConfig], concurrency: Optional[int], max_request_bytes: int):
+                 config: Optional[SandboxConfig], concurrency: Optional[int], max_request_bytes: int,
+                 value_limit_mb: Optional[int]):
         if max_request_bytes <= 0:
             raise ValueError(f"max_request_bytes must be positive, got {max_request_bytes}")
+        if value_limit_mb is not None and value_limit_mb <= 0:
+            raise ValueError(f"value_limit_mb must be positive, got {value_limit_mb}")
         self.max_request_bytes = max_request_bytes
+        self.value_limit_mb = value_limit_mb
         self.url = (url if url is not None else os.environ.get(URL_ENV) or None)
         self.url = self.url.rstrip("/") if self.url else None
         self.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
@@ -240,12 +244,16 @@ class _Settings:
 
 
 class SandboxClient:
-    """Blocking client. ``url=None`` and no $LAD_SANDBOX_URL: in-process executor."""
+    """Blocking client. ``url=None`` and no $LAD_SANDBOX_URL: in-process executor.
+    ``value_limit_mb``: the cap on one returned value that every evaluate request asks for
+    (default: the service's own, 16 MiB; a service refuses more than its maximum)."""
 
     def __init__(self, url: Optional[str] = None, *, token: Optional[str] = None, timeout_s: float = 600.0,
                  retries: int = 5, backoff_s: float = 0.25, config: Optional[SandboxConfig] = None,
-                 concurrency: Optional[int] = None, max_request_bytes: int = MAX_REQUEST_BYTES):
-        self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency, max_request_bytes)
+                 concurrency: Optional[int] = None, max_request_bytes: int = MAX_REQUEST_BYTES,
+                 value_limit_mb: Optional[int] = None):
+        self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency, max_request_bytes,
+                            value_limit_mb)
         self._http = _Connections(self._s.url, timeout_s, self._s.headers) if self._s.url else None
 
     @property
@@ -280,7 +288,8 @@ class SandboxClient:
                  memory_mb: Optional[int] = None, stop_on_first_failure: bool = False) -> EvaluateResult:
         """Run ``tests`` against ``code``; result has passed, total and verdicts. With
         ``stop_on_first_failure``, the tests after the first one that does not pass are skipped."""
-        return self._evaluate(_evaluate_request((code, tests), timeout_s, memory_mb, stop_on_first_failure))
+        return self._evaluate(_evaluate_request((code, tests), timeout_s, memory_mb, stop_on_first_failure,
+                                                self._s.value_limit_mb))
 
     def _evaluate(self, req: EvaluateRequest) -> EvaluateResult:
         """One program: its request bodies in order (built here, in the calling worker thread, so
@@ -299,7 +308,8 @@ class SandboxClient:
     def evaluate_many(self, programs: Iterable[Program], *, timeout_s: Optional[float] = None,
                       memory_mb: Optional[int] = None, stop_on_first_failure: bool = False) -> list[EvaluateResult]:
         """Evaluate many (code, tests) pairs concurrently; results in input order."""
-        reqs = [_evaluate_request(p, timeout_s, memory_mb, stop_on_first_failure) for p in programs]
+        reqs = [_evaluate_request(p, timeout_s, memory_mb, stop_on_first_failure, self._s.value_limit_mb)
+                for p in programs]
         if len(reqs) == 1:
             return [self._evaluate(reqs[0])]
         with ThreadPoolExecutor(self._s.concurrency) as pool:
@@ -331,8 +341,9 @@ class AsyncSandboxClient:
     def __init__(self, url: Optional[str] = None, *, token: Optional[str] = None, timeout_s: float = 600.0,
                  retries: int = 5, backoff_s: float = 0.25, config: Optional[SandboxConfig] = None,
                  concurrency: Optional[int] = None, transport: Optional[httpx.AsyncBaseTransport] = None,
-                 max_request_bytes: int = MAX_REQUEST_BYTES):
-        self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency, max_request_bytes)
+                 max_request_bytes: int = MAX_REQUEST_BYTES, value_limit_mb: Optional[int] = None):
+        self._s = _Settings(url, token, timeout_s, retries, backoff_s, config, concurrency, max_request_bytes,
+                            value_limit_mb)
         self._http = (httpx.AsyncClient(timeout=timeout_s, headers=self._s.headers, transport=transport)
                       if self._s.url else None)
 
@@ -364,7 +375,8 @@ class AsyncSandboxClient:
 
     async def evaluate(self, code: str, tests: Sequence[TestSpec], *, timeout_s: Optional[float] = None,
                        memory_mb: Optional[int] = None, stop_on_first_failure: bool = False) -> EvaluateResult:
-        return await self._evaluate(_evaluate_request((code, tests), timeout_s, memory_mb, stop_on_first_failure))
+        return await self._evaluate(_evaluate_request((code, tests), timeout_s, memory_mb, stop_on_first_failure,
+                                                      self._s.value_limit_mb))
 
     async def _evaluate(self, req: EvaluateRequest) -> EvaluateResult:
         if self._s.executor is not None:
@@ -381,7 +393,8 @@ class AsyncSandboxClient:
     async def evaluate_many(self, programs: Iterable[Program], *, timeout_s: Optional[float] = None,
                             memory_mb: Optional[int] = None, stop_on_first_failure: bool = False
                             ) -> list[EvaluateResult]:
-        reqs = [_evaluate_request(p, timeout_s, memory_mb, stop_on_first_failure) for p in programs]
+        reqs = [_evaluate_request(p, timeout_s, memory_mb, stop_on_first_failure, self._s.value_limit_mb)
+                for p in programs]
         gate = asyncio.Semaphore(self._s.concurrency)
 
         async def one(req: EvaluateRequest) -> EvaluateResult:

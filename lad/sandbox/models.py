@@ -72,6 +72,8 @@ class EvaluateRequest(_Strict):
     tests: list[Test] = Field(min_length=1)
     timeout_s: Optional[float] = Field(None, gt=0, description="wall-clock limit per test")
     memory_mb: Optional[int] = Field(None, gt=0)
+    value_limit_mb: Optional[int] = Field(
+        None, gt=0, description="cap on one returned value of a call test (as JSON); default from the service config")
     stop_on_first_failure: bool = Field(
         False, description="stop at the first test that does not pass (in the order tests run); every later test "
                            "gets the verdict 'skipped'. For all-pass rewards, which need no more than that")

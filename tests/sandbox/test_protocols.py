@@ -253,3 +253,73 @@ def test_long_float_lists_cross_as_raw_doubles(local):
     checked = local.evaluate(code, [{"type": "call", "entry_point": "f", "args": [1000], "expected": recorded.verdicts[0].output},
                                     {"type": "call", "entry_point": "f", "args": [999], "expected": recorded.verdicts[0].output}])
     assert [v.status for v in checked.verdicts] == ["passed", "failed"]
+
+
+CONTAINERS = """
+import collections, re
+class Rigged(dict):
+    def __eq__(self, other):
+        return True
+    def items(self):
+        return [('x', 1)]
+def count(s):
+    return collections.Counter(s)
+def ordered():
+    return collections.OrderedDict([('b', 1), ('a', 2)])
+def point():
+    return collections.namedtuple('P', 'x y')(1, 2)
+def frozen(xs):
+    return frozenset(xs)
+def pairs(xs):
+    return {frozenset(p) for p in xs}
+def find(pattern, s):
+    return re.search(pattern, s)
+def rigged():
+    return Rigged(a=1)
+"""
+
+
+def test_returned_containers_compare_as_their_base_type(local):
+    """Counter and OrderedDict compare as dicts, a namedtuple as a tuple, a frozenset as a set (a
+    set of frozensets too); a dict subclass's own methods cannot change what is compared."""
+    def call(entry, args, expected):
+        return {"type": "call", "entry_point": entry, "args": args, "expected": expected}
+
+    tests = [call("count", ["abca"], {"a": 2, "b": 1, "c": 1}), call("count", ["abca"], {"a": 2, "b": 1}),
+             call("ordered", [], {"a": 2, "b": 1}), call("point", [], {"__tuple__": [1, 2]}),
+             call("frozen", [[1, 2]], {"__set__": [2, 1]}),
+             call("pairs", [[[1, 2], [3, 4]]], {"__set__": [{"__frozenset__": [4, 3]}, {"__frozenset__": [1, 2]}]}),
+             call("rigged", [], {"x": 1}), call("rigged", [], {"a": 1})]
+    r = local.evaluate(CONTAINERS, tests)
+    assert [v.status for v in r.verdicts] == ["passed", "failed", "passed", "passed", "passed", "passed", "failed",
+                                              "passed"]
+    assert r.verdicts[1].detail == "returned {'a': 2, 'b': 1, 'c': 1}, expected {'a': 2, 'b': 1}"
+
+
+def test_returned_match_compares_by_span_and_text(local):
+    recorded = local.evaluate(CONTAINERS, [{"type": "call", "entry_point": "find", "args": ["b+", "abbbc"]},
+                                           {"type": "call", "entry_point": "find", "args": ["z", "abc"]}])
+    assert [v.output for v in recorded.verdicts] == [{"__match__": [1, 4, "bbb"]}, None]
+    same_match = {"type": "call", "entry_point": "find", "args": ["ab*(?=c)", "abbbc"],
+                  "expected": {"__match__": [0, 4, "abbb"]}}
+    other_span = {"type": "call", "entry_point": "find", "args": ["b", "abbbc"], "expected": recorded.verdicts[0].output}
+    r = local.evaluate(CONTAINERS, [same_match, other_span])
+    assert [v.status for v in r.verdicts] == ["passed", "failed"]
+    assert r.verdicts[1].detail == ("returned <re.Match object; span=(1, 2), match='b'>, "
+                                    "expected <re.Match object; span=(1, 4), match='bbb'>")
+    assert decode(json.loads(json.dumps(encode({frozenset({1, 2}), frozenset()})))) == {frozenset({1, 2}), frozenset()}
+
+
+def test_returned_value_cap_is_a_setting_of_the_service_and_the_client():
+    code = "def big(n):\n    return 'x' * n\n"
+    test = [{"type": "call", "entry_point": "big", "args": [2 << 20]}]
+    cfg = SandboxConfig(value_limit_bytes=1 << 20, max_value_limit_bytes=8 << 20)
+    with SandboxClient(url="", config=cfg) as capped:
+        assert capped.evaluate(code, test).verdicts[0].status == "output_limit"
+    with SandboxClient(url="", config=cfg, value_limit_mb=4) as raised:
+        assert raised.evaluate(code, test).verdicts[0].output == "x" * (2 << 20)
+    with SandboxClient(url="", config=cfg, value_limit_mb=16) as too_much:
+        with pytest.raises(RequestError, match=r"^value_limit_mb: 16 exceeds this service's maximum of 8$"):
+            too_much.evaluate(code, test)
+    with pytest.raises(ValueError, match="value_limit_mb must be positive, got 0"):
+        SandboxClient(url="", value_limit_mb=0)
