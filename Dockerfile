@@ -14,7 +14,10 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
     fi
 COPY pyproject.toml README.md ./
 COPY lad/ lad/
-RUN pip install --no-cache-dir -c constraints/cpu.txt . && useradd --create-home --uid 1000 lad
+# The bundled benchmark files install as package data; the check fails the build if any is missing.
+RUN pip install --no-cache-dir -c constraints/cpu.txt . \
+    && python -c "from lad.data.public import locate, manifest; [locate(name) for name in manifest()]" \
+    && useradd --create-home --uid 1000 lad
 USER lad
 ENTRYPOINT ["lad"]
 CMD ["--help"]

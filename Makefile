@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 venv: $(STAMP)
 
 # The main job: the whole training pipeline on this machine (KFP's local runner, tiny model,
-# synthetic tasks plus slices of the shared benchmarks, local sandbox, embedded MLflow).
+# synthetic tasks plus a slice of the bundled public data, local sandbox, embedded MLflow).
 demo: $(STAMP) sysdeps
 	$(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-local
 

@@ -35,10 +35,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from lad.data.public import read_text
 from lad.local_server import free_port, wait_until_healthy
 from lad.sandbox.client import SandboxClient
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "humanevalplus.jsonl"
+DATA_FILE = "humanevalplus.jsonl"  # bundled with lad (lad.data.public)
 
 
 def _inputs(task: dict) -> list:
@@ -135,9 +136,10 @@ def _cpu_self() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def evalplus_run(python: str, samples: Path, cache: Path) -> tuple[float, float, str]:
-    """(wall seconds, CPU seconds of EvalPlus and its worker processes, its output)."""
-    env = dict(os.environ, HUMANEVAL_OVERRIDE_PATH=str(DATA), XDG_CACHE_HOME=str(cache))
+def evalplus_run(python: str, samples: Path, cache: Path, data: Path) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of EvalPlus and its worker processes, its output); ``data``: the
+    plain HumanEval+ file, which EvalPlus reads instead of downloading its release."""
+    env = dict(os.environ, HUMANEVAL_OVERRIDE_PATH=str(data), XDG_CACHE_HOME=str(cache))
     start, cpu = time.perf_counter(), _cpu_children()
     done = subprocess.run([python, "-m", "evalplus.evaluate", "--dataset", "humaneval", "--samples", str(samples),
                            "--parallel", "2", "--i-just-wanna-run"], env=env, capture_output=True, text=True)
@@ -165,7 +167,7 @@ def evalplus_round(python: str, tasks: list[dict], work: Path) -> list[Row]:
     for name in ("cold (computes ground truth)", "warm (cached ground truth)"):
         for f in work.glob("*eval_results.json"):
             f.unlink()
-        seconds, cpu, out = evalplus_run(python, samples, cache)
+        seconds, cpu, out = evalplus_run(python, samples, cache, work / DATA_FILE)
         rows.append((f"EvalPlus 0.3.1, {name}", seconds, cpu, _evalplus_score(out, len(tasks))))
     return rows
 
@@ -197,9 +199,11 @@ def main() -> None:
     console = Console()
     if not Path(args.evalplus_python).exists():
         sys.exit(f"no interpreter at {args.evalplus_python}; see this script's docstring to install evalplus")
-    tasks = [json.loads(line) for line in DATA.open()]
+    text = read_text(DATA_FILE)
+    tasks = [json.loads(line) for line in text.splitlines()]
 
     work = Path(tempfile.mkdtemp(prefix="bench-heplus-"))
+    (work / DATA_FILE).write_text(text)
     service = ServiceCpu()
     port = free_port()
     proc = subprocess.Popen(service.command([sys.executable, "-m", "lad.sandbox", "serve", "--port", str(port),

@@ -10,7 +10,7 @@ from components.images import TRAINER_IMAGE
 def evaluate(
     model: Input[Model], benchmarks: str, results: Output[Dataset], metrics: Output[Metrics],
     report: Output[HTML], report_md: Output[Markdown], k: int = 4, limit: int = 0, max_new_tokens: int = 1024,
-    temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "/opt/lad/benchmarks",
+    temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "",
     label: str = "model", seed: int = 0, experiment: str = "lad-pipeline", stage: str = "evaluate",
     pipeline_run_id: str = "", pipeline_run_name: str = "",
 ):
@@ -21,7 +21,8 @@ def evaluate(
         k: samples per problem.
         limit: first N problems of each benchmark; 0: all.
         sandbox_url: the sandbox Service URL for code benchmarks.
-        benchmarks_dir: folder (in the image) of the benchmark files.
+        benchmarks_dir: an s3:// prefix or mounted folder of your own copies of the benchmark files; empty: the
+            files bundled with lad in the image.
         stage: name of the MLflow stage run (one per evaluated model of a pipeline run).
         pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under (marked
             FAILED or KILLED when this step fails or is stopped); empty: a run of its own.

@@ -44,7 +44,7 @@ def retraining(
     promotion_metric: str = "all/avg@k",
     promotion_margin: float = 0.0,
     sandbox_url: str = SANDBOX_SERVICE,
-    benchmarks_dir: str = "/opt/lad/benchmarks",
+    benchmarks_dir: str = "",
     mlflow_experiment: str = "lad-retraining",
     seed: int = 0,
     num_nodes: int = 1,
@@ -80,8 +80,8 @@ def retraining(
         promotion_metric: metric the gate compares, e.g. all/avg@k.
         promotion_margin: improvement over the champion needed for promotion.
         sandbox_url: URL of the sandbox Service that runs code.
-        benchmarks_dir: where file-based benchmarks (math500, humanevalplus, ...) are read: an s3:// prefix
-            holding the benchmark files, or a folder mounted into the pods (synthetic ones need none).
+        benchmarks_dir: where file-based benchmarks (math500, humanevalplus, ...) are read; empty: the files
+            bundled with lad in the images; else an s3:// prefix or a folder mounted into the pods with your own copies.
         mlflow_experiment: MLflow experiment of the pipeline run (one run, a nested run per stage).
         seed: seed of every stage.
         num_nodes: RL training nodes; above 1 runs a PyTorchJob.

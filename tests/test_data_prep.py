@@ -12,12 +12,12 @@ from lad.cli import app
 from lad.data.config import ConfigError, PrepConfig, load_config
 from lad.data.filters import ContaminationIndex, ngrams, normalise
 from lad.data.prep import TEMPLATE_METADATA_KEY, PrepError, run_prep
+from lad.data.public import read_text
 from lad.data.schema import Problem, Record, parse_tests
 from lad.data.synthetic import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT.parent / "shared" / "benchmarks"
-MANIFEST_ROWS = {  # ../shared/benchmarks/MANIFEST.md
+MANIFEST_ROWS = {  # lad/data/public/MANIFEST.json
     "math500": 500, "aime24": 30, "amc23": 40, "amc22_23": 83, "olympiadbench": 675, "minerva_math": 272,
     "gsm8k": 1319, "humaneval": 164, "humanevalplus": 164, "livecodebench": 279, "codecontests": 165,
 }
@@ -32,20 +32,19 @@ def _cfg(tmp_path, sources, **kw):
 
 
 # --------------------------------------------------------------------------------------------
-# the shared benchmarks, end to end
+# the bundled public benchmarks, end to end
 # --------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def benchmarks_prepped(tmp_path_factory):
-    cfg = load_config(ROOT / "configs/data/math_code.yaml")
-    sources = [s.model_copy(update={"uri": str(ROOT / s.uri)}) for s in cfg.sources]
+    cfg = load_config(ROOT / "configs/data/math_code.yaml")  # lad:// sources: the bundled files
     out = tmp_path_factory.mktemp("bench") / "out"
-    report = run_prep(cfg.model_copy(update={"sources": sources, "output": str(out)}))
+    report = run_prep(cfg.model_copy(update={"output": str(out)}))
     return out, report
 
 
-def test_every_shared_benchmark_file_becomes_canonical_rows(benchmarks_prepped):
+def test_every_bundled_benchmark_file_becomes_canonical_rows(benchmarks_prepped):
     out, report = benchmarks_prepped
     assert report["status"] == "ok"
     for name, rows in MANIFEST_ROWS.items():
@@ -88,7 +87,7 @@ def test_benchmark_fields_are_mapped(benchmarks_prepped):
     assert he["extra_info"]["starter_code"] in he["prompt"][-1]["content"]
     hep = ev["humanevalplus"][0]["extra_info"]
     cases = json.loads(hep["tests"])
-    raw = json.loads((BENCH / "humanevalplus.jsonl").open().readline())
+    raw = json.loads(read_text("humanevalplus.jsonl").partition("\n")[0])
     assert hep["test_type"] == "reference" and hep["base_tests"] == len(raw["base_input"]) == 7
     assert [c["args"] for c in cases] == raw["base_input"] + raw["plus_input"]
     assert {c["expected"] for c in cases} == {None}

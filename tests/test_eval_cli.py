@@ -54,7 +54,7 @@ def _lines(path: Path) -> list[dict]:
 
 
 def test_lad_eval_run_report_and_compare(checkpoint, tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the default benchmarks_dir is ../shared/benchmarks
+    monkeypatch.chdir(tmp_path)  # named benchmarks resolve to the bundled files from any working directory
     out = tmp_path / "run"
     result = runner.invoke(app, ["eval", "run", "-m", str(checkpoint), "-b", "math500,humanevalplus,synthetic_countdown",
                                  "--k", "2", "--limit", "3", "--max-new-tokens", "16", "-o", str(out), "--label", "tiny"])
@@ -109,7 +109,6 @@ def _config(tmp_path: Path, checkpoint: Path, name: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         f"model: {checkpoint}\noutput: {tmp_path / name}\nproblems_per_batch: 1\nseed: 7\n"
-        f"benchmarks_dir: {ROOT.parent / 'shared' / 'benchmarks'}\n"
         "benchmarks: [{name: synthetic_arithmetic, n: 16, k: 4, max_new_tokens: 48}]\n"
     )
     return path

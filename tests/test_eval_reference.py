@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
+from lad.data.public import read_jsonl
 from lad.evaluation.benchmarks import load_records, resolve
 from lad.evaluation.config import EvalConfig
 from lad.evaluation.scoring import CodeScorer, MathScorer
 from lad.rewards.code import ScoringError
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 
 
 def _records(name: str, **over) -> list[dict]:
-    cfg = EvalConfig(model="unused", benchmarks=[{"name": name, **over}], benchmarks_dir=str(BENCH))
+    cfg = EvalConfig(model="unused", benchmarks=[{"name": name, **over}])
     return load_records(resolve(cfg.benchmarks[0], cfg), cfg)
 
 
@@ -87,7 +86,7 @@ def test_olympiadbench_reference_answers_verify_with_lists_and_units(math_scorer
 
 def test_gsm8k_final_answers_parse_and_verify(math_scorer):
     records = _records("gsm8k")
-    raw = [json.loads(line) for line in (BENCH / "gsm8k_test.jsonl").read_text().splitlines()]
+    raw = read_jsonl("gsm8k_test.jsonl")
     assert len(records) == len(raw) == 1319
     expected = [re.search(r"####\s*(.+?)\s*$", r["answer"]).group(1).replace(",", "") for r in raw]
     assert [r["reward_model"]["ground_truth"] for r in records] == expected
@@ -119,7 +118,7 @@ def _fenced(code: str) -> str:
 
 def test_humanevalplus_references_pass_through_the_code_scorer(code_scorer):
     records = _records("humanevalplus", limit=4)
-    raw = [json.loads(line) for line, _ in zip((BENCH / "humanevalplus.jsonl").open(), range(4))]
+    raw = read_jsonl("humanevalplus.jsonl")[:4]
     tests = [len(json.loads(r["extra_info"]["tests"])) for r in records]
     assert tests == [len(x["base_input"]) + len(x["plus_input"]) for x in raw]
     # the whole function, as a chat model writes it (without the prompt's imports) ...
@@ -140,7 +139,7 @@ def test_humanevalplus_references_pass_through_the_code_scorer(code_scorer):
 
 def test_humaneval_and_livecodebench_through_the_code_scorer(code_scorer):
     he = _records("humaneval", limit=3)
-    raw = [json.loads(line) for line, _ in zip((BENCH / "humaneval.jsonl").open(), range(3))]
+    raw = read_jsonl("humaneval.jsonl")[:3]
     verdicts = code_scorer.score([_fenced(x["prompt"] + x["canonical_solution"]) for x in raw] + ["no code here"], he + he[:1])
     assert [v.reason for v in verdicts] == ["correct"] * 3 + ["no_code"]
 
@@ -158,7 +157,7 @@ def test_humaneval_and_livecodebench_through_the_code_scorer(code_scorer):
 
 def test_amc_float_answers_through_the_adapter(math_scorer):
     records = _records("amc23")
-    raw = [json.loads(line) for line in (BENCH / "amc23.jsonl").read_text().splitlines()]
+    raw = read_jsonl("amc23.jsonl")
     assert len(records) == 40 and all(isinstance(r["answer"], float) for r in raw)
     # the file's 27.0 becomes the ground truth 27; the answer verifies written either way
     assert [r["reward_model"]["ground_truth"] for r in records] == [f"{r['answer']:g}" for r in raw]

@@ -19,7 +19,6 @@ from lad.evaluation.results import ResultsError
 from lad.evaluation.stage import run_eval
 from lad.rollout.base import Completion, SamplingParams
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 
 
 class ScriptedEngine:
@@ -53,7 +52,7 @@ class ScriptedEngine:
 def _config(tmp_path: Path, **bench) -> EvalConfig:
     return EvalConfig(
         model=str(tmp_path / "no-model"), output=str(tmp_path / "out"), label="scripted", problems_per_batch=4,
-        benchmarks=[bench], benchmarks_dir=str(BENCH), bootstrap_resamples=200,
+        benchmarks=[bench], bootstrap_resamples=200,
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lad.data.public import PUBLIC_DIR
 from lad.evaluation.benchmarks import BENCHMARKS, BenchmarkError, load_records, resolve
 from lad.evaluation.config import ConfigError, EvalConfig, load_config
 from lad.evaluation.metrics import group_equivalent
@@ -20,11 +21,10 @@ from lad.rewards.extract import last_code_block
 from lad.evaluation.summary import aggregate, benchmark_summary, pass_ks
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT.parent / "shared" / "benchmarks"
 
 
 def _cfg(*benchmarks, **kw) -> EvalConfig:
-    return EvalConfig(model="m", benchmarks=list(benchmarks), benchmarks_dir=str(BENCH), **kw)
+    return EvalConfig(model="m", benchmarks=list(benchmarks), **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,7 +40,7 @@ def test_registry_defaults_and_overrides():
                {"name": "synthetic_countdown", "n": 20, "difficulty": 2})
     math500, lcb, cd = (resolve(b, cfg) for b in cfg.benchmarks)
     assert (math500.k, math500.scorer, math500.sampling.temperature, math500.sampling.max_new_tokens) == (32, "math", 0.6, 4096)
-    assert math500.source == {"uri": str(BENCH / "math500.jsonl"), "adapter": "math500", "data_source": "math500"}
+    assert math500.source == {"uri": str(PUBLIC_DIR / "math500.jsonl.gz"), "adapter": "math500", "data_source": "math500"}
     assert (lcb.k, lcb.scorer, lcb.sampling.temperature, lcb.sampling.top_p, lcb.sampling.stop) == (4, "code", 1.0, 0.95, ["</s>"])
     assert cd.source == {"task": "countdown", "n": 20, "seed": 1234, "difficulty": 2, "data_source": "synthetic/countdown"}
     assert cd.k == 32 and BENCHMARKS["synthetic_code"].k == 16
@@ -92,10 +92,10 @@ def test_shipped_configs_load_and_resolve():
     paths = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
     assert [p.name for p in paths] == ["paper_code.yaml", "paper_math.yaml", "tiny.yaml"]
     for path in paths:
-        cfg = load_config(path, {"benchmarks_dir": str(BENCH)})
+        cfg = load_config(path)
         runs = [resolve(b, cfg) for b in cfg.benchmarks]
         assert runs and all(r.k >= 1 for r in runs)
-    math = load_config(ROOT / "configs" / "eval" / "paper_math.yaml", {"benchmarks_dir": str(BENCH)})
+    math = load_config(ROOT / "configs" / "eval" / "paper_math.yaml")
     assert {resolve(b, math).k for b in math.benchmarks[:5]} == {32}
 
 

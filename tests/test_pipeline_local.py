@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
+import standalone
 from servers import mlflow_server, s3, s3_server  # noqa: F401
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+from lad.data.public import read_text
+
 TINY = {
     "sft_steps": 1, "sft_heldout_problems": 0, "steps": 1, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 8,
     "train_eval_prompts": 0, "eval_benchmarks": "synthetic_countdown,humaneval", "eval_k": 2, "eval_limit": 1,
@@ -33,7 +34,7 @@ def _restore_mlflow_uris():
 def run_cli(tmp_path: Path, extra: list[str], env: dict | None = None, ok: bool = True) -> subprocess.CompletedProcess:
     sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}")]
     cmd = [sys.executable, "-m", "lad.cli", "pipeline", "run", "--local", "--output", str(tmp_path / "out"),
-           "--benchmarks-dir", str(BENCHMARKS), *sets, *extra]
+           *sets, *extra]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
     assert (done.returncode == 0) == ok, done.stdout[-4000:] + done.stderr[-4000:]
     return done
@@ -44,9 +45,14 @@ def printed(stdout: str, prefix: str) -> str:
 
 
 def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
+    """From a copy of the project with no sibling folder, run from outside it: every default
+    (benchmarks included) comes from the copy itself."""
     from lad.tracking import Tracker, TrackingConfig
 
-    done = run_cli(tmp_path, [])
+    copy = standalone.make_copy(tmp_path / "clone")
+    env = standalone.env_for(copy)
+    assert standalone.imported_from(copy, env, tmp_path) == copy / "lad" / "__init__.py"
+    done = run_cli(tmp_path, [], env=env)
     out = tmp_path / "out"
     store = f"sqlite:///{out / 'mlflow.db'}"
     assert printed(done.stdout, "registered model:").startswith("registered model: lad-policy v1 (alias champion; promoted: no champion yet")
@@ -93,7 +99,7 @@ def test_a_failed_step_leaves_the_pipeline_run_failed_in_mlflow(tmp_path):
 def test_local_run_with_s3_data_and_an_mlflow_server(tmp_path, s3, mlflow_server):  # noqa: F811
     from lad.tracking import Tracker, TrackingConfig
 
-    s3.server.client().put_object(Bucket=s3.bucket, Key="raw/math_train.jsonl", Body=(BENCHMARKS / "math_train.jsonl").read_bytes()[:200_000])
+    s3.server.client().put_object(Bucket=s3.bucket, Key="raw/math_train.jsonl", Body=read_text("math_train.jsonl").encode()[:200_000])
     datasets = [
         {"name": "synthetic/countdown", "role": "train", "synthetic": {"task": "countdown", "n": 200}, "decontaminate": False},
         {"name": "math_train", "role": "train", "adapter": "math_train", "uri": f"{s3.root}/raw/math_train.jsonl", "limit": 16,

@@ -13,12 +13,11 @@ from servers import mlflow_store  # noqa: F401
 
 from lad.pipeline import steps
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 EXPERIMENT = "lad-pipeline"
 RUN_ID, RUN_NAME = "kfp-run-1", "lad-training-2026-11-26"
 TRAIN = dict(group_size=4, steps=1, prompts_per_step=2, micro_batch_size=8, max_new_tokens=8, engine="torch", eval_prompts=0,
              experiment=EXPERIMENT)
-EVAL = dict(benchmarks="synthetic_countdown", k=2, limit=2, max_new_tokens=8, benchmarks_dir=str(BENCHMARKS), experiment=EXPERIMENT)
+EVAL = dict(benchmarks="synthetic_countdown", k=2, limit=2, max_new_tokens=8, experiment=EXPERIMENT)
 
 
 def step(name: str):

@@ -12,6 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from lad.data.public import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -247,7 +249,7 @@ def test_code_programs_table_from_evaluation_samples(tmp_path):
     every test of its problem, a wrong one does not, a response without code is left out."""
     from lad.pipeline.steps import code_programs, execute_programs
 
-    raw = [json.loads(line) for line in (ROOT.parent / "shared/benchmarks/humaneval.jsonl").read_text().splitlines()[:2]]
+    raw = read_jsonl("humaneval.jsonl")[:2]
     good = raw[0]["prompt"] + raw[0]["canonical_solution"]
     wrong = raw[1]["prompt"] + "    return []\n"
     samples = [
@@ -257,8 +259,7 @@ def test_code_programs_table_from_evaluation_samples(tmp_path):
     ]
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / "humaneval.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
-    rows, skipped = code_programs(tmp_path, "synthetic_countdown,humaneval", k=2, limit=2,
-                                  benchmarks_dir=str(ROOT.parent / "shared/benchmarks"))
+    rows, skipped = code_programs(tmp_path, "synthetic_countdown,humaneval", k=2, limit=2)
     assert [r["id"] for r in rows] == ["humaneval/0/0", "humaneval/1/0"] and skipped == 0
     verdicts, totals = execute_programs(rows)
     assert totals["programs"] == 2 and totals["programs_passed"] == 1
@@ -269,7 +270,7 @@ def test_code_programs_table_from_evaluation_samples(tmp_path):
 def test_docker_runner_without_an_engine_writes_nothing(tmp_path):
     env = {"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock", "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-m", "lad.cli", "pipeline", "run", "--local", "--runner", "docker",
-                           "--output", str(tmp_path / "out"), "--benchmarks-dir", str(ROOT.parent / "shared/benchmarks")],
+                           "--output", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert done.returncode == 1
     assert "no Docker engine reachable" in done.stderr and "Traceback" not in done.stderr
@@ -283,4 +284,4 @@ def test_evaluate_step_reports_evaluator_errors_as_step_errors(tmp_path):
     with pytest.raises(StepError) as err:
         evaluate(tmp_path / "model", tmp_path / "out", benchmarks="math500", benchmarks_dir=str(tmp_path / "benchmarks"),
                  k=1, limit=1)
-    assert str(err.value) == f"evaluation: benchmark math500: {tmp_path / 'benchmarks' / 'math500.jsonl'}: no such file"
+    assert str(err.value) == f"evaluation: benchmark math500: math500.jsonl: not in {tmp_path / 'benchmarks'} (looked for math500.jsonl and math500.jsonl.gz)"

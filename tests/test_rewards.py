@@ -1,14 +1,13 @@
 import json
 import time
-from pathlib import Path
 
 import pytest
 
 import lad.rewards.math as math_rewards
+from lad.data.public import read_jsonl
 from lad.rewards import MathVerifier, Score, last_boxed, score_batch, score_countdown, score_math
 from lad.rewards.countdown import check_expression
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +73,14 @@ def test_score_math(response, truth, value):
 
 
 def test_math500_reference_solutions_verify(verifier):
-    rows = [json.loads(line) for line in open(f"{BENCH}/math500.jsonl")]
+    rows = read_jsonl("math500.jsonl")
     scores = verifier.score([r["solution"] for r in rows], [r["answer"] for r in rows])
     failures = [(r["unique_id"], s.reason) for r, s in zip(rows, scores) if s.value != 1.0]
     assert failures == []
 
 
 def test_amc_float_answers_match_integers(verifier):
-    rows = [json.loads(line) for line in open(f"{BENCH}/amc23.jsonl")]
+    rows = read_jsonl("amc23.jsonl")
     answers = [str(r["answer"]) for r in rows]
     assert all(a.endswith(".0") for a in answers)
     scores = verifier.score([f"\\boxed{{{int(float(a))}}}" for a in answers], answers)

@@ -2,8 +2,8 @@
 
 Each adapter is a pure function ``(row: dict, fields: FieldMap) -> Problem`` registered in
 ``ADAPTERS``. A missing or ill-typed field raises :class:`RowError` naming the field, so the prep
-report can say which file, row and field is wrong. The adapters for the shared benchmarks (see
-../shared/benchmarks/MANIFEST.md) carry the name of their file; ``generic`` maps any source through
+report can say which file, row and field is wrong. The adapters for the bundled public benchmarks
+(see lad/data/public/MANIFEST.json) carry the name of their file; ``generic`` maps any source through
 the field names given in the config.
 """
 

@@ -1,22 +1,30 @@
 """Readers: a source location -> its raw rows, each with the place it came from.
 
 Formats: JSONL (one object a line), JSON (an array of objects, or an object holding one under
-"data"), parquet, a Hugging Face dataset saved with ``save_to_disk`` (``load_from_disk``) and a
-Hugging Face hub name (``load_dataset``; only works where a hub is reachable). An ``s3://`` URI is
-downloaded through :mod:`lad.storage` first (a file by its extension, anything else as a published
-dataset folder). A line that is not a JSON object becomes a row error, not an exception, so the
-prep report can list it with the others.
+"data"), either of them gzip-compressed (``.jsonl.gz``), parquet, a Hugging Face dataset saved with
+``save_to_disk`` (``load_from_disk``) and a Hugging Face hub dataset (``hf://datasets/ORG/NAME
+[/CONFIG][:SPLIT]``, or a bare ``ORG/NAME``): read from ``$LAD_DATA_DIR/ORG/NAME`` when a copy is
+there (saved with ``save_to_disk``, or its parquet files), else through ``datasets.load_dataset``,
+which needs a reachable hub. ``lad://<file>`` names a file bundled with the package (see
+:mod:`lad.data.public`). An ``s3://`` URI is downloaded through :mod:`lad.storage` first (a file by
+its extension, anything else as a published dataset folder). A line that is not a JSON object
+becomes a row error, not an exception, so the prep report can list it with the others.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
+from lad.data.public import DATA_DIR_ENV, resolve
+
 Format = Literal["auto", "jsonl", "json", "parquet", "hf_disk", "hf_hub"]
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
+HUB_PREFIX = "hf://datasets/"
 
 
 class SourceError(RuntimeError):
@@ -35,10 +43,14 @@ class RawRow:
 def detect_format(location: str, fmt: Format) -> Format:
     if fmt != "auto":
         return fmt
+    if location.startswith(HUB_PREFIX):
+        return "hf_hub"
     path = Path(location)
     if path.is_dir():
         return "hf_disk"
     suffix = path.suffix.lower()
+    if suffix == ".gz" and Path(path.stem).suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        suffix = Path(path.stem).suffix.lower()
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]  # type: ignore[return-value]
     if location.startswith("s3://"):
@@ -49,7 +61,12 @@ def detect_format(location: str, fmt: Format) -> Format:
 
 
 def fetch(uri: str, fmt: Format, workdir: Path) -> str:
-    """A local path for ``uri``: s3:// objects and folders are downloaded via lad.storage."""
+    """A local path for ``uri``: s3:// objects and folders are downloaded via lad.storage, and
+    ``lad://`` names become the bundled (or ``$LAD_DATA_DIR``) file."""
+    try:
+        uri = resolve(uri)
+    except FileNotFoundError as err:
+        raise SourceError(str(err)) from None
     if not uri.startswith("s3://"):
         return uri
     from lad import storage
@@ -82,8 +99,14 @@ def read_rows(location: str, fmt: Format, *, hf_split: Optional[str] = None) -> 
         raise SourceError(f"{location}: unknown format {fmt!r}")
 
 
+def _open_text(path: Path):
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return path.open("r", encoding="utf-8", errors="replace")
+
+
 def _jsonl(path: Path) -> Iterator[RawRow]:
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
+    with _open_text(path) as fh:
         position = 0
         for number, line in enumerate(fh, start=1):
             if not line.strip():
@@ -104,7 +127,8 @@ def _jsonl(path: Path) -> Iterator[RawRow]:
 
 def _json(path: Path) -> Iterator[RawRow]:
     try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
+        with _open_text(path) as fh:
+            data: Any = json.loads(fh.read())
     except json.JSONDecodeError as err:
         raise SourceError(f"{path}: invalid JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -141,16 +165,56 @@ def _hf_disk(location: str, split: Optional[str]):
     return ds.data.table if hasattr(ds.data, "table") else ds.data
 
 
-def _hf_hub(name: str, split: Optional[str]):
+def parse_hub(location: str) -> tuple[str, Optional[str], Optional[str]]:
+    """``hf://datasets/ORG/NAME[/CONFIG][:SPLIT]`` or ``ORG/NAME`` -> (ORG/NAME, CONFIG, SPLIT)."""
+    rest, split = location.removeprefix(HUB_PREFIX), None
+    if location.startswith(HUB_PREFIX) and ":" in rest:
+        rest, split = rest.rsplit(":", 1)
+    parts = rest.split("/")
+    if len(parts) not in (2, 3) or not all(parts) or (split is not None and not split):
+        raise SourceError(f"{location}: expected {HUB_PREFIX}ORG/NAME[/CONFIG][:SPLIT]")
+    return "/".join(parts[:2]), (parts[2] if len(parts) == 3 else None), split
+
+
+def _offline_copy(repo: str, config: Optional[str], split: str):
+    """The table of a copy under $LAD_DATA_DIR/ORG/NAME[/CONFIG], or None when there is none."""
+    base = os.environ.get(DATA_DIR_ENV)
+    if not base:
+        return None
+    for folder in ([Path(base, repo, config)] if config else []) + [Path(base, repo)]:
+        if not folder.is_dir():
+            continue
+        if (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file():
+            return _hf_disk(str(folder), split)
+        files = sorted(f for f in folder.rglob("*.parquet") if f.name.split("-")[0].split(".")[0] == split)
+        if files:
+            import pyarrow as pa
+
+            return pa.concat_tables([_parquet(f) for f in files])
+        raise SourceError(
+            f"{folder}: neither a dataset saved with save_to_disk nor parquet files of split {split!r} "
+            f"({split}.parquet or {split}-*.parquet)"
+        )
+    return None
+
+
+def _hf_hub(location: str, split: Optional[str]):
+    repo, config, uri_split = parse_hub(location)
+    split = uri_split or split or "train"
+    table = _offline_copy(repo, config, split)
+    if table is not None:
+        return table
     from datasets import load_dataset
 
     try:
-        ds = load_dataset(name, split=split or "train")
+        ds = load_dataset(repo, config, split=split)
     except Exception as err:  # offline, unknown name, gated: all end the same way for the user
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        # a bare ORG/NAME may also have been meant as a local path
+        what = "could not load dataset" if location.startswith(HUB_PREFIX) else "no such local file or folder, and could not load it"
         raise SourceError(
-            f"{name}: no such local file or folder, and could not load it from the Hugging Face hub "
-            f"({type(err).__name__}: {err}); "
-            "without a reachable hub, save the dataset with save_to_disk and give its folder"
+            f"{location}: {what} from the Hugging Face hub as {repo} (split {split}; {type(err).__name__}: {reason}); "
+            f"offline, save it with save_to_disk (or its parquet files) under ${DATA_DIR_ENV}/{repo}"
         ) from None
     return ds.data.table if hasattr(ds.data, "table") else ds.data
 

@@ -15,8 +15,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lad.data.public import locate
 from lad.evaluation.config import BenchmarkOverrides, EvalConfig, Sampling
-from lad.storage import join_uri
 
 MATH_K = 32
 CODE_K = 16
@@ -32,12 +32,12 @@ class BenchmarkError(RuntimeError):
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A registered evaluation set: a shared benchmark file read by its adapter, or a synthetic task."""
+    """A registered evaluation set: a public benchmark file read by its adapter, or a synthetic task."""
 
     name: str
     ability: Literal["math", "code"]
     description: str
-    file: Optional[str] = None  # under EvalConfig.benchmarks_dir
+    file: Optional[str] = None  # bundled with lad (lad.data.public) or under EvalConfig.benchmarks_dir
     adapter: Optional[str] = None
     task: Optional[str] = None  # synthetic task
     data_source: Optional[str] = None  # None: the name (rewards dispatch on it)
@@ -111,7 +111,10 @@ def resolve(over: BenchmarkOverrides, cfg: EvalConfig) -> BenchmarkRun:
     else:
         if over.n is not None or over.difficulty is not None or over.seed is not None:
             raise BenchmarkError(f"benchmark {bench.name}: n, difficulty and seed apply to synthetic benchmarks only")
-        uri = over.uri or join_uri(cfg.benchmarks_dir, bench.file)  # a folder or an s3:// prefix
+        try:
+            uri = over.uri or locate(bench.file, cfg.benchmarks_dir)
+        except FileNotFoundError as err:
+            raise BenchmarkError(f"benchmark {bench.name}: {err}") from None
         source = {"uri": uri, "adapter": bench.adapter, "data_source": data_source}
     return BenchmarkRun(
         name=bench.name, ability=bench.ability, scorer=bench.scorer, k=over.k or bench.k, limit=over.limit,

@@ -76,8 +76,10 @@ class EvalConfig(BaseModel):
         8, ge=1, description="problems generated and scored together; an interruption loses at most one batch"
     )
     seed: int = Field(0, description="base seed; each batch's sampling seed derives from it, the benchmark and the batch")
-    benchmarks_dir: str = Field(
-        "../shared/benchmarks", description="folder of the shared benchmark files (relative to the working directory)"
+    benchmarks_dir: Optional[str] = Field(
+        None,
+        description="folder (or s3:// prefix) of your own copies of the benchmark files, plain or .gz; "
+        "None: $LAD_DATA_DIR, then the files bundled with lad",
     )
     template: PromptTemplate = Field(default_factory=PromptTemplate, description="chat template (as in data prep)")
     sandbox_url: Optional[str] = Field(None, description="code scoring: sandbox service URL; None: $LAD_SANDBOX_URL or in-process")

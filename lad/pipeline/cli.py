@@ -74,7 +74,8 @@ def run_cmd(
     runner: str = typer.Option("subprocess", "--runner", help="subprocess (steps as Python subprocesses) or docker "
                                "(steps in their images; needs a Docker engine and lad images build)"),
     output: Path = typer.Option(Path("out/pipeline-local"), "--output", "-o", help="artifacts, MLflow store and logs go here"),
-    benchmarks_dir: Path = typer.Option(Path("../shared/benchmarks"), "--benchmarks-dir", help="folder of the shared benchmark files"),
+    benchmarks_dir: Optional[Path] = typer.Option(None, "--benchmarks-dir", help="folder of your own copies of the "
+                                                  "benchmark files (default: $LAD_DATA_DIR, then the files bundled with lad)"),
     pipeline: str = typer.Option("training", "--pipeline", "-p", help="training, or retraining (starts from the "
                                  "champion registered in OUTPUT/mlflow.db by an earlier run)"),
     overrides: list[str] = SET,
@@ -85,7 +86,7 @@ def run_cmd(
 ) -> None:
     """Run the training (or retraining) pipeline on this machine (KFP local runner, no cluster).
 
-    The embedded default: tiny model, synthetic tasks plus a slice of the shared benchmarks, the
+    The embedded default: tiny model, synthetic tasks plus a slice of the bundled public data, the
     sandbox as a local process, MLflow in OUTPUT/mlflow.db, artifacts in OUTPUT/artifacts. Prints where the evaluation report and the registered model are and how to open the MLflow UI.
     """
     from lad.images import ImagesError

@@ -23,7 +23,6 @@ from typing import Any, Optional
 from lad.local_server import free_port, wait_until_healthy
 
 DEFAULT_OUTPUT = Path("out/pipeline-local")
-DEFAULT_BENCHMARKS = Path("../shared/benchmarks")
 # What the local run changes from the pipeline's defaults: a slice of real data next to the
 # synthetic tasks, one process per step (no DeepSpeed launcher), and the local sandbox.
 REAL_TRAIN_SLICE = 64
@@ -65,18 +64,21 @@ def parse_overrides(pairs: list[str], pipeline) -> dict[str, Any]:
     return out
 
 
-def local_defaults(benchmarks_dir: Path) -> dict[str, Any]:
-    """The embedded default: the pipeline's defaults plus a real-data slice from the shared benchmarks."""
+def local_defaults(benchmarks_dir: Optional[Path]) -> dict[str, Any]:
+    """The embedded default: the pipeline's defaults plus a real-data slice of MATH train, from the
+    files bundled with lad or, when ``benchmarks_dir`` is given, the user's own copies there."""
+    from lad.data.public import SCHEME, locate
     from pipelines.training import DEFAULT_DATASETS
 
-    math_train = benchmarks_dir / "math_train.jsonl"
+    name = "math_train.jsonl"
+    math_train = locate(name, str(benchmarks_dir)) if benchmarks_dir else SCHEME + name
     return {
         "datasets": DEFAULT_DATASETS + [{
-            "name": "math_train", "role": "train", "adapter": "math_train", "uri": str(math_train),
+            "name": "math_train", "role": "train", "adapter": "math_train", "uri": math_train,
             "limit": REAL_TRAIN_SLICE, "on_bad_row": "skip",
         }],
         "eval_benchmarks": LOCAL_EVAL,
-        "benchmarks_dir": str(benchmarks_dir),
+        "benchmarks_dir": str(benchmarks_dir) if benchmarks_dir else "",
         "train_engine": "torch",
         "rollout_engine": "native",  # own decode loop: several times transformers generate's speed on CPU
     }
@@ -143,7 +145,7 @@ class LocalResult:
 
 def run_local(
     arguments: dict[str, Any], *, pipeline: str = "training", output: Path = DEFAULT_OUTPUT,
-    benchmarks_dir: Path = DEFAULT_BENCHMARKS,
+    benchmarks_dir: Optional[Path] = None,
     runner: str = "subprocess", caching: bool = False, isolation: str = "bwrap", tracking_uri: Optional[str] = None,
 ) -> LocalResult:
     """Run a pipeline (training or retraining) locally; ``arguments`` override the embedded default.
@@ -168,11 +170,15 @@ def run_local(
 
         require_engine()  # before anything is written
     output = output.resolve()
-    benchmarks_dir = benchmarks_dir.resolve()
-    if not benchmarks_dir.is_dir():
-        raise LocalRunError(f"--benchmarks-dir {benchmarks_dir}: no such folder (the shared benchmark files)")
+    if benchmarks_dir is not None:
+        benchmarks_dir = benchmarks_dir.resolve()
+        if not benchmarks_dir.is_dir():
+            raise LocalRunError(f"--benchmarks-dir {benchmarks_dir}: no such folder (your own copies of the benchmark files)")
+    try:
+        params = {**local_defaults(benchmarks_dir), **arguments}
+    except FileNotFoundError as err:
+        raise LocalRunError(f"--benchmarks-dir: {err}") from None
     output.mkdir(parents=True, exist_ok=True)
-    params = {**local_defaults(benchmarks_dir), **arguments}
     if tracking_uri is None:
         tracking_uri = f"sqlite:///{output / 'mlflow.db'}"
         experiment = params.get("mlflow_experiment", pipeline_parameters(chosen)["mlflow_experiment"].default)

@@ -224,7 +224,7 @@ def parse_benchmarks(text: str) -> list[str]:
 
 def evaluate(
     model_dir: str | Path, output: str | Path, *, benchmarks: str, k: int = 4, limit: int = 0,
-    max_new_tokens: int = 1024, temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "../shared/benchmarks",
+    max_new_tokens: int = 1024, temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "",
     label: str = "model", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "", stage: str = "evaluate",
 ) -> dict:
     """Evaluate the model folder on the named benchmarks (k samples, first ``limit`` problems;
@@ -244,7 +244,7 @@ def evaluate(
     per = {"k": k, "max_new_tokens": max_new_tokens, "temperature": temperature, **({"limit": limit} if limit else {})}
     try:
         cfg = EvalConfig(
-            model=str(model_dir), output=str(output), label=label, seed=seed, benchmarks_dir=benchmarks_dir,
+            model=str(model_dir), output=str(output), label=label, seed=seed, benchmarks_dir=benchmarks_dir or None,
             sandbox_url=sandbox_url or None, benchmarks=[{"name": n, **per} for n in parse_benchmarks(benchmarks)],
         )
     except ValidationError as err:
@@ -286,7 +286,7 @@ def registry_metrics(summary: dict) -> tuple[dict[str, float], list[str]]:
 
 
 def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int, limit: int = 0,
-                  benchmarks_dir: str = "../shared/benchmarks") -> tuple[list[dict], int]:
+                  benchmarks_dir: str = "") -> tuple[list[dict], int]:
     """The evaluation's code answers as a programs table for the sandbox: one row per sample
     with an extracted program, ``{id, code, tests}``, the code completed with the problem's
     starter code exactly as the evaluation scored it. Returns (rows, samples left out because
@@ -299,7 +299,7 @@ def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int, limit: int =
     names = [n for n in parse_benchmarks(benchmarks) if n in BENCHMARKS and BENCHMARKS[n].ability == "code"]
     for name in names:
         over = BenchmarkOverrides(name=name, k=k, **({"limit": limit} if limit else {}))
-        cfg = EvalConfig(model=str(eval_dir), benchmarks=[over], benchmarks_dir=benchmarks_dir)
+        cfg = EvalConfig(model=str(eval_dir), benchmarks=[over], benchmarks_dir=benchmarks_dir or None)
         records = {r["extra_info"]["index"]: r for r in load_records(resolve(over, cfg), cfg)}
         path = Path(eval_dir) / "samples" / f"{name}.jsonl"
         if not path.is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_paths import read_jsonl
+from lad.data.public import read_jsonl
 from lad.sandbox.client import SandboxClient
 from lad.sandbox.compare import stdout_matches
 
