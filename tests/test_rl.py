@@ -209,7 +209,7 @@ def test_code_reward_fraction_and_all_pass():
     allp = score_code(responses, records, mode="all_pass")
     assert allp[0].value == 1.0
     assert 0.0 <= frac[1].value < 1.0 and allp[1].value == 0.0
-    passed, total = map(int, frac[1].reason.split("_")[1::2])
+    passed, total = map(int, frac[1].reason.split(":")[0].split("_")[1::2])
     assert frac[1].value == passed / total
 
 
@@ -231,9 +231,10 @@ def test_code_reward_runs_class_methods_and_reference_tested_rows():
     body_only = "```python\n    return x * x\n```"  # continues the starter code
     half_right = "```python\ndef sq(x):\n    return x * x if x < 3 else 0\n```"
     scores = score_code([good_lc, body_only, half_right], [leetcode, reference, reference])
-    assert [(s.value, s.reason) for s in scores] == [(1.0, "correct"), (1.0, "correct"), (1 / 3, "passed_1_of_3")]
+    assert [(s.value, s.reason) for s in scores] == [(1.0, "correct"), (1.0, "correct"),
+                                                     (1 / 3, "passed_1_of_3: failed: returned 0, expected 9")]
     strict = score_code([half_right], [reference], mode="all_pass")
-    assert (strict[0].value, strict[0].reason) == (0.0, "passed_1_of_3")
+    assert (strict[0].value, strict[0].reason) == (0.0, "passed_1_of_3: failed: returned 0, expected 9")
 
 
 def test_code_reward_fraction_counts_passed_tests():

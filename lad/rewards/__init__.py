@@ -25,6 +25,12 @@ def reward_kind(record: dict) -> str:
     return kind
 
 
+def reason_label(reason: str) -> str:
+    """The kind of a score's reason, without the detail after its first colon ("passed_0_of_3:
+    runtime_error: NameError: ..." -> "passed_0_of_3"): what metrics count, one name per kind."""
+    return reason.split(":", 1)[0]
+
+
 def score_batch(
     responses: list[str], records: list[dict], *, verifier: MathVerifier | None = None, pattern: str | None = None
 ) -> list[Score]:
@@ -47,6 +53,6 @@ def score_batch(
 
 
 __all__ = [
-    "KINDS", "MathVerifier", "SOURCE_KINDS", "Score", "extract_answer", "last_boxed", "reward_kind",
+    "KINDS", "MathVerifier", "SOURCE_KINDS", "Score", "extract_answer", "last_boxed", "reason_label", "reward_kind",
     "score_batch", "score_countdown", "score_math",
 ]

@@ -17,16 +17,30 @@ from __future__ import annotations
 
 import ast
 import json
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from lad.rewards.extract import last_code_block
 from lad.rewards.math import Score
+from lad.sandbox.models import EvaluateResult
 
 CODE_MODES = ("fraction", "all_pass")
 
-# LeetCode-style (Class.method) problems are written against an implicit typing import, as
-# LiveCodeBench's own harness assumes.
-LEETCODE_PREAMBLE = "from typing import *\n"
+# Functional (call-tested) problems are written against the names LeetCode's judge and
+# LiveCodeBench's harness make available to every program: inf, defaultdict, deque, heapify,
+# bisect_left, accumulate, ascii_lowercase, ... LiveCodeBench prepends one import block to every
+# program it grades (lcb_runner/evaluation/testing_util.py: `import_string`, used by
+# grade_call_based and grade_stdio); this is that block, in its order: `from builtins import *`
+# after math and operator puts back the builtins they shadow (pow, ...), and the plain imports
+# after the star imports rebind datetime, copy, ... to the modules.
+_HARNESS_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random",
+                    "statistics", "itertools", "functools", "operator", "io", "sys", "json", "builtins", "typing")
+LEETCODE_PREAMBLE = ("".join(f"from {m} import *\n" for m in _HARNESS_MODULES)
+                     + "".join(f"import {m}\n" for m in _HARNESS_MODULES if m not in ("builtins", "typing"))
+                     + "sys.setrecursionlimit(50000)\n")
+# the test types that get it: call tests, alone or with others; not HumanEval(+) rows, whose
+# harness (EvalPlus, HumanEval's check) runs the program as written
+FUNCTIONAL_TEST_TYPES = ("call", "mixed")
+DETAIL_CHARS = 200  # of a failing test's error message, in a score's reason
 
 # The sandbox calls module-level functions only; a "Class.method" entry point (LiveCodeBench's
 # LeetCode-style tests) is reached through this function, which makes a fresh instance per call
@@ -35,7 +49,18 @@ METHOD_SHIM = "_lad_call_method"
 
 
 class ScoringError(RuntimeError):
-    """Code records cannot be scored (their reference solution fails); the message names the problem."""
+    """Code records cannot be scored (their reference solution fails); the message names the problem
+    and the cause."""
+
+
+# what to do about a reference solution that does not pass, by the status it got
+_REMEDIES = {
+    "timeout": "raise the code timeout if the machine is slow",
+    "memory_limit": "raise the sandbox's memory limit if the reference needs more",
+    "output_limit": "raise the sandbox's returned-value cap (value_limit_mb) if the reference returns more",
+    "sandbox_error": "the sandbox could not run it: check the sandbox service",
+}
+_BROKEN_REFERENCE = "the reference solution itself fails: the record is wrong"
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,20 +87,42 @@ def _imports(code: str) -> str:
     )
 
 
+def _after_future_imports(head: str, program: str) -> str:
+    """``head`` + ``program``, but after the program's ``from __future__`` imports (and a docstring
+    before them), which must open the module."""
+    try:
+        tree = ast.parse(program)
+    except SyntaxError:
+        return head + program
+    end = 0
+    for i, node in enumerate(tree.body):
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            end = node.end_lineno
+        elif not (i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            break
+    lines = program.splitlines(keepends=True)
+    return "".join(lines[:end]) + head + "".join(lines[end:])
+
+
 def assemble_program(code: str, info: dict) -> str:
     """The program to test: the response's code, completed with the problem's starter code.
 
     A response that defines the entry point (function, or the class of "Class.method") runs as
     written, after the starter code's imports (HumanEval prompts import typing names the answer
     uses). One that does not is taken as the continuation of the starter code (a function body).
+    Functional problems (call tests: ``info["test_type"]`` in FUNCTIONAL_TEST_TYPES, or a
+    "Class.method" entry point) get LEETCODE_PREAMBLE first, with or without an entry point.
     """
     entry, starter = info.get("entry_point"), info.get("starter_code") or ""
-    preamble = LEETCODE_PREAMBLE if entry and "." in entry else ""
     if not entry or not starter:
-        return preamble + code
-    if _defines(code, entry.split(".")[0]):
-        return preamble + _imports(starter) + code
-    return preamble + starter + ("" if starter.endswith("\n") else "\n") + code
+        program = code
+    elif _defines(code, entry.split(".")[0]):
+        program = _imports(starter) + code
+    else:
+        program = starter + ("" if starter.endswith("\n") else "\n") + code
+    if info.get("test_type") in FUNCTIONAL_TEST_TYPES or (entry and "." in entry):
+        return _after_future_imports(LEETCODE_PREAMBLE, program)
+    return program
 
 
 def method_shim(program: str, tests: list[dict]) -> tuple[str, list[dict]]:
@@ -113,9 +160,25 @@ def _needs_reference(record: dict) -> bool:
     return (record.get("extra_info") or {}).get("test_type") == "reference"
 
 
-def reference_outputs(client, records: list[dict], *, timeout_s: Optional[float] = None) -> dict[str, list]:
-    """Expected call outputs of the reference-tested records, from their reference solutions
-    (one sandbox request per distinct problem). Raises ScoringError when a reference fails."""
+def _reference_failure(record: dict, result) -> Optional[str]:
+    """Why a reference solution's run gives no expected outputs (None: it passed every input)."""
+    failed = [(i, v) for i, v in enumerate(result.verdicts) if v.status != "passed"]
+    if result.status == "ok" and not failed:
+        return None
+    where = f"{record['data_source']} problem {record['extra_info']['index']}"
+    status = failed[0][1].status if failed else result.status
+    detail = failed[0][1].detail if failed else (result.verdicts[0].detail if result.verdicts else "")
+    first = f", first on input {failed[0][0]}" if failed else ""
+    return (f"{where}: the reference solution fails {len(failed)} of its {result.total} inputs ({status}: "
+            f"{detail[:DETAIL_CHARS]}{first}), so the expected outputs are unknown; "
+            f"{_REMEDIES.get(status, _BROKEN_REFERENCE)}")
+
+
+def reference_outputs(client, records: list[dict], *, timeout_s: Optional[float] = None,
+                      strict: bool = True) -> tuple[dict[str, list], dict[str, str]]:
+    """Expected call outputs of the reference-tested records, from their reference solutions (one
+    sandbox request per distinct problem), and why each problem without them has none. With
+    ``strict``, the first reference that fails raises ScoringError instead."""
     todo: dict[str, dict] = {}
     for r in records:
         if _needs_reference(r):
@@ -124,19 +187,17 @@ def reference_outputs(client, records: list[dict], *, timeout_s: Optional[float]
     for r in todo.values():
         tests = [{k: v for k, v in t.items() if k != "expected"} if t["type"] == "call" else t for t in record_tests(r)]
         requests.append(method_shim(r["extra_info"]["reference_solution"], tests))
-    expected = {}
+    expected, failures = {}, {}
     results = client.evaluate_many(requests, timeout_s=timeout_s) if requests else []
     for (key, r), result in zip(todo.items(), results):
-        failed = [v for v in result.verdicts if v.status != "passed"]
-        if result.status != "ok" or failed:
-            detail = failed[0].detail if failed else result.status
-            raise ScoringError(
-                f"{r['data_source']} problem {r['extra_info']['index']}: the reference solution fails {len(failed)} of "
-                f"its {result.total} inputs ({failed[0].status if failed else result.status}: {detail[:200]}), so the "
-                "expected outputs are unknown; raise the code timeout if the machine is slow"
-            )
-        expected[key] = [v.output for v in result.verdicts]
-    return expected
+        failure = _reference_failure(r, result)
+        if failure is None:
+            expected[key] = [v.output for v in result.verdicts]
+        elif strict:
+            raise ScoringError(failure)
+        else:
+            failures[key] = failure
+    return expected, failures
 
 
 def program_request(code: str, record: dict, expected: dict[str, list]) -> tuple[str, list[dict]]:
@@ -150,18 +211,42 @@ def program_request(code: str, record: dict, expected: dict[str, list]) -> tuple
 
 
 def run_responses(client, responses: list[str], records: list[dict], *, timeout_s: Optional[float] = None,
-                  stop_on_first_failure: bool = False) -> list[Optional[tuple[str, object]]]:
-    """Per response: None when it has no code block, else (its code, the sandbox's EvaluateResult)."""
+                  stop_on_first_failure: bool = False, strict: bool = True
+                  ) -> list[Optional[tuple[str, Union[EvaluateResult, str]]]]:
+    """Per response: None when it has no code block, else (its code, the sandbox's EvaluateResult),
+    or with ``strict`` off (its code, why its record cannot be scored: a reference solution that
+    fails, tests that cannot be read). With ``strict``, those raise ScoringError / ValueError."""
     if len(responses) != len(records):
         raise ValueError(f"{len(responses)} responses for {len(records)} records")
     programs = [last_code_block(r) for r in responses]
     todo = [i for i, p in enumerate(programs) if p is not None and p.strip()]
-    expected = reference_outputs(client, [records[i] for i in todo], timeout_s=timeout_s)
-    requests = [program_request(programs[i], records[i], expected) for i in todo]
-    results = (client.evaluate_many(requests, timeout_s=timeout_s, stop_on_first_failure=stop_on_first_failure)
-               if requests else [])
-    out: list[Optional[tuple[str, object]]] = [None] * len(responses)
-    for i, result in zip(todo, results):
+    out: list[Optional[tuple[str, Union[EvaluateResult, str]]]] = [None] * len(responses)
+    readable = []
+    for i in todo:
+        try:
+            record_tests(records[i])
+            readable.append(i)
+        except ValueError as err:
+            if strict:
+                raise
+            out[i] = (programs[i], f"bad_record: {err}")
+    expected, failures = reference_outputs(client, [records[i] for i in readable], timeout_s=timeout_s, strict=strict)
+    runnable = []
+    for i in readable:
+        if _needs_reference(records[i]) and _reference_key(records[i]) in failures:
+            out[i] = (programs[i], f"reference_failed: {failures[_reference_key(records[i])]}")
+            continue
+        try:
+            request = program_request(programs[i], records[i], expected)
+        except ValueError as err:  # several Class.method entry points
+            if strict:
+                raise
+            out[i] = (programs[i], f"bad_record: {err}")
+            continue
+        runnable.append((i, request))
+    results = (client.evaluate_many([req for _, req in runnable], timeout_s=timeout_s,
+                                    stop_on_first_failure=stop_on_first_failure) if runnable else [])
+    for (i, _), result in zip(runnable, results):
         out[i] = (programs[i], result)
     return out
 
@@ -171,17 +256,29 @@ def run_responses(client, responses: list[str], records: list[dict], *, timeout_
 # --------------------------------------------------------------------------------------------
 
 
-def code_score(passed: int, total: int, status: str, mode: Literal["fraction", "all_pass"]) -> Score:
-    """One program's reward from its sandbox verdicts."""
+def first_failure(result: EvaluateResult) -> str:
+    """The first test that did not pass, as "status: detail" (detail truncated); "" when all passed."""
+    for v in result.verdicts:
+        if v.status not in ("passed", "skipped"):
+            detail = v.detail if len(v.detail) <= DETAIL_CHARS else v.detail[:DETAIL_CHARS] + "..."
+            return f"{v.status}: {detail}" if detail else v.status
+    return ""
+
+
+def code_score(passed: int, total: int, status: str, mode: Literal["fraction", "all_pass"],
+               failure: str = "") -> Score:
+    """One program's reward from its sandbox verdicts; ``failure`` (see :func:`first_failure`)
+    follows the count in the reason of a program that did not pass every test."""
     if mode not in CODE_MODES:
         raise ValueError(f"unknown code reward mode {mode!r}; expected one of {list(CODE_MODES)}")
     if status != "ok":
         return Score(0.0, status)
     if total == 0:
         return Score(0.0, "no_tests")
-    if mode == "all_pass":
-        return Score(1.0 if passed == total else 0.0, "correct" if passed == total else f"passed_{passed}_of_{total}")
-    return Score(passed / total, "correct" if passed == total else f"passed_{passed}_of_{total}")
+    if passed == total:
+        return Score(1.0, "correct")
+    reason = f"passed_{passed}_of_{total}" + (f": {failure}" if failure else "")
+    return Score(0.0 if mode == "all_pass" else passed / total, reason)
 
 
 def score_code(responses: list[str], records: list[dict], *, mode: Literal["fraction", "all_pass"] = "fraction",
@@ -189,8 +286,11 @@ def score_code(responses: list[str], records: list[dict], *, mode: Literal["frac
     """Score code responses against their records' tests; ``client`` is a SandboxClient (None: a local one).
 
     In ``all_pass`` mode the sandbox stops at a program's first failing test: the rest cannot
-    change its reward. A sandbox that cannot be reached scores the batch 0 with the reason; a
-    reference solution that fails is a data error and raises ScoringError.
+    change its reward. A sandbox that cannot be reached scores the batch 0 with the reason. A
+    record that cannot be scored (its reference solution fails, its tests are unreadable) scores
+    its responses 0 with the reason and the rest of the batch as usual: in training, one bad row
+    must not stop the run (the evaluator, which must not report a number computed without it,
+    scores strictly instead).
     """
     from lad.sandbox.client import SandboxClient, SandboxRequestError
 
@@ -201,7 +301,8 @@ def score_code(responses: list[str], records: list[dict], *, mode: Literal["frac
     own = client is None
     client = client or SandboxClient()
     try:
-        ran = run_responses(client, responses, records, timeout_s=timeout_s, stop_on_first_failure=mode == "all_pass")
+        ran = run_responses(client, responses, records, timeout_s=timeout_s, stop_on_first_failure=mode == "all_pass",
+                            strict=False)
     except SandboxRequestError as err:
         return [Score(0.0, "no_code") if last_code_block(r) is None else Score(0.0, f"sandbox_error: {err.status_code}")
                 for r in responses]
@@ -214,7 +315,10 @@ def score_code(responses: list[str], records: list[dict], *, mode: Literal["frac
             scores.append(Score(0.0, "no_code"))
             continue
         code, result = item
+        if isinstance(result, str):
+            scores.append(Score(0.0, result, code))
+            continue
         # skipped tests (stop_on_first_failure) count as not passed
-        verdict = code_score(result.passed, result.total, result.status, mode)
+        verdict = code_score(result.passed, result.total, result.status, mode, first_failure(result))
         scores.append(Score(verdict.value, verdict.reason, code))
     return scores

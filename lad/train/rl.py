@@ -467,11 +467,14 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
 
 
 def rollout_metrics(samples: list[Sample], rewards: torch.Tensor, adv_metrics: dict) -> dict[str, float]:
+    from lad.rewards import reason_label
+
     lengths = [len(s.response_ids) for s in samples]
     values = rewards.flatten().tolist()
     reasons: dict[str, int] = {}
-    for s in samples:
-        reasons[s.reason] = reasons.get(s.reason, 0) + 1
+    for s in samples:  # by kind: a reason's detail (an error message) is no metric name
+        label = reason_label(s.reason)
+        reasons[label] = reasons.get(label, 0) + 1
     metrics = {
         "reward/mean": fmean(values),
         "reward/std": pstdev(values),
