@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -59,6 +60,24 @@ class SourceConfig(BaseModel):
         description="check this training source against the eval prompts (off for templated sets whose splits are "
         "disjoint by construction, such as the synthetic tasks: their shared phrasing would flag most rows)",
     )
+    answer_fallback: Optional[str] = Field(
+        None,
+        description="math: a regex with one group, such as 'The answer is (.+)', that the reward reads when a response "
+        "has no \\boxed{} (kept in each row's extra_info.answer_fallback); None: boxed answers only",
+    )
+
+    @field_validator("answer_fallback")
+    @classmethod
+    def _one_group(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        try:
+            groups = re.compile(v).groups
+        except re.error as err:
+            raise ValueError(f"not a regular expression ({err})") from None
+        if groups != 1:
+            raise ValueError(f"needs exactly one group (the answer), {v!r} has {groups}")
+        return v
 
     @field_validator("adapter")
     @classmethod
@@ -96,7 +115,7 @@ class PrepConfig(BaseModel):
         "single", description="single: eval.parquet; per_source: eval/<name>.parquet"
     )
     jsonl: bool = Field(False, description="also write every parquet as JSONL")
-    show_errors: int = Field(20, ge=0, description="bad rows listed in the report; the rest are counted")
+    show_errors: int = Field(20, ge=0, description="bad rows, and duplicate rows, listed in the report; the rest are counted")
     seed: int = Field(0, description="seed of the training-row shuffle")
     shuffle: bool = Field(True, description="shuffle train.parquet (eval files keep source order)")
 

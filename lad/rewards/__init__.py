@@ -34,7 +34,9 @@ def reason_label(reason: str) -> str:
 def score_batch(
     responses: list[str], records: list[dict], *, verifier: MathVerifier | None = None, pattern: str | None = None
 ) -> list[Score]:
-    """Score each response against its record's reward_model.ground_truth."""
+    """Score each response against its record's reward_model.ground_truth; a math record's
+    ``extra_info.answer_fallback`` (set by data prep from its source's ``answer_fallback``) is the
+    answer regex for responses without a \\boxed{}."""
     if len(responses) != len(records):
         raise ValueError(f"{len(responses)} responses for {len(records)} records")
     kinds = [reward_kind(r) for r in records]
@@ -42,7 +44,8 @@ def score_batch(
     scores: list[Score | None] = [None] * len(responses)
     math_idx = [i for i, k in enumerate(kinds) if k == "math"]
     math_scores = (verifier or default_verifier()).score(
-        [responses[i] for i in math_idx], [truths[i] for i in math_idx], pattern
+        [responses[i] for i in math_idx], [truths[i] for i in math_idx], pattern,
+        [(records[i].get("extra_info") or {}).get("answer_fallback") for i in math_idx],
     )
     for i, s in zip(math_idx, math_scores):
         scores[i] = s

@@ -34,15 +34,24 @@ def last_boxed(text: str) -> str | None:
     return found.strip() if found is not None else None
 
 
-def extract_answer(text: str, pattern: str | None = None) -> str | None:
-    """The last \\boxed{} content, or with ``pattern`` (a regex with one group) its last match."""
-    if pattern is None:
-        return last_boxed(text)
+def _last_match(pattern: str, text: str) -> str | None:
     matches = re.findall(pattern, text)
     if not matches:
         return None
     last = matches[-1]
     return (last if isinstance(last, str) else last[0]).strip()
+
+
+def extract_answer(text: str, pattern: str | None = None, fallback: str | None = None) -> str | None:
+    """The last \\boxed{} content, or with ``pattern`` (a regex with one group) its last match.
+    ``fallback`` (a regex with one group, such as "The answer is (.+)") is read only when there is
+    no \\boxed{}: for data whose answers are stated, not boxed."""
+    if pattern is not None:
+        return _last_match(pattern, text)
+    boxed = last_boxed(text)
+    if boxed is None and fallback is not None:
+        return _last_match(fallback, text)
+    return boxed
 
 
 def last_code_block(text: str) -> str | None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import atexit
 import math
 import multiprocessing as mp
+import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 from lad.rewards.extract import extract_answer
 
@@ -37,10 +39,53 @@ def _as_latex(answer: str) -> str:
     return answer if ("$" in answer or "\\boxed" in answer) else f"\\boxed{{{answer}}}"
 
 
+# Answer forms math-verify misreads, rewritten before it parses either side:
+# - a sentence's period inside the box ("60." is read as text, not 60);
+# - thousands separated by LaTeX thin spaces or plain spaces ("1\\,000", "1 000"; it reads
+#   "1,000" and "1{,}000" itself);
+# - a multiple-choice letter before the value ("\\textbf{(C) } 12", "(C) 12"): compared as the
+#   value, or as the letter when the ground truth is only a letter.
+_TRAILING_PERIOD = re.compile(r"(?<=[^.\s])\.\s*$")
+_SPACED_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:(?:\\,|\\ |~| )\d{3})+(?:\.\d+)?$")
+_SPACE = re.compile(r"\\,|\\ |~| ")
+_LETTER = r"\(\s*([A-E])\s*\)"
+_CHOICE = re.compile(rf"^(?:\\(?:textbf|mathbf|text|mathrm)\s*\{{\s*{_LETTER}\s*([^{{}}]*)\}}|{_LETTER})\s*(.*)$", re.S)
+_LEADING_SPACE = re.compile(r"^(?:\\[ ,;:!]|\\q?quad|~|\s)+")
+
+
+def normalize_answer(text: str) -> str:
+    """``text`` without a trailing period and with spaced thousands joined (see above)."""
+    text = _TRAILING_PERIOD.sub("", text.strip())
+    if _SPACED_THOUSANDS.match(text):
+        text = _SPACE.sub("", text)
+    return text
+
+
+def split_choice(text: str) -> tuple[Optional[str], str]:
+    """(letter, value) of a multiple-choice answer such as "\\textbf{(C) } 12", "(C)" or "C" (value
+    ""); (None, text) when it is none."""
+    text = text.strip()
+    if re.fullmatch(r"[A-E]", text):
+        return text, ""
+    m = _CHOICE.match(text)
+    if not m:
+        return None, text
+    letter = m.group(1) or m.group(3)
+    value = " ".join(part.strip() for part in (m.group(2) or "", _LEADING_SPACE.sub("", m.group(4))) if part.strip())
+    return letter, value
+
+
 def verify_in_process(answer: str, ground_truth: str, timeout_s: int = 5) -> tuple[bool, str]:
-    """math-verify equivalence of two answer strings; must run in a main thread."""
+    """math-verify equivalence of two answer strings (normalised first); must run in a main thread."""
     from math_verify import parse, verify
 
+    answer, ground_truth = normalize_answer(answer), normalize_answer(ground_truth)
+    letter, value = split_choice(answer)
+    truth_letter, truth_value = split_choice(ground_truth)
+    if letter is not None and truth_letter is not None and not (value and truth_value):
+        ok = letter == truth_letter  # one side is only a letter: the letters decide
+        return ok, "correct" if ok else "wrong"
+    answer, ground_truth = value or answer, truth_value or ground_truth
     gold = parse(_as_latex(ground_truth), parsing_timeout=timeout_s)
     if not gold:
         return False, "unparsable_ground_truth"
@@ -109,8 +154,11 @@ class MathVerifier:
                 self._pool = None
             return results
 
-    def score(self, responses: list[str], ground_truths: list[str], pattern: str | None = None) -> list[Score]:
-        answers = [extract_answer(r, pattern) for r in responses]
+    def score(self, responses: list[str], ground_truths: list[str], pattern: str | None = None,
+              fallbacks: list[str | None] | None = None) -> list[Score]:
+        """``fallbacks``: per response, the answer regex read when it has no \\boxed{} (None: none)."""
+        fallbacks = fallbacks or [None] * len(responses)
+        answers = [extract_answer(r, pattern, f) for r, f in zip(responses, fallbacks)]
         todo = [(i, a, g) for i, (a, g) in enumerate(zip(answers, ground_truths)) if a]
         verdicts = self.equivalent_many([(a, g) for _, a, g in todo])
         scores = [Score(0.0, "no_answer", None) for _ in responses]
