@@ -50,9 +50,19 @@ _MISSING = object()
 
 
 def _get(row: dict, path: str) -> Any:
+    """The value at a dotted path; _MISSING when a key (or a null object on the way) is absent.
+    A value on the way that is not an object is an error that says so: "meta.final" of a row whose
+    meta is 5 is not missing, the row is malformed."""
     value: Any = row
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if value is None:
+            return _MISSING
+        if not isinstance(value, dict):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+            holder = ".".join(parts[:i]) or "the row"
+            raise RowError(path, f"{holder} is {type(value).__name__} {shown}, not an object")
+        if part not in value:
             return _MISSING
         value = value[part]
     return value

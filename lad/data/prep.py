@@ -64,9 +64,26 @@ class RowIssue:
 
 
 @dataclass
+class Duplicate:
+    """A training row dropped because an earlier row (this source or another) has its prompt."""
+
+    source: str
+    file: str
+    where: str
+    first_source: str
+    first_file: str
+    first_where: str
+
+    def __str__(self) -> str:
+        return f"{self.file}, {self.where}: duplicate of {self.first_file}, {self.first_where}"
+
+
+@dataclass
 class _Row:
     record: dict
     text: str  # the problem as the model reads it, without template
+    file: str = ""  # where it was read: the source's display name and the row's place in it
+    where: str = ""
 
 
 @dataclass
@@ -76,6 +93,7 @@ class _SourceResult:
     rows: list[_Row] = field(default_factory=list)
     issues: list[RowIssue] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
 
 
 def policy(src: SourceConfig, cfg: PrepConfig) -> str:
@@ -135,9 +153,11 @@ def read_source(src: SourceConfig, cfg: PrepConfig, workdir: Path, progress: Cal
         result.counts.read += 1
         progress(src.name, result.counts.read)
         if isinstance(made, Problem):
+            if src.answer_fallback and made.ability == "math":
+                made.extra["answer_fallback"] = src.answer_fallback
             try:
                 record = build_record(made, data_source=src.data_source or src.name, index=raw.position, split=split, template=cfg.template)
-                result.rows.append(_Row(record, made.text()))
+                result.rows.append(_Row(record, made.text(), name, raw.where))
                 continue
             except ValidationError as err:
                 first = err.errors()[0]
@@ -161,7 +181,7 @@ def filter_train(results: list[_SourceResult], cfg: PrepConfig) -> int:
     """Deduplicate and decontaminate the training rows in place; returns the number of boilerplate n-grams ignored."""
     evals = [r for r in results if r.config.role == "eval"]
     index = ContaminationIndex((row.text for r in evals for row in r.rows), cfg.ngram, cfg.boilerplate_prompts)
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, _Row]] = {}  # normalised prompt -> (source, the first row with it)
     for r in results:
         if r.config.role != "train":
             continue
@@ -170,8 +190,10 @@ def filter_train(results: list[_SourceResult], cfg: PrepConfig) -> int:
             key = normalise(row.text)
             if cfg.dedup and key in seen:
                 r.counts.duplicate += 1
+                first_source, first = seen[key]
+                r.duplicates.append(Duplicate(r.config.name, row.file, row.where, first_source, first.file, first.where))
                 continue
-            seen.add(key)
+            seen[key] = (r.config.name, row)
             if cfg.decontaminate and r.config.decontaminate and evals and index.contaminated(row.text):
                 r.counts.contaminated += 1
                 continue
@@ -210,6 +232,7 @@ def _write_table(records: list[dict], path: Path, cfg: PrepConfig) -> None:
 
 def _report(cfg: PrepConfig, results: list[_SourceResult], status: str, outputs: dict, boilerplate: int) -> dict:
     issues = [i for r in results for i in r.issues]
+    duplicates = [d for r in results for d in r.duplicates]
     sources = {
         r.config.name: {
             "role": r.config.role,
@@ -228,6 +251,8 @@ def _report(cfg: PrepConfig, results: list[_SourceResult], status: str, outputs:
         "outputs": outputs,
         "errors": [asdict(i) | {"message": str(i)} for i in issues[: cfg.show_errors]],
         "errors_total": len(issues),
+        "duplicates": [asdict(d) | {"message": str(d)} for d in duplicates[: cfg.show_errors]],
+        "duplicates_total": len(duplicates),
         "boilerplate_ngrams_ignored": boilerplate,
         "template": cfg.template.model_dump(mode="json"),
         "config": cfg.model_dump(mode="json"),
