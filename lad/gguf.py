@@ -20,11 +20,13 @@ from pathlib import Path
 
 import torch
 
+from lad.modeling import ModelError
+
 MAGIC = b"GGUF"
 EXTRAS_HINT = "pip install 'lad[models]' (or: pip install gguf accelerate)"
 
 
-class GGUFError(ValueError):
+class GGUFError(ModelError):
     """A GGUF file that cannot become a model, or a missing package to read one; the message names the file."""
 
 

@@ -60,6 +60,7 @@ def run(
     from lad.evaluation.results import ResultsError
     from lad.rewards.code import ScoringError
     from lad.evaluation.stage import run_eval
+    from lad.modeling import ModelError
 
     top = {key: v for key, v in {"model": model, "output": output, "label": label, "engine": engine, "seed": seed}.items()
            if v is not None}
@@ -93,7 +94,7 @@ def run(
 
         try:
             summary = run_eval(cfg, restart=restart, progress=progress, notice=lambda m: console.print(f"[yellow]{m}[/yellow]"))
-        except (BenchmarkError, ConfigError, ResultsError, ScoringError, FileNotFoundError, NotADirectoryError) as err:
+        except (BenchmarkError, ConfigError, ModelError, ResultsError, ScoringError, FileNotFoundError, NotADirectoryError) as err:
             bar.stop()
             _fail(str(err), 1)
 

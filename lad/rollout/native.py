@@ -21,6 +21,7 @@ parameters from that module at call time (under ZeRO-3 the trainer hands over th
 
 from __future__ import annotations
 
+import sys
 from typing import Literal, Optional
 
 import torch
@@ -49,6 +50,7 @@ class NativeRollout:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.decoder = decoder
+        self._announced: Optional[str] = None
         self.update_weights(model)
 
     def update_weights(self, model) -> None:
@@ -57,9 +59,16 @@ class NativeRollout:
         self.model = model
 
     def _make_decoder(self):
-        if self.decoder == "generic" or (self.decoder == "auto" and fused_unsupported(self.model) is not None):
-            return GenericDecoder(self.model)
-        return FusedDecoder(self.model)
+        why = "decoder='generic'" if self.decoder == "generic" else fused_unsupported(self.model)
+        kind = "fused" if why is None else "generic"
+        self._announce(f"native rollout: {kind} decoder for {self.model.config.model_type}" + (f" ({why})" if why else ""))
+        return FusedDecoder(self.model) if why is None else GenericDecoder(self.model)
+
+    def _announce(self, line: str) -> None:
+        # Which decoder ran decides speed by far; said once per engine, and again only if it changes.
+        if line != self._announced:
+            print(line, file=sys.stderr, flush=True)
+            self._announced = line
 
     def generate(self, prompts: list[list[dict]], params: SamplingParams) -> list[list[Completion]]:
         return self.generate_ids(prompt_ids(self.tokenizer, prompts), params)
