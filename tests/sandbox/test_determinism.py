@@ -66,3 +66,14 @@ def test_set_valued_call_test_gets_one_value_on_every_worker():
             results = list(pool.map(lambda _: ex.evaluate(req), range(12)))
     outputs = {repr(r.verdicts[0].output) for r in results}
     assert len(outputs) == 1
+
+
+def test_runner_path_has_no_work_dir_entry():
+    """The runner no longer starts isolated (-I would ignore PYTHONHASHSEED): the '' that -c puts
+    first on sys.path is dropped, so a module left in the work dir is not importable by name."""
+    probe = ("import sys\nopen('/tmp/lad_probe.py', 'w').write('x = 1')\n"
+             "try:\n    import lad_probe\n    print('imported')\nexcept ModuleNotFoundError:\n    print('not found')\n"
+             "print('' in sys.path, sys.flags.isolated)\n")
+    with Executor(SandboxConfig()) as ex:
+        r = ex.run(RunRequest(code=probe))
+    assert (r.status, r.stdout) == ("ok", "not found\nFalse 0\n")
