@@ -9,3 +9,23 @@ def tiny():
     from lad.modeling import build_tiny_model
 
     return build_tiny_model("1m", seed=0)
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """A storage cache (the value for LAD_CACHE_DIR) in which the packaged SmolLM2-135M-Instruct
+    GGUF is converted once for the whole session (about 40 s, 1.9 GB peak); tests that name
+    ``smollm2-135m-instruct`` point LAD_CACHE_DIR here and find the conversion done."""
+    from lad.gguf import convert_gguf
+    from lad.modeling import packaged_gguf
+
+    base = tmp_path_factory.mktemp("lad-cache")
+    convert_gguf(packaged_gguf("smollm2-135m-instruct"), root=base / "gguf", origin="smollm2-135m-instruct")
+    return base
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_cache):
+    """The converted SmolLM2-135M-Instruct: an ordinary Hugging Face folder (float32, 540 MB)."""
+    (entry,) = (smollm2_cache / "gguf").iterdir()
+    return entry
