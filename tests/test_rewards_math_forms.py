@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from lad.data.adapters import FieldMap
 from lad.data.config import SourceConfig
 from lad.rewards import MathVerifier, score_batch
 from lad.rewards.math import normalize_answer, split_choice
@@ -84,3 +85,18 @@ def test_answer_fallback_must_be_a_regex_with_one_group():
         SourceConfig(name="s", uri="x.jsonl", answer_fallback="The answer is .+")
     with pytest.raises(ValueError, match=r"answer_fallback\n.*not a regular expression \(missing \), unterminated subpattern"):
         SourceConfig(name="s", uri="x.jsonl", answer_fallback="The answer is (.+")
+
+
+def test_bundled_answers_verify_in_these_forms(verifier):
+    """On data the rules were not written against: every MATH-500 answer with a period inside
+    its box, and every GSM8K answer of 1,000 or more with thin-space thousands."""
+    from lad.data.adapters import ADAPTERS
+    from lad.data.public import read_jsonl
+
+    math500 = [r["answer"] for r in read_jsonl("math500.jsonl")]
+    gsm8k = [ADAPTERS["gsm8k"](r, FieldMap()).ground_truth for r in read_jsonl("gsm8k_test.jsonl")]
+    large = [g for g in gsm8k if g.isdigit() and int(g) >= 1000]
+    assert (len(math500), len(large)) == (500, 131)
+    responses = [f"\\boxed{{{a}.}}" for a in math500] + [f"\\boxed{{{int(g):,}}}".replace(",", "\\,") for g in large]
+    scores = verifier.score(responses, math500 + large)
+    assert [r for r, s in zip(responses, scores) if s.value != 1.0] == []
