@@ -3,14 +3,16 @@
 The one place where a response becomes a program and a record becomes its tests, for the RL
 reward and the evaluator alike:
 
-- ``assemble_program`` completes the response's code with the problem's starter code;
+- ``assemble_program`` completes the response's code with the problem's starter code, after
+  the harness imports (``LEETCODE_PREAMBLE``) for functional problems;
 - ``method_shim`` routes LeetCode-style "Class.method" call tests through a module function;
 - rows whose expected values come from a reference solution (``test_type: reference``, as in
   HumanEval+) get them by running that solution first (``reference_outputs``), as EvalPlus does.
 
-The reward is the fraction of tests passed, or 1.0 only when all pass (``mode="all_pass"``). A
-response without a code block scores 0 ("no_code"); a sandbox failure scores 0 with its reason
-and never stops training.
+The reward is the fraction of tests passed, or 1.0 only when all pass (``mode="all_pass"``); the
+reason of a program that fails names its first failing test. A response without a code block
+scores 0 ("no_code"); a sandbox failure, or a record that cannot be scored, scores 0 with its
+reason and never stops training.
 """
 
 from __future__ import annotations
