@@ -110,7 +110,7 @@ class _Plan:
         self.req = req
         tests = [_test_json(t) for t in req.tests]
         head = b'{"code":' + _json(req.code)
-        for key in ("timeout_s", "memory_mb"):
+        for key in ("timeout_s", "memory_mb", "value_limit_mb"):
             if getattr(req, key) is not None:
                 head += b',"%s":%s' % (key.encode(), _json(getattr(req, key)))
         if req.stop_on_first_failure:

@@ -183,3 +183,24 @@ def test_the_client_splits_oversized_test_lists(executor):
     assert (stopped.passed, stopped.total) == (5, 10)
     with pytest.raises(ValueError, match="max_request_bytes must be positive, got 0"):
         AsyncSandboxClient("http://sandbox", max_request_bytes=0)
+
+
+def test_the_returned_value_cap_travels_with_the_request():
+    """A client's value_limit_mb reaches the service in the request body; the service refuses
+    more than its maximum, naming the field."""
+    code = "def big(n):\n    return 'x' * n\n"
+    tests = [{"type": "call", "entry_point": "big", "args": [2 << 20]}]
+    with Executor(SandboxConfig(value_limit_bytes=1 << 20, max_value_limit_bytes=4 << 20)) as ex:
+        app = _app(ex)
+
+        async def go(value_limit_mb):
+            async with AsyncSandboxClient("http://sandbox", token=TOKEN, transport=httpx.ASGITransport(app=app),
+                                          value_limit_mb=value_limit_mb, retries=0) as c:
+                return (await c.evaluate(code, tests)).verdicts[0]
+
+        assert asyncio.run(go(None)).status == "output_limit"
+        raised = asyncio.run(go(3))
+        assert (raised.status, raised.output) == ("passed", "x" * (2 << 20))
+        with pytest.raises(SandboxRequestError) as info:
+            asyncio.run(go(8))
+    assert (info.value.status_code, info.value.detail) == (422, "value_limit_mb: 8 exceeds this service's maximum of 4")
