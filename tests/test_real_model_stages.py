@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
+from servers import mlflow_store  # noqa: F401
 
 from lad.modeling import load_model, read_card
 
@@ -78,3 +79,42 @@ def test_rl_steps_on_the_real_model_change_its_weights(smollm2_dir, objective, t
     assert before.keys() == after.keys()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert "model.layers.0.self_attn.q_proj.weight" in changed and len(changed) > len(before) // 2
+
+
+def test_evaluation_with_native_and_hf_gives_the_same_answers(smollm2_dir, tmp_path):
+    from lad.evaluation.config import EvalConfig
+    from lad.evaluation.stage import run_eval
+
+    rows, summaries = {}, {}
+    for engine in ("native", "hf"):
+        # temperature 1e-6: both engines sample the argmax, so their answers must agree exactly
+        cfg = EvalConfig(model=str(smollm2_dir), output=str(tmp_path / engine), engine=engine, label="smollm2",
+                         benchmarks=[{"name": "gsm8k", "k": 2, "limit": 2, "temperature": 1e-6, "max_new_tokens": 48}],
+                         bootstrap_resamples=10)
+        summaries[engine] = run_eval(cfg)
+        rows[engine] = [json.loads(line) for line in (tmp_path / engine / "samples" / "gsm8k.jsonl").read_text().splitlines()]
+    assert len(rows["native"]) == 4 and summaries["native"]["run"] == {"gsm8k": {"reused_samples": 0, "generated_samples": 4}}
+    keep = ("problem_id", "sample", "response", "answer", "correct", "tokens", "finish_reason")
+    assert [{k: r[k] for k in keep} for r in rows["native"]] == [{k: r[k] for k in keep} for r in rows["hf"]]
+    assert all(0 < r["tokens"] <= 48 and r["response"] for r in rows["native"])
+    native, hf = (summaries[e]["benchmarks"]["gsm8k"] for e in ("native", "hf"))
+    assert native["avg@2"] == hf["avg@2"] and native["pass@2"] == hf["pass@2"]
+
+
+def test_register_in_mlflow_load_back_and_generate(smollm2_dir, mlflow_store):
+    import mlflow
+
+    from lad.tracking import Tracker, TrackingConfig
+
+    model, tok = load_model(smollm2_dir)
+    tracker = Tracker(TrackingConfig(experiment="real-model"))
+    with tracker.run("pipeline"), tracker.stage("train") as stage:
+        uri = stage.log_model(model, tok, max_new_tokens=16)
+    mv = tracker.register_model("smollm2-135m", uri, metrics={"avg@4": 0.1}, benchmarks=["gsm8k"], data_hash="d" * 64,
+                                config_hash="c" * 64, base_model=NAME)
+    assert str(mv.version) == "1" and mv.tags["base_model"] == NAME
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2+3?"}], add_generation_prompt=True, tokenize=False)
+    loaded = mlflow.pyfunc.load_model(f"models:/smollm2-135m/{mv.version}")
+    assert loaded.predict([prompt], params={"max_new_tokens": 12}) == ["2 + 3 = 5"]
+    components = mlflow.transformers.load_model(f"models:/smollm2-135m/{mv.version}", return_type="components")
+    assert components["model"].config.model_type == "llama" and components["tokenizer"].eos_token == "<|im_end|>"
