@@ -139,3 +139,31 @@ def test_unknown_name_lists_the_packaged_models():
     with pytest.raises(FileNotFoundError, match=r"^model 'smollm3': no such directory or .gguf file, and not a packaged model \(smollm2-135m-instruct\); "
                                                 r"to download from the Hugging Face Hub, write hf://smollm3$"):
         load_model("smollm3")
+
+
+def test_commands_report_a_bad_gguf_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from lad.cli import app
+
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGML" + bytes(100))
+    expected = f"GGUF file {bad}: not a GGUF file (expected the magic bytes b'GGUF' at the start, found b'GGML')"
+    runner = CliRunner()
+    for args, code in ((["eval", "run", "-m", str(bad), "-b", "synthetic_countdown", "--k", "1", "--limit", "1", "-o", str(tmp_path / "e")], 1),
+                       (["train", "configs/train/tiny_cpu.yaml", "--model", str(bad), "--output-dir", str(tmp_path / "t")], 2),
+                       (["sft", "configs/sft/tiny.yaml", "--model", str(bad), "--output-dir", str(tmp_path / "s")], 2)):
+        result = runner.invoke(app, args)
+        assert result.exit_code == code, result.output
+        assert expected in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_pipeline_base_model_by_name_becomes_the_steps_checkpoint(smollm2_cache, smollm2_dir, tmp_path, monkeypatch):
+    from lad.pipeline import steps
+
+    monkeypatch.setenv("LAD_CACHE_DIR", str(smollm2_cache))
+    steps.materialize_model(NAME, tmp_path / "model", card={"base_model": NAME, "sft": "skipped"})
+    assert read_card(tmp_path / "model") == {"base_model": NAME, "sft": "skipped"}
+    assert json.loads((tmp_path / "model" / "config.json").read_text()) == json.loads((smollm2_dir / "config.json").read_text())
+    with pytest.raises(steps.StepError, match=r"^parameter base_model 'smollm3': cannot load it: model 'smollm3': no such directory"):
+        steps.materialize_model("smollm3", tmp_path / "other")
