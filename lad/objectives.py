@@ -1,13 +1,16 @@
 """Policy objectives: LAD (every f-divergence of the paper) and the GRPO family, behind one registry.
 
-Every entry of ``POLICY_LOSSES`` is a pure function of tensors
+Every entry of ``POLICY_LOSSES`` is a ``PolicyLoss``: a pure function of tensors and the pydantic
+model of its settings (``algorithm.loss_params``). Called as
 
-    fn(log_prob, old_log_prob, advantages, response_mask, *, norm=None, **params) -> (loss, metrics)
+    entry(log_prob, old_log_prob, advantages, response_mask, *, norm=None, norm_constant=None, **params)
+        -> (loss, metrics)
 
-where ``log_prob``, ``old_log_prob``, ``response_mask`` are [B, T], ``advantages`` is [B] (one per
-sequence) or [B, T], ``loss`` is a scalar tensor and ``metrics`` a dict of floats. ``norm`` carries
-the normalisers of the *whole* mini-batch, so that losses summed over micro-batches equal the
-full-batch loss exactly (gradient accumulation without bias).
+it validates ``params`` against that model; ``log_prob``, ``old_log_prob``, ``response_mask`` are
+[B, T], ``advantages`` is [B] (one per sequence) or [B, T], ``loss`` is a scalar tensor and
+``metrics`` a dict of floats. ``norm`` carries the normalisers of the *whole* mini-batch, so that
+losses summed over micro-batches equal the full-batch loss exactly (gradient accumulation without
+bias). ``register_policy_loss`` adds entries, from this module or from outside the package.
 
 LAD (arXiv 2602.20132): with u = kappa * A, l = log pi_theta - log pi_old and x = exp(l - u), the
 per-sample loss is exp(u) * f(x) for an f-divergence generator f. Each generator is written in
@@ -18,14 +21,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lad.advantages import get_advantage
 
 LOG2 = math.log(2.0)
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 RATIO_LEVELS = ("token", "sequence")
+
+AggMode = Literal[LOSS_AGG_MODES]
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,44 +247,155 @@ def _ratio_metrics(l: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------
+# Settings and the registry
+# --------------------------------------------------------------------------------------------
+
+
+class LossParams(BaseModel):
+    """The settings of a policy loss (``algorithm.loss_params``); every loss subclasses it.
+
+    ``loss_agg_mode`` belongs to every loss because the KL penalty (``kl_penalty``) is aggregated
+    with it: the penalty and the loss it is added to must weigh tokens alike.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    loss_agg_mode: AggMode = Field("token-mean", description=f"one of {list(LOSS_AGG_MODES)}; see ``aggregate``")
+
+
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """A registry entry: ``fn(log_prob, old_log_prob, advantages, response_mask, params, *, norm,
+    norm_constant)`` with ``params`` an instance of ``params``, the model of its settings.
+
+    ``advantage`` names the group advantage estimator the method is defined with; the trainer
+    uses it when ``algorithm.advantage`` is unset.
+    """
+
+    name: str
+    params: type[LossParams]
+    fn: LossFn
+    advantage: str = "grpo"
+
+    def settings(self, **params: Any) -> LossParams:
+        """``params`` validated against this loss's model; the ValueError names every bad field."""
+        try:
+            return self.params(**params)
+        except ValidationError as err:
+            problems = []
+            for e in err.errors():
+                field = ".".join(map(str, e["loc"]))
+                if e["type"] == "extra_forbidden":
+                    problems.append(f"unexpected keyword argument {field!r} ({self.name} takes {', '.join(sorted(self.params.model_fields))})")
+                else:
+                    problems.append(f"{field}: {e['ctx']['error'] if e['type'] == 'value_error' else e['msg']}")
+            raise ValueError(f"loss_params for {self.name!r}: {'; '.join(problems)}") from None
+
+    def __call__(
+        self,
+        log_prob: torch.Tensor,
+        old_log_prob: torch.Tensor,
+        advantages: torch.Tensor,
+        response_mask: torch.Tensor,
+        *,
+        norm: BatchNorm | None = None,
+        norm_constant: float | None = None,
+        **params: Any,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.fn(log_prob, old_log_prob, advantages, response_mask, self.settings(**params),
+                       norm=norm, norm_constant=norm_constant)
+
+
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+
+
+def register_policy_loss(name: str, params: type[LossParams], *, advantage: str = "grpo") -> Callable[[LossFn], PolicyLoss]:
+    """Decorator: register ``fn`` as the policy loss ``name`` (``algorithm.objective``), its settings
+    validated by ``params`` (a ``LossParams`` subclass). Returns the registry entry.
+
+    From outside the package, import the registering module before loading a config that names it.
+    """
+    if not (isinstance(params, type) and issubclass(params, LossParams)):
+        raise TypeError(f"policy loss {name!r}: params must be a subclass of LossParams; got {params!r}")
+    get_advantage(advantage)
+
+    def register(fn: LossFn) -> PolicyLoss:
+        if name in POLICY_LOSSES:
+            raise ValueError(f"policy loss {name!r} is already registered")
+        POLICY_LOSSES[name] = entry = PolicyLoss(name, params, fn, advantage)
+        return entry
+
+    return register
+
+
+def get_policy_loss(name: str) -> PolicyLoss:
+    try:
+        return POLICY_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy loss {name!r}; expected one of {sorted(POLICY_LOSSES)}") from None
+
+
+# --------------------------------------------------------------------------------------------
 # LAD
 # --------------------------------------------------------------------------------------------
 
 
+class LADParams(LossParams):
+    """LAD's settings; the defaults are the paper's for math."""
+
+    divergence: str = Field("js", description=f"f-divergence generator: one of {sorted(DIVERGENCES)}")
+    kappa: float = Field(4.0, gt=0, description="1/eta: the ratio is pulled towards exp(kappa * A)")
+    ratio_level: str = Field("token", description="token (per-token l, the sequence advantage broadcast) or sequence "
+                             "(l summed over the response, one loss per sequence; loss_agg_mode then only aggregates the KL penalty)")
+    loss_agg_mode: AggMode = "token-mean"
+    clamp: float = Field(20.0, gt=0, description="bound on |l| and |u| before any exp")
+
+    @field_validator("divergence")
+    @classmethod
+    def _divergence(cls, name: str) -> str:
+        get_divergence(name)
+        return name
+
+    @field_validator("ratio_level")
+    @classmethod
+    def _ratio_level(cls, level: str) -> str:
+        if level not in RATIO_LEVELS:
+            raise ValueError(f"unknown ratio_level {level!r}; expected one of {list(RATIO_LEVELS)}")
+        return level
+
+
+@register_policy_loss("lad", LADParams)
 def lad_policy_loss(
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
+    p: LADParams,
     *,
-    divergence: str = "js",
-    kappa: float = 4.0,
-    ratio_level: str = "token",
-    loss_agg_mode: str = "token-mean",
-    clamp: float = 20.0,
     norm: BatchNorm | None = None,
     norm_constant: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """LAD loss and its diagnostics (registry entry ``lad``); see ``lad_loss`` for the arguments."""
     _check_shapes(log_prob, old_log_prob, advantages, response_mask)
-    div = get_divergence(divergence)
-    if ratio_level not in RATIO_LEVELS:
-        raise ValueError(f"unknown ratio_level {ratio_level!r}; expected one of {list(RATIO_LEVELS)}")
+    div = DIVERGENCES[p.divergence]
     mask = response_mask.to(log_prob.dtype)
     token_l = _log_ratio(log_prob, old_log_prob, response_mask)
     token_adv = _token_advantages(advantages, response_mask, log_prob.dtype)
 
-    if ratio_level == "token":
-        l = torch.clamp(token_l, -clamp, clamp)
-        u = torch.clamp(kappa * token_adv, -clamp, clamp)
-        loss = aggregate(div.weighted(l, u), mask, loss_agg_mode, norm=norm, norm_constant=norm_constant)
+    if p.ratio_level == "token":
+        l = torch.clamp(token_l, -p.clamp, p.clamp)
+        u = torch.clamp(p.kappa * token_adv, -p.clamp, p.clamp)
+        loss = aggregate(div.weighted(l, u), mask, p.loss_agg_mode, norm=norm, norm_constant=norm_constant)
         metric_mask = mask
     else:
         # One advantage per sequence: the masked mean of a [B, T] input (equal to the sequence's
         # advantage when it was broadcast).
         seq_adv = token_adv.sum(-1) / mask.sum(-1).clamp(min=1.0)
-        l = torch.clamp(token_l.sum(dim=-1), -clamp, clamp)
-        u = torch.clamp(kappa * seq_adv, -clamp, clamp)
+        l = torch.clamp(token_l.sum(dim=-1), -p.clamp, p.clamp)
+        u = torch.clamp(p.kappa * seq_adv, -p.clamp, p.clamp)
         metric_mask = (mask.sum(dim=-1) > 0).to(log_prob.dtype)
         num_seqs = norm.num_seqs if norm and norm.num_seqs is not None else log_prob.shape[0]
         loss = (div.weighted(l, u) * metric_mask).sum() / num_seqs
@@ -307,6 +426,7 @@ def lad_loss(
     ratio_level: "token" (per-token l, sequence advantage broadcast) or "sequence" (l summed over
         the response, one loss per sequence, averaged over sequences; loss_agg_mode is unused).
     loss_agg_mode: see ``aggregate``. clamp bounds l and u before any exp.
+    The defaults are ``LADParams``'s, written out because this signature is the public contract.
     For micro-batch-exact gradient accumulation use ``lad_policy_loss`` with a ``BatchNorm``.
     """
     loss, _ = lad_policy_loss(
@@ -327,43 +447,71 @@ def lad_loss(
 # GRPO family
 # --------------------------------------------------------------------------------------------
 
+ClipWidth = Annotated[float, Field(ge=0)]
 
+
+class PPOClipParams(LossParams):
+    """PPO clip's settings; the defaults are GRPO's (symmetric 0.2, dual clip c = 3, sequence-mean
+    of token-means)."""
+
+    clip_low: Annotated[float, Field(ge=0, lt=1)] = Field(0.2, description="the ratio is clipped below at 1 - clip_low")
+    clip_high: ClipWidth = Field(0.2, description="the ratio is clipped above at 1 + clip_high")
+    clip_ratio_c: Optional[float] = Field(3.0, description="dual clip: for A < 0 the loss is capped at -A * c (c > 1); None disables it")
+    loss_agg_mode: AggMode = "seq-mean-token-mean"
+    clamp: float = Field(20.0, gt=0, description="bound on |l| before exp")
+
+    @field_validator("clip_ratio_c")
+    @classmethod
+    def _dual_clip(cls, c: Optional[float]) -> Optional[float]:
+        if c is not None and c <= 1.0:
+            raise ValueError(f"clip_ratio_c must be > 1 (or None to disable dual clip); got {c}")
+        return c
+
+
+class DrGRPOParams(PPOClipParams):
+    """Dr. GRPO (arXiv 2503.20783): token sums over a constant, so no response is weighted by its
+    own length; the trainer passes the max response length as the constant."""
+
+    loss_agg_mode: AggMode = "seq-mean-token-sum-norm"
+
+
+class DAPOParams(PPOClipParams):
+    """DAPO (arXiv 2503.14476): clip-higher (0.2 / 0.28) and token-mean."""
+
+    clip_high: ClipWidth = 0.28
+    loss_agg_mode: AggMode = "token-mean"
+
+
+@register_policy_loss("grpo", PPOClipParams)
 def ppo_clip_loss(
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
+    p: PPOClipParams,
     *,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    clip_ratio_c: float | None = 3.0,
-    loss_agg_mode: str = "seq-mean-token-mean",
-    clamp: float = 20.0,
     norm: BatchNorm | None = None,
     norm_constant: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate, per token: max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high)).
 
-    Dual clip (clip_ratio_c > 1, None to disable): for A < 0 the loss is capped at -A * c, so a
-    token whose ratio has exploded cannot dominate the update. Defaults are GRPO's
-    (symmetric 0.2, sequence-mean of token-means).
+    Dual clip: for A < 0 the loss is capped at -A * clip_ratio_c, so a token whose ratio has
+    exploded cannot dominate the update.
     """
     _check_shapes(log_prob, old_log_prob, advantages, response_mask)
-    if clip_ratio_c is not None and clip_ratio_c <= 1.0:
-        raise ValueError(f"clip_ratio_c must be > 1 (or None to disable dual clip); got {clip_ratio_c}")
     mask = response_mask.to(log_prob.dtype)
     adv = _token_advantages(advantages, response_mask, log_prob.dtype)
-    l = torch.clamp(_log_ratio(log_prob, old_log_prob, response_mask), -clamp, clamp)
+    l = torch.clamp(_log_ratio(log_prob, old_log_prob, response_mask), -p.clamp, p.clamp)
     ratio = torch.exp(l)
     unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    clipped = -adv * torch.clamp(ratio, 1.0 - p.clip_low, 1.0 + p.clip_high)
     per_token = torch.maximum(unclipped, clipped)
     dual_clipped = torch.zeros_like(per_token, dtype=torch.bool)
-    if clip_ratio_c is not None:
-        cap = -adv * clip_ratio_c
+    if p.clip_ratio_c is not None:
+        cap = -adv * p.clip_ratio_c
         dual_clipped = (adv < 0) & (per_token > cap)
         per_token = torch.where(adv < 0, torch.minimum(per_token, cap), per_token)
-    loss = aggregate(per_token, mask, loss_agg_mode, norm=norm, norm_constant=norm_constant)
+    loss = aggregate(per_token, mask, p.loss_agg_mode, norm=norm, norm_constant=norm_constant)
     with torch.no_grad():
         metrics = _ratio_metrics(l, mask)
         metrics["clip_frac"] = _masked_mean((clipped > unclipped).to(l.dtype), mask)
@@ -371,33 +519,33 @@ def ppo_clip_loss(
     return loss, metrics
 
 
-def grpo_loss(*args, **kwargs):
-    """GRPO: PPO clip with symmetric 0.2 and sequence-mean of token-means."""
-    return ppo_clip_loss(*args, **kwargs)
+# Dr. GRPO and DAPO change the defaults of the one surrogate, as verl configures them; Dr. GRPO is
+# also defined with mean-only advantages (no std division).
+register_policy_loss("dr_grpo", DrGRPOParams, advantage="dr_grpo")(ppo_clip_loss.fn)
+register_policy_loss("dapo", DAPOParams)(ppo_clip_loss.fn)
 
 
-def dr_grpo_loss(*args, loss_agg_mode: str = "seq-mean-token-sum-norm", **kwargs):
-    """Dr. GRPO: PPO clip, token sums divided by a constant (pair it with mean-only advantages)."""
-    return ppo_clip_loss(*args, loss_agg_mode=loss_agg_mode, **kwargs)
+# --------------------------------------------------------------------------------------------
+# KL penalty to a reference policy
+# --------------------------------------------------------------------------------------------
 
 
-def dapo_loss(*args, clip_low: float = 0.2, clip_high: float = 0.28, loss_agg_mode: str = "token-mean", **kwargs):
-    """DAPO: clip-higher (0.2 / 0.28) and token-mean aggregation."""
-    return ppo_clip_loss(*args, clip_low=clip_low, clip_high=clip_high, loss_agg_mode=loss_agg_mode, **kwargs)
-
-
-PolicyLoss = Callable[..., tuple[torch.Tensor, dict[str, float]]]
-
-POLICY_LOSSES: dict[str, PolicyLoss] = {
-    "lad": lad_policy_loss,
-    "grpo": grpo_loss,
-    "dr_grpo": dr_grpo_loss,
-    "dapo": dapo_loss,
-}
-
-
-def get_policy_loss(name: str) -> PolicyLoss:
-    try:
-        return POLICY_LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown policy loss {name!r}; expected one of {sorted(POLICY_LOSSES)}") from None
+def kl_penalty(
+    log_prob: torch.Tensor,
+    ref_log_prob: torch.Tensor,
+    response_mask: torch.Tensor,
+    params: LossParams,
+    *,
+    norm: BatchNorm | None = None,
+    norm_constant: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """k3 estimate of KL(pi_theta || pi_ref) per token, exp(d) - 1 - d with d = log pi_ref - log pi_theta
+    (unbiased on samples of pi_theta, non-negative, zero gradient where the policies agree),
+    aggregated with the policy loss's own ``params.loss_agg_mode`` and normalisers so that the
+    penalty weighs tokens as the loss it is added to does. Returns (penalty, {"kl_ref": token mean}).
+    """
+    d = torch.where(response_mask.bool(), ref_log_prob - log_prob, torch.zeros((), dtype=log_prob.dtype))
+    kl = torch.expm1(d) - d
+    penalty = aggregate(kl, response_mask, params.loss_agg_mode, norm=norm, norm_constant=norm_constant)
+    with torch.no_grad():
+        return penalty, {"kl_ref": _masked_mean(kl, response_mask)}

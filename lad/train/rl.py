@@ -35,7 +35,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from lad.advantages import ADVANTAGES, get_advantage
-from lad.objectives import POLICY_LOSSES, BatchNorm, aggregate, get_policy_loss
+from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
 from lad.rollout import SamplingParams, build_rollout
 from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
@@ -110,23 +110,26 @@ class AlgorithmConfig(BaseModel):
 
     objective: str = Field("lad", description=f"policy loss: one of {sorted(POLICY_LOSSES)}")
     loss_params: dict[str, Any] = Field(
-        {}, description="keyword arguments of the loss (lad: divergence=js, kappa=4.0, ratio_level=token, loss_agg_mode=token-mean; "
-        "grpo/dapo: clip_low, clip_high, clip_ratio_c, loss_agg_mode); unset ones take the loss's defaults")
-    advantage: str = Field("grpo", description=f"group advantage estimator: one of {sorted(ADVANTAGES)}")
+        {}, description="settings of the objective, validated by its model in lad.objectives (lad: LADParams; grpo: "
+        "PPOClipParams; dr_grpo, dapo: the same with their own defaults); unset ones take the model's defaults")
+    advantage: Optional[str] = Field(
+        None, description=f"group advantage estimator: one of {sorted(ADVANTAGES)}; None: the objective's own (dr_grpo: dr_grpo, else grpo)")
     update_epochs: int = Field(1, gt=0, description="passes over each rollout batch")
-    kl_coef: float = Field(0.0, ge=0, description="weight of the k3 KL to the reference (starting) policy; 0: no reference model")
+    kl_coef: float = Field(0.0, ge=0, description="weight of the k3 KL to the reference (starting) policy, aggregated as the "
+                           "loss is; 0: no reference model")
 
     @model_validator(mode="after")
     def _known(self) -> "AlgorithmConfig":
-        get_policy_loss(self.objective)
+        loss = get_policy_loss(self.objective)
+        # Typed, with the values as validated: an unknown or ill-typed setting fails at load, naming the field.
+        self.loss_params = loss.settings(**self.loss_params).model_dump(exclude_unset=True)
+        if self.advantage is None:
+            self.advantage = loss.advantage
         get_advantage(self.advantage)
-        # An unknown or ill-typed loss parameter fails here, not after the first rollout.
-        probe = torch.zeros(1, 2)
-        try:
-            get_policy_loss(self.objective)(probe, probe, torch.zeros(1), torch.ones(1, 2), **self.loss_params)
-        except TypeError as err:
-            raise ValueError(f"loss_params for {self.objective!r}: {err}") from None
         return self
+
+    def loss_settings(self) -> LossParams:
+        return get_policy_loss(self.objective).settings(**self.loss_params)
 
 
 class RLOptimConfig(OptimConfig):
@@ -386,9 +389,10 @@ class _Sums:
 
 def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_id: int, ref_model) -> dict[str, float]:
     """Old (and reference) log-probs, then update_epochs x mini-batches of exact-accumulation updates."""
-    loss_fn = get_policy_loss(cfg.algorithm.objective)
-    params = {"norm_constant": float(cfg.rollout.max_new_tokens), **cfg.algorithm.loss_params}
-    agg = params.get("loss_agg_mode", "token-mean" if cfg.algorithm.objective in ("lad", "dapo") else "seq-mean-token-mean")
+    loss_fn = get_policy_loss(cfg.algorithm.objective).fn
+    settings = cfg.algorithm.loss_settings()
+    # seq-mean-token-sum-norm's constant: the max response length, the same for every batch.
+    norm_constant = float(cfg.rollout.max_new_tokens)
     temp = cfg.rollout.temperature
     g = cfg.rollout.n
     # Sorted by prompt, G completions each (train_rl's layout); anything else is planned per sample.
@@ -443,13 +447,12 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                     with torch.no_grad():
                         keep_old(micro, logp.detach(), ref_logprobs(batch), mask)
                 old = pad_values([samples[i].old_logprobs for i in micro], width, device)
-                loss, metrics = loss_fn(logp, old, adv, mask, norm=norm, **params)
+                loss, metrics = loss_fn(logp, old, adv, mask, settings, norm=norm, norm_constant=norm_constant)
                 if ref_model is not None:
                     ref = pad_values([samples[i].ref_logprobs for i in micro], width, device)
-                    d = torch.where(mask.bool(), ref - logp, torch.zeros_like(logp))
-                    kl = torch.expm1(d) - d  # k3: unbiased, non-negative estimate of KL(pi_theta || pi_ref)
-                    loss = loss + cfg.algorithm.kl_coef * aggregate(kl, mask, agg, norm=norm, norm_constant=params["norm_constant"])
-                    metrics["actor/kl_ref"] = float((kl.detach() * mask).sum() / mask.sum())
+                    kl, kl_metrics = kl_penalty(logp, ref, mask, settings, norm=norm, norm_constant=norm_constant)
+                    loss = loss + cfg.algorithm.kl_coef * kl
+                    metrics |= kl_metrics
                 engine.backward(loss)
                 update = engine.step()
                 mini_loss += float(loss.detach())
