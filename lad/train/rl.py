@@ -166,7 +166,7 @@ class TrackingConfig(BaseModel):
 class RLConfig(BaseModel):
     """The whole RL stage, as read from YAML (see configs/train/)."""
 
-    model: str = Field("tiny:1m", description="tiny:<preset>, a model directory (e.g. the SFT output), s3:// URI or hf://org/name")
+    model: str = Field("tiny:1m", description="a model reference (lad.modeling.load_model): tiny:<preset>, a model directory (e.g. the SFT output), a .gguf file, s3:// URI, smollm2-135m-instruct or hf://org/name")
     output_dir: str = Field("out/rl")
     data: RLData
     rollout: RolloutConfig = RolloutConfig()

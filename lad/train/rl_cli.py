@@ -12,7 +12,7 @@ import typer
 def train_command(
     config: Path = typer.Argument(..., help="RL config YAML (see configs/train/)"),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="override output_dir"),
-    model: Optional[str] = typer.Option(None, "--model", help="override model (tiny:1m, a directory, s3:// or hf://org/name)"),
+    model: Optional[str] = typer.Option(None, "--model", help="override model (tiny:1m, a directory, a .gguf file, s3://, smollm2-135m-instruct or hf://org/name)"),
     objective: Optional[str] = typer.Option(None, "--objective", help="override algorithm.objective (lad, grpo, dr_grpo, dapo)"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="override train.max_steps"),
     seed: Optional[int] = typer.Option(None, "--seed", help="override train.seed"),

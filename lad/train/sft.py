@@ -61,7 +61,7 @@ class SFTTracking(TrackingConfig):
 class SFTConfig(BaseModel):
     """The whole SFT stage, as read from YAML (see configs/sft/tiny.yaml)."""
 
-    model: str = Field("tiny:1m", description="tiny:<preset> (built here), a model directory, s3:// URI or hf://org/name")
+    model: str = Field("tiny:1m", description="a model reference (lad.modeling.load_model): tiny:<preset> (built here), a model directory, a .gguf file, s3:// URI, smollm2-135m-instruct or hf://org/name")
     output_dir: str = Field("out/sft", description="where model/, metrics.json and checkpoints/ go")
     data: SFTData
     train: SFTTrainConfig = SFTTrainConfig()

@@ -12,7 +12,7 @@ import typer
 def sft_command(
     config: Path = typer.Argument(..., help="SFT config YAML (see configs/sft/tiny.yaml)"),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="override output_dir"),
-    model: Optional[str] = typer.Option(None, "--model", help="override model (tiny:1m, a directory, s3:// or hf://org/name)"),
+    model: Optional[str] = typer.Option(None, "--model", help="override model (tiny:1m, a directory, a .gguf file, s3://, smollm2-135m-instruct or hf://org/name)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest complete checkpoint, if any"),
 ) -> None:
     """SFT warm-up: fine-tune on prompt/demonstration pairs; saves an HF model with its card."""
