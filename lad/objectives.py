@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional, get_args
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -30,10 +30,9 @@ from lad.advantages import get_advantage
 
 LOG2 = math.log(2.0)
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+AggMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
+LOSS_AGG_MODES = get_args(AggMode)
 RATIO_LEVELS = ("token", "sequence")
-
-AggMode = Literal[LOSS_AGG_MODES]
 
 
 # --------------------------------------------------------------------------------------------
