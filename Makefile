@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: demo bandit test bench venv clean sysdeps
+.PHONY: demo compare bandit test bench venv clean sysdeps
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,10 +17,15 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 
 venv: $(STAMP)
 
-# The main job: the whole training pipeline on this machine (KFP's local runner, tiny model,
-# synthetic tasks plus a slice of the bundled public data, local sandbox, embedded MLflow).
+# The main job: the whole training pipeline on this machine (KFP's local runner): SFT warm-up of
+# the tiny model on countdown, LAD RL, the warm start and the trained model evaluated side by side,
+# code execution, registration in the embedded MLflow with the promotion gate.
 demo: $(STAMP) sysdeps
-	$(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-local
+	OMP_NUM_THREADS=1 $(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-local
+
+# The same run with GRPO trained from the same warm start beside LAD, in one report and figure.
+compare: $(STAMP) sysdeps
+	OMP_NUM_THREADS=1 $(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-compare --set compare_objective=grpo
 
 # The paper's controlled bandit, as a table, a JSON file and a figure.
 bandit: $(STAMP)

@@ -7,10 +7,11 @@ are shipped inside the compiled pipeline and run in the images from images/, whe
 """
 
 from components.code_execution import code_execution
+from components.compare import compare_evaluations
 from components.data_prep import data_prep
 from components.evaluate import evaluate
 from components.lad_train import lad_train
 from components.register_model import champion_model, register_model
 from components.sft_warmup import sft_warmup
 
-__all__ = ["code_execution", "data_prep", "evaluate", "lad_train", "champion_model", "register_model", "sft_warmup"]
+__all__ = ["code_execution", "compare_evaluations", "data_prep", "evaluate", "lad_train", "champion_model", "register_model", "sft_warmup"]

@@ -11,7 +11,7 @@ def register_model(
     model: Input[Model], evaluation: Input[Dataset], data: Input[Dataset], name: str, decision: Output[Markdown],
     metrics: Output[Metrics], metric: str = "all/avg@k", margin: float = 0.0, base_model: str = "",
     experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "",
-    champion_evaluation: Input[Dataset] = None,
+    champion_evaluation: Input[Dataset] = None, baseline_evaluation: Input[Dataset] = None,
 ) -> str:
     """Register the model with its evaluation (alias challenger) and run the promotion gate.
 
@@ -23,6 +23,7 @@ def register_model(
             logged by the stage register of the pipeline run's MLflow run (named pipeline_run_name), which it ends
             (FAILED or KILLED when this step fails or is stopped).
         champion_evaluation: the champion evaluated in this run on the same benchmarks (retraining).
+        baseline_evaluation: the model's starting point evaluated the same way: tagged beside it with the gain.
     """
     import json
 
@@ -36,6 +37,7 @@ def register_model(
     with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, "register") as parent_run_id:
         result = register(model.path, summary(evaluation), name=name, metric=metric, margin=margin, base_model=base_model,
                           champion_summary=summary(champion_evaluation) if champion_evaluation is not None else None,
+                          baseline_summary=summary(baseline_evaluation) if baseline_evaluation is not None else None,
                           data_dir=data.path, experiment=experiment, registration_key=pipeline_run_id,
                           parent_run_id=parent_run_id)
     metrics.log_metric("version", float(result["version"]))

@@ -33,6 +33,8 @@ def retraining(
     lr: float = 2e-4,
     steps: int = 8,
     prompts_per_step: int = 4,
+    mini_batch_size: int = 0,
+    micro_batch_size: int = 8,
     max_new_tokens: int = 32,
     rollout_engine: str = "hf",
     train_engine: str = "deepspeed",
@@ -69,6 +71,8 @@ def retraining(
         lr: RL learning rate.
         steps: RL steps.
         prompts_per_step: prompts per RL step.
+        mini_batch_size: sequences per optimizer step; 0: all prompts_per_step x group_size (one update per step).
+        micro_batch_size: sequences per forward/backward of the RL update.
         max_new_tokens: longest sampled response during training.
         rollout_engine: hf, native (own decode loop) or vllm (GPU).
         train_engine: deepspeed or torch (one process).
@@ -98,7 +102,8 @@ def retraining(
                      **PIPELINE_RUN).set_display_name("data prep")
     train = lad_train(
         init_model=champ.outputs["model"], data=prep.outputs["data"], objective=objective, divergence=divergence, kappa=kappa,
-        group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, max_new_tokens=max_new_tokens,
+        group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size,
+        micro_batch_size=micro_batch_size, max_new_tokens=max_new_tokens,
         rollout_engine=rollout_engine, engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k,
         sandbox_url=sandbox_url, seed=seed, experiment=mlflow_experiment,
         num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=gpu_node_selector,

@@ -1,5 +1,7 @@
-"""The training pipeline: data prep -> SFT warm-up (optional) -> LAD RL -> evaluate (code
-answers executed in the sandbox) -> register in MLflow with the promotion gate.
+"""The training pipeline: data prep -> SFT warm-up (optional) -> LAD RL -> evaluate the trained
+model and the warm start on the same problems (code answers executed in the sandbox) -> one
+side-by-side report -> register in MLflow with the promotion gate. With ``compare_objective`` set,
+a baseline objective (e.g. GRPO) is trained from the same warm start and joins the report.
 
 Every default is the embedded default that ``lad pipeline run --local`` runs on one machine
 (tiny model, synthetic tasks); on a cluster, set them in the Kubeflow UI.
@@ -8,9 +10,9 @@ Every default is the embedded default that ``lad pipeline run --local`` runs on 
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import HTML, Markdown
+from kfp.dsl import Markdown
 
-from components import code_execution, data_prep, evaluate, lad_train, register_model, sft_warmup
+from components import code_execution, compare_evaluations, data_prep, evaluate, lad_train, register_model, sft_warmup
 from pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
 
 # Synthetic countdown problems: RL prompts and a held-out split (no files needed anywhere).
@@ -27,7 +29,9 @@ PIPELINE_RUN = {"pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "pipeline_ru
 
 
 class Outputs(NamedTuple):
-    report: HTML
+    # The side-by-side report's folder (compare.html/.md/.json, plots/); its HTML is the compare step's output.
+    # A URI, not the HTML artifact: KFP's local runner selects between branches' parameters only.
+    comparison: str
     decision: Markdown
     registration: str
 
@@ -39,14 +43,18 @@ def training(
     sft_steps: int = 20,
     sft_data: str = "synthetic:countdown",
     sft_lr: float = 3e-3,
+    sft_batch_size: int = 16,
     sft_heldout_problems: int = 16,
     objective: str = "lad",
+    compare_objective: str = "",
     divergence: str = "js",
     kappa: float = 4.0,
     group_size: int = 8,
     lr: float = 2e-4,
     steps: int = 8,
     prompts_per_step: int = 4,
+    mini_batch_size: int = 0,
+    micro_batch_size: int = 8,
     max_new_tokens: int = 32,
     rollout_engine: str = "hf",
     train_engine: str = "deepspeed",
@@ -78,14 +86,19 @@ def training(
         sft_steps: SFT warm-up steps; 0 skips the warm-up.
         sft_data: synthetic:<task>,... or an s3:// parquet/JSONL of records with responses.
         sft_lr: SFT peak learning rate.
+        sft_batch_size: demonstrations per SFT step.
         sft_heldout_problems: held-out synthetic problems per task decoded after SFT (0: none).
         objective: lad, or a baseline: grpo, dr_grpo, dapo.
+        compare_objective: empty, or a second objective (e.g. grpo) trained from the same warm start with the same
+            settings and evaluated beside it in the report (it is not registered).
         divergence: LAD f-divergence: js, hd, tv, kl, rkl, jf, ps.
         kappa: LAD's 1/eta (paper: 4 for math).
         group_size: G, completions sampled per prompt.
         lr: RL learning rate.
         steps: RL steps (rollout + update each).
         prompts_per_step: prompts per RL step.
+        mini_batch_size: sequences per optimizer step; 0: all prompts_per_step x group_size (one update per step).
+        micro_batch_size: sequences per forward/backward of the RL update.
         max_new_tokens: longest sampled response during training.
         rollout_engine: hf, native (own decode loop) or vllm (GPU).
         train_engine: deepspeed or torch (one process).
@@ -111,34 +124,56 @@ def training(
         mlflow_secret: Secret with MLFLOW_TRACKING_URI (and optional MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN).
     """
     prep = data_prep(datasets=datasets, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("data prep")
-    sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, heldout_problems=sft_heldout_problems,
+    sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, micro_batch_size=sft_batch_size,
+                     heldout_problems=sft_heldout_problems,
                      engine=train_engine, seed=seed,
                      experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("SFT warm-up")
-    train = lad_train(
-        init_model=sft.outputs["model"], data=prep.outputs["data"], objective=objective, divergence=divergence, kappa=kappa,
-        group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, max_new_tokens=max_new_tokens,
-        rollout_engine=rollout_engine, engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k,
-        sandbox_url=sandbox_url, seed=seed, experiment=mlflow_experiment,
-        num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=gpu_node_selector,
-        tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, **PIPELINE_RUN,
-    ).set_display_name("LAD training")
-    ev = evaluate(model=train.outputs["model"], benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
-                  max_new_tokens=eval_max_new_tokens, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir,
-                  label=objective, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("evaluate")
+    common = dict(data=prep.outputs["data"], divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, steps=steps,
+                  prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size, micro_batch_size=micro_batch_size,
+                  max_new_tokens=max_new_tokens, rollout_engine=rollout_engine,
+                  engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k, sandbox_url=sandbox_url, seed=seed,
+                  experiment=mlflow_experiment, num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type,
+                  node_selector=gpu_node_selector, tolerations=gpu_tolerations, s3_secret=s3_secret,
+                  mlflow_secret=mlflow_secret, **PIPELINE_RUN)
+    scoring = dict(benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit, max_new_tokens=eval_max_new_tokens,
+                   sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN)
+    train = lad_train(init_model=sft.outputs["model"], objective=objective, **common).set_display_name("LAD training")
+    ev = evaluate(model=train.outputs["model"], label=objective, **scoring).set_display_name("evaluate")
+    warm = evaluate(model=sft.outputs["model"], label="warm start", stage="evaluate-warm-start",
+                    **scoring).set_display_name("evaluate warm start")
     code = code_execution(evaluation=ev.outputs["results"], benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
                           sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, experiment=mlflow_experiment,
                           **PIPELINE_RUN).set_display_name("code execution")
     reg = register_model(model=train.outputs["model"], evaluation=ev.outputs["results"], data=prep.outputs["data"],
-                         name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,
-                         experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("register")
+                         baseline_evaluation=warm.outputs["results"], name=registered_model_name, metric=promotion_metric,
+                         margin=promotion_margin, base_model=base_model, experiment=mlflow_experiment,
+                         **PIPELINE_RUN).set_display_name("register")
     reg.after(code)  # a model whose code answers the sandbox cannot run is not registered
+    tasks = [prep, sft, train, ev, warm, code, reg]
+    gpu_tasks, sandbox_tasks = [sft, train, ev, warm], [train, ev, warm, code]
 
-    for task in (prep, sft, train, ev, code, reg):
+    with dsl.If(compare_objective != "", name="compare-objective"):
+        alt = lad_train(init_model=sft.outputs["model"], objective=compare_objective, stage="train-compare",
+                        **common).set_display_name("baseline training")
+        alt_ev = evaluate(model=alt.outputs["model"], label=compare_objective, stage="evaluate-compare",
+                          **scoring).set_display_name("evaluate baseline")
+        three = compare_evaluations(warm_start=warm.outputs["results"], trained=ev.outputs["results"], trained_label=objective,
+                                    other=alt_ev.outputs["results"], other_label=compare_objective,
+                                    experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("compare")
+    with dsl.Else(name="no-compare-objective"):
+        two = compare_evaluations(warm_start=warm.outputs["results"], trained=ev.outputs["results"], trained_label=objective,
+                                  experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("compare")
+    tasks += [alt, alt_ev, three, two]
+    gpu_tasks += [alt, alt_ev]
+    sandbox_tasks += [alt, alt_ev]
+
+    for task in tasks:
         with_credentials(task, s3_secret, mlflow_secret)
         retried(task)
-    for task in (sft, train, ev):
+    for task in gpu_tasks:
         on_gpus(task, gpu_type, gpus_per_node, gpu_node_selector, gpu_tolerations)
-    for task in (train, ev, code):
+    for task in sandbox_tasks:
         with_sandbox_token(task)
     reg.set_caching_options(False)  # registration changes the registry: never reuse an earlier result
-    return Outputs(report=ev.outputs["report"], decision=reg.outputs["decision"], registration=reg.outputs["Output"])
+    return Outputs(comparison=dsl.OneOf(three.outputs["Output"], two.outputs["Output"]), decision=reg.outputs["decision"],
+                   registration=reg.outputs["Output"])

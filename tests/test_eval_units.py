@@ -261,9 +261,11 @@ def test_comparison_table_and_figure(tmp_path):
     paths = write_comparison(runs, tmp_path)
     assert [p.name for p in paths] == ["compare.json", "compare.png", "compare.md", "compare.html"]
     md = (tmp_path / "compare.md").read_text()
-    assert "| benchmark | k | SFT Avg@k | LAD Avg@k | GRPO Avg@k | SFT Pass@k | LAD Pass@k | GRPO Pass@k |" in md
-    assert "| math500 | 2 | 25.00 | 50.00 | 45.00 | 50.00 | 75.00 | 60.00 |" in md
-    assert "| aime24 | 2 | 0.00 | 10.00 | – | 10.00 | 30.00 | – |" in md
+    assert ("| benchmark | k | SFT Avg@k (95% CI) | LAD Avg@k (95% CI) | GRPO Avg@k (95% CI) | SFT Pass@k | LAD Pass@k "
+            "| GRPO Pass@k |") in md
+    assert "| math500 | 2 | 25.00 [25.00, 25.00] | 50.00 [50.00, 50.00] | 45.00 [45.00, 45.00] | 50.00 | 75.00 | 60.00 |" in md
+    assert "| aime24 | 2 | 0.00 [0.00, 0.00] | 10.00 [10.00, 10.00] | – | 10.00 | 30.00 | – |" in md
+    assert ("| math500 | 25.00 | 50.00 | 45.00 | 1.00 | 1.00 | 1.00 | – | – | – | 0.500 | 0.500 | 0.500 |") in md
     assert "| mean |  | 12.50 | 30.00 | 45.00 | 30.00 | 52.50 | 60.00 |" in md
     data = json.loads((tmp_path / "compare.json").read_text())
     assert data["benchmarks"]["aime24"]["LAD"]["pass@k"] == 0.3 and "GRPO" not in data["benchmarks"]["aime24"]

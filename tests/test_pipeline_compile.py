@@ -10,17 +10,35 @@ import yaml
 from lad.pipeline.compile import COMPILED_DIR, PIPELINES, compile_pipeline, stale
 
 TRAINING_PARAMETERS = {
-    "base_model", "datasets", "sft_steps", "sft_data", "sft_lr", "sft_heldout_problems", "objective", "divergence", "kappa",
-    "group_size", "lr", "steps", "prompts_per_step", "max_new_tokens", "rollout_engine", "train_engine",
+    "base_model", "datasets", "sft_steps", "sft_data", "sft_lr", "sft_batch_size", "sft_heldout_problems", "objective",
+    "compare_objective", "divergence", "kappa", "group_size", "lr", "steps", "prompts_per_step", "mini_batch_size",
+    "micro_batch_size", "max_new_tokens", "rollout_engine", "train_engine",
     "train_eval_prompts", "eval_benchmarks", "eval_k", "eval_limit", "eval_max_new_tokens", "registered_model_name",
     "promotion_metric", "promotion_margin", "sandbox_url", "benchmarks_dir", "mlflow_experiment", "seed", "num_nodes",
     "gpus_per_node", "gpu_type", "gpu_node_selector", "gpu_tolerations", "s3_secret", "mlflow_secret",
 }
-RETRAINING_PARAMETERS = (TRAINING_PARAMETERS - {"sft_steps", "sft_data", "sft_lr", "sft_heldout_problems"}) | {"new_data_uri"}
+RETRAINING_PARAMETERS = (TRAINING_PARAMETERS - {"sft_steps", "sft_data", "sft_lr", "sft_batch_size", "sft_heldout_problems",
+                                               "compare_objective"}) | {"new_data_uri"}
 GPU_TASKS = {
-    "training": {"sft-warmup", "lad-train", "evaluate"},
+    "training": {"sft-warmup", "lad-train", "evaluate", "evaluate-2", "lad-train-2", "evaluate-3"},
     "retraining": {"lad-train", "evaluate", "evaluate-2"},
 }
+
+
+def container_tasks(spec: dict) -> dict[str, dict]:
+    """Every task that runs a container, at the top level or inside a condition's branch."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    return {name: body for dag in dags for name, body in dag["tasks"].items()
+            if "executorLabel" in spec["components"][body["componentRef"]["name"]]}
+
+
+def plain(obj):
+    """Inside a condition's branch the pipeline's parameters reach a task as pipelinechannel--<name>."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [plain(v) for v in obj]
+    return obj.removeprefix("pipelinechannel--") if isinstance(obj, str) else obj
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +79,11 @@ def test_every_ui_knob_is_a_pipeline_parameter(compiled, name, expected):
 @pytest.mark.parametrize("name", ["training", "retraining"])
 def test_gpu_shm_and_placement_on_the_gpu_tasks_only(compiled, name):
     spec, executors = compiled[name]
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = container_tasks(spec)
     for task, body in tasks.items():
         executor = spec["components"][body["componentRef"]["name"]]["executorLabel"]
         resources = spec["deploymentSpec"]["executors"][executor]["container"].get("resources", {})
-        k8s = executors.get(executor, {})
+        k8s = plain(executors.get(executor, {}))
         if task in GPU_TASKS[name]:
             assert resources["accelerator"] == {
                 "resourceCount": "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}",
@@ -83,7 +101,7 @@ def test_gpu_shm_and_placement_on_the_gpu_tasks_only(compiled, name):
 def test_credentials_come_from_secrets_on_every_task(compiled, name):
     spec, executors = compiled[name]
     assert set(executors) == set(spec["deploymentSpec"]["executors"])
-    for executor, k8s in executors.items():
+    for executor, k8s in plain(executors).items():
         by_secret = {}
         for entry in k8s["secretAsEnv"]:
             source = entry["secretNameParameter"].get("componentInputParameter") or entry["secretName"]
@@ -104,7 +122,7 @@ def test_credentials_come_from_secrets_on_every_task(compiled, name):
 @pytest.mark.parametrize("name", ["training", "retraining"])
 def test_retries_caching_and_images(compiled, name):
     spec, _ = compiled[name]
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = container_tasks(spec)
     for task, body in tasks.items():
         assert body["retryPolicy"]["maxRetryCount"] == 2, task
         stateful = task in ("register-model", "champion-model")
@@ -134,3 +152,26 @@ def test_compile_with_a_registry_names_its_images(tmp_path):
     spec = next(yaml.safe_load_all(Path(tmp_path / "training.yaml").read_text()))
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example.com/team/lad-python:0.1.0", "registry.example.com/team/lad-trainer:0.1.0"}
+
+
+def test_training_evaluates_the_warm_start_and_trains_a_baseline_only_when_asked(compiled):
+    spec, _ = compiled["training"]
+    tasks = container_tasks(spec)
+
+    def producer(task: str, artifact: str) -> str:
+        """The task an input artifact comes from (into a branch, as pipelinechannel--<task>-<output>)."""
+        source = tasks[task]["inputs"]["artifacts"][artifact]
+        if "taskOutputArtifact" in source:
+            return source["taskOutputArtifact"]["producerTask"]
+        return next(t for t in tasks if plain(source["componentInputArtifact"]).startswith(f"{t}-")
+                    and plain(source["componentInputArtifact"])[len(t) + 1:] in ("model", "results"))
+
+    assert producer("evaluate", "model") == "lad-train" and producer("evaluate-2", "model") == "sft-warmup"
+    assert producer("register-model", "baseline_evaluation") == "evaluate-2"
+    assert producer("lad-train-2", "init_model") == "sft-warmup" and producer("evaluate-3", "model") == "lad-train-2"
+    assert plain(tasks["lad-train-2"]["inputs"]["parameters"]["objective"]) == {"componentInputParameter": "compare_objective"}
+    assert [producer("compare-evaluations", a) for a in ("warm_start", "trained", "other")] == ["evaluate-2", "evaluate", "evaluate-3"]
+    assert sorted(tasks["compare-evaluations-2"]["inputs"]["artifacts"]) == ["trained", "warm_start"]
+    branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
+    assert branches["condition-2"]["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--compare_objective'] != ''"
+    assert branches["condition-3"]["triggerPolicy"]["condition"] == "!(inputs.parameter_values['pipelinechannel--compare_objective'] != '')"

@@ -15,7 +15,8 @@ from servers import mlflow_server, s3, s3_server  # noqa: F401
 from lad.data.public import read_text
 
 TINY = {
-    "sft_steps": 1, "sft_heldout_problems": 0, "steps": 1, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 8,
+    "sft_steps": 1, "sft_batch_size": 16, "sft_heldout_problems": 0, "steps": 1, "prompts_per_step": 2, "group_size": 4,
+    "mini_batch_size": 0, "micro_batch_size": 8, "max_new_tokens": 8,
     "train_eval_prompts": 0, "eval_benchmarks": "synthetic_countdown,humaneval", "eval_k": 2, "eval_limit": 1,
     "eval_max_new_tokens": 8,
 }
@@ -57,13 +58,26 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     store = f"sqlite:///{out / 'mlflow.db'}"
     assert printed(done.stdout, "registered model:").startswith("registered model: lad-policy v1 (alias champion; promoted: no champion yet")
     assert printed(done.stdout, "MLflow UI:") == f"MLflow UI: mlflow ui --backend-store-uri {store} --port 5000, then open http://127.0.0.1:5000"
+    # one line per stage with its wall time and key figure; the executor logs in a file
+    stage_lines = [line for line in done.stdout.splitlines() if line.startswith("✓ ")]
+    assert sorted(line.split("  ")[0] for line in stage_lines) == sorted(f"✓ {n}" for n in (
+        "SFT warm-up", "evaluate warm start", "data prep", "LAD training", "evaluate", "code execution", "register", "compare"))
+    assert "Executing task" not in done.stdout and "Executing task" in (out / "training.log").read_text()
     report = Path(printed(done.stdout, "evaluation report:").split()[2])
-    assert report.name == "report.html" and report.is_relative_to(out / "artifacts")
+    assert report.name == "compare.html" and report.is_relative_to(out / "artifacts")
     html = report.read_text()
-    assert "synthetic_countdown" in html and "humaneval" in html
-    summary = json.loads((report.parent / "summary.json").read_text())
+    assert "synthetic_countdown" in html and "humaneval" in html and "warm start Avg@k (95% CI)" in html
+    (trained,) = (out / "artifacts").glob("lad-training-*/evaluate/results/summary.json")
+    (warm,) = (out / "artifacts").glob("lad-training-*/evaluate-2/results/summary.json")
+    summary, warm = json.loads(trained.read_text()), json.loads(warm.read_text())
     assert sorted(summary["benchmarks"]) == ["humaneval", "synthetic_countdown"]
     assert {b["k"] for b in summary["benchmarks"].values()} == {2}
+    run = json.loads((out / "run_summary.json").read_text())
+    assert run["pipeline"] == "lad-training" and run["registered"] == {"name": "lad-policy", "version": "1", "alias": "champion"}
+    assert sorted(run["stages"]) == sorted(line.split("  ")[0][2:] for line in stage_lines)
+    assert run["gate"]["decision"] == "promoted" and run["gate"]["reason"].startswith("promoted: no champion yet")
+    for key, s in (("trained", summary), ("warm_start", warm)):
+        assert run["metrics"][key] == {f"{n}/avg@k": round(100 * b["avg@2"], 2) for n, b in s["benchmarks"].items()}
 
     tracker = Tracker(TrackingConfig(tracking_uri=store, experiment="lad-pipeline"))
     champion = tracker.champion("lad-policy")
@@ -71,6 +85,8 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert champion.tags["benchmarks"] == "humaneval:k=2:n=1,synthetic_countdown:k=2:n=1"
     assert champion.tags["promotion.decision"] == "promoted"
     assert float(champion.tags["metric.all/avg_k"]) == summary["aggregate"]["all"]["avg@k"]
+    assert float(champion.tags["warm_start.all/avg_k"]) == warm["aggregate"]["all"]["avg@k"]
+    assert float(champion.tags["gain.all/avg_k"]) == summary["aggregate"]["all"]["avg@k"] - warm["aggregate"]["all"]["avg@k"]
     logged = tracker.client.get_logged_model(champion.source.split("/")[1])
     assert Path(logged.artifact_location.removeprefix("file://")).is_relative_to(out / "mlartifacts")
     # One MLflow run named after the KFP local run, one nested run per stage.
@@ -78,7 +94,7 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     (top,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert top.info.status == "FINISHED" and (out / "artifacts" / top.info.run_name).is_dir()
     stages = {r.data.tags["lad.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == top.info.run_id}
-    assert len(runs) == 5 and sorted(stages) == ["evaluate", "register", "sft", "train"]
+    assert len(runs) == 6 and sorted(stages) == ["evaluate", "evaluate-warm-start", "register", "sft", "train"]
     assert stages["evaluate"].data.metrics["all/avg_k"] == summary["aggregate"]["all"]["avg@k"]
     assert stages["train"].data.params["algorithm.objective"] == "lad" and champion.run_id == stages["register"].info.run_id
 
@@ -93,7 +109,8 @@ def test_a_failed_step_leaves_the_pipeline_run_failed_in_mlflow(tmp_path):
     (top,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert (top.info.status, top.data.tags[TAG_FAILED_STAGE]) == ("FAILED", "register")
     stages = {r.data.tags["lad.stage"]: r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId") == top.info.run_id}
-    assert stages == {"sft": "FINISHED", "train": "FINISHED", "evaluate": "FINISHED"}
+    assert stages == {"sft": "FINISHED", "train": "FINISHED", "evaluate": "FINISHED", "evaluate-warm-start": "FINISHED"}
+    assert "✗ register failed after" in done.stdout and f"log: {tmp_path / 'out' / 'training.log'}" in done.stdout
 
 
 def test_local_run_with_s3_data_and_an_mlflow_server(tmp_path, s3, mlflow_server):  # noqa: F811

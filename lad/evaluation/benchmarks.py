@@ -23,7 +23,7 @@ CODE_K = 16
 MATH_SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_new_tokens=4096)
 CODE_SAMPLING = Sampling(temperature=0.6, top_p=0.95, max_new_tokens=8192)
 # held-out synthetic problems: the generators' "test" split never overlaps their "train" split
-SYNTHETIC_N, SYNTHETIC_SEED = 200, 1234
+SYNTHETIC_N, SYNTHETIC_SEED = 512, 1234
 
 
 class BenchmarkError(RuntimeError):

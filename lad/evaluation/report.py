@@ -240,7 +240,8 @@ def write_report(summary: dict, root: Path) -> list[Path]:
 
 
 def comparison(runs: list[tuple[str, dict]]) -> dict:
-    """Side-by-side numbers: per benchmark and per run, Avg@k, Pass@k, maj@k and dist-4."""
+    """Side-by-side numbers: per benchmark and per run, Avg@k with its CI, Pass@k, maj@k, distinct
+    correct answers and dist-3/dist-4."""
     benchmarks: list[str] = []
     for _, s in runs:
         benchmarks += [b for b in s["benchmarks"] if b not in benchmarks]
@@ -252,7 +253,8 @@ def comparison(runs: list[tuple[str, dict]]) -> dict:
             if b is not None:
                 k = b["k"]
                 table[name][label] = {"k": k, "avg@k": b[f"avg@{k}"], "pass@k": b[f"pass@{k}"], "maj@k": b[f"maj@{k}"],
-                                      "dist-4": b.get("dist-4"), "avg@k_ci95": b[f"avg@{k}_ci95"]}
+                                      "dist-3": b.get("dist-3"), "dist-4": b.get("dist-4"), "avg@k_ci95": b[f"avg@{k}_ci95"],
+                                      "distinct_correct": b["distinct_correct"]}
     means = {label: s["aggregate"]["all"] for label, s in runs}
     return {"runs": [label for label, _ in runs], "benchmarks": table, "mean": means}
 
@@ -264,19 +266,29 @@ def write_comparison(runs: list[tuple[str, dict]], root: Path) -> list[Path]:
         raise ValueError(f"run labels must be distinct, got {labels}")
     data = comparison(runs)
     benchmarks = list(data["benchmarks"])
-    headers = ["benchmark", "k"] + [f"{label} Avg@k" for label in labels] + [f"{label} Pass@k" for label in labels]
+    headers = ["benchmark", "k"] + [f"{label} Avg@k (95% CI)" for label in labels] + [f"{label} Pass@k" for label in labels]
     rows = []
+
+    def with_ci(v: dict) -> str:
+        lo, hi = v["avg@k_ci95"]
+        return f"{pct(v['avg@k'])} [{pct(lo)}, {pct(hi)}]"
+
     for name, per_run in data["benchmarks"].items():
         ks = sorted({v["k"] for v in per_run.values()})
         cells = [name, "/".join(map(str, ks))]
-        cells += [pct(per_run[l]["avg@k"]) if l in per_run else "–" for l in labels]
+        cells += [with_ci(per_run[l]) if l in per_run else "–" for l in labels]
         cells += [pct(per_run[l]["pass@k"]) if l in per_run else "–" for l in labels]
         rows.append(cells)
     rows.append(["mean", ""] + [pct(data["mean"][l]["avg@k"]) for l in labels] + [pct(data["mean"][l]["pass@k"]) for l in labels])
+    def cell(per_run: dict, label: str, key: str) -> str:
+        if label not in per_run:
+            return "–"
+        return pct(per_run[label][key]) if key == "maj@k" else num(per_run[label][key], 2 if key == "distinct_correct" else 3)
+
+    keys = ("maj@k", "distinct_correct", "dist-3", "dist-4")
     diversity = Table(
-        ["benchmark"] + [f"{label} {m}" for m in ("maj@k", "dist-4") for label in labels],
-        [[name] + [pct(per_run[l]["maj@k"]) if l in per_run else "–" for l in labels]
-         + [num(per_run[l]["dist-4"]) if l in per_run else "–" for l in labels] for name, per_run in data["benchmarks"].items()],
+        ["benchmark"] + [f"{label} {key.replace('_', ' ')}" for key in keys for label in labels],
+        [[name] + [cell(per_run, label, key) for key in keys for label in labels] for name, per_run in data["benchmarks"].items()],
     )
     plot = Path(PLOTS) / "compare.png"
     plot_comparison(runs, benchmarks, root / plot)
@@ -287,6 +299,8 @@ def write_comparison(runs: list[tuple[str, dict]], root: Path) -> list[Path]:
         Table(headers, rows),
         Image(plot.as_posix(), "Pass@k curves per benchmark, one line per run"),
         "## Majority vote and diversity",
+        "Distinct correct: distinct correct answers (math) or programs (code) per problem; dist-n: distinct n-grams "
+        "over a problem's k responses.",
         diversity,
         "## Runs",
         Table(["label", "model"], [[label, s["model"]] for label, s in runs]),

@@ -83,6 +83,7 @@ def run_cmd(
     isolation: str = typer.Option("bwrap", "--isolation", help="sandbox isolation: bwrap, or none for trusted local use"),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="an MLflow server to use instead of the "
                                                "embedded store OUTPUT/mlflow.db (S3 credentials from the AWS_* variables)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show the steps' own logs live (else only in OUTPUT/<pipeline>.log)"),
 ) -> None:
     """Run the training (or retraining) pipeline on this machine (KFP local runner, no cluster).
 
@@ -98,7 +99,7 @@ def run_cmd(
     arguments = _arguments(pipeline, overrides)
     try:
         result = run_local(arguments, pipeline=pipeline, output=output, benchmarks_dir=benchmarks_dir, runner=runner, caching=caching,
-                           isolation=isolation, tracking_uri=tracking_uri)
+                           isolation=isolation, tracking_uri=tracking_uri, verbose=verbose)
     except (LocalRunError, ImagesError, StepError) as err:
         _fail(str(err), 1)
     typer.echo(result.describe())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,11 +22,24 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lad.local_server import free_port, wait_until_healthy
+from lad.pipeline.console import StageConsole, captured, display_names
+from lad.storage import put_bytes
 
 DEFAULT_OUTPUT = Path("out/pipeline-local")
-# What the local run changes from the pipeline's defaults: a slice of real data next to the
-# synthetic tasks, one process per step (no DeepSpeed launcher), and the local sandbox.
-REAL_TRAIN_SLICE = 64
+SUMMARY_FILE = "run_summary.json"
+# What the local run changes from the pipelines' defaults: the demo configuration, which teaches the
+# ~1M-parameter tiny model countdown within minutes on 2 CPU cores (SFT warm-up, then RL) and scores
+# the warm start and the trained model on the same 256 held-out problems at k = 8, one process per
+# step (no DeepSpeed launcher), the native rollout engine, and the local sandbox.
+DEMO_TRAIN_PROBLEMS = 6000
+DEMO = {
+    "sft_steps": 600, "sft_batch_size": 64, "sft_lr": 3e-3, "sft_heldout_problems": 0,
+    "steps": 400, "prompts_per_step": 16, "group_size": 8, "mini_batch_size": 64, "micro_batch_size": 32, "lr": 2e-4,
+    "max_new_tokens": 24, "train_eval_prompts": 0,
+    "eval_benchmarks": "synthetic_countdown", "eval_k": 8, "eval_limit": 256, "eval_max_new_tokens": 24,
+    "promotion_metric": "synthetic_countdown/avg@k",
+    "train_engine": "torch", "rollout_engine": "native",  # own decode loop: several times transformers generate's speed on CPU
+}
 # Environment the steps need inside containers (MLflow store, S3 credentials, sandbox token).
 FORWARDED_ENV = ("MLFLOW_", "AWS_", "LAD_SANDBOX_")
 LOCAL_EVAL = "synthetic_countdown,synthetic_code,gsm8k,humaneval"
@@ -64,25 +78,18 @@ def parse_overrides(pairs: list[str], pipeline) -> dict[str, Any]:
     return out
 
 
-def local_defaults(benchmarks_dir: Optional[Path]) -> dict[str, Any]:
-    """The embedded default: the pipeline's defaults plus a real-data slice of MATH train, from the
-    files bundled with lad or, when ``benchmarks_dir`` is given, the user's own copies there."""
-    from lad.data.public import SCHEME, locate
-    from pipelines.training import DEFAULT_DATASETS
-
-    name = "math_train.jsonl"
-    math_train = locate(name, str(benchmarks_dir)) if benchmarks_dir else SCHEME + name
-    return {
-        "datasets": DEFAULT_DATASETS + [{
-            "name": "math_train", "role": "train", "adapter": "math_train", "uri": math_train,
-            "limit": REAL_TRAIN_SLICE, "on_bad_row": "skip",
-        }],
-        "eval_benchmarks": LOCAL_EVAL,
-        "benchmarks_dir": str(benchmarks_dir) if benchmarks_dir else "",
-        "train_engine": "torch",
-        "rollout_engine": "native",  # own decode loop: several times transformers generate's speed on CPU
-    }
-
+def local_defaults(pipeline, benchmarks_dir: Optional[Path]) -> dict[str, Any]:
+    """The embedded default of ``pipeline`` (its parameters that :data:`DEMO` names, and its
+    countdown training problems: the retraining run gets problems the training run did not see);
+    ``benchmarks_dir``: the user's own copies of the benchmark files."""
+    params = pipeline_parameters(pipeline)
+    retraining = "new_data_uri" in params
+    datasets = [dict(d) for d in params["datasets"].default]
+    for d in datasets:
+        if d.get("role") == "train" and "synthetic" in d:
+            d["synthetic"] = {**d["synthetic"], "n": DEMO_TRAIN_PROBLEMS, "seed": 2 if retraining else 0}
+    chosen = {"datasets": datasets, **DEMO, "benchmarks_dir": str(benchmarks_dir) if benchmarks_dir else ""}
+    return {key: value for key, value in chosen.items() if key in params}
 
 
 class LocalSandbox:
@@ -128,13 +135,16 @@ class LocalResult:
     registration: dict
     tracking_uri: str
     seconds: float
+    log: Path
+    summary_path: Path
 
     def describe(self) -> str:
         reg = self.registration
         alias = "champion" if reg["promoted"] else "challenger"
         return "\n".join([
             f"pipeline finished in {self.seconds:.0f} s; artifacts under {self.artifacts}",
-            f"evaluation report: {self.report} (and report.md, summary.json, samples/ beside it)",
+            f"evaluation report: {self.report} (the data and plots beside it)",
+            f"run summary: {self.summary_path}; step logs: {self.log}",
             f"promotion decision: {self.decision}",
             f"registered model: {reg['name']} v{reg['version']} (alias {alias}; {reg['reason']})",
             f"  load it: mlflow.pyfunc.load_model('models:/{reg['name']}@{alias}') with MLFLOW_TRACKING_URI={self.tracking_uri}",
@@ -147,11 +157,14 @@ def run_local(
     arguments: dict[str, Any], *, pipeline: str = "training", output: Path = DEFAULT_OUTPUT,
     benchmarks_dir: Optional[Path] = None,
     runner: str = "subprocess", caching: bool = False, isolation: str = "bwrap", tracking_uri: Optional[str] = None,
+    verbose: bool = False,
 ) -> LocalResult:
     """Run a pipeline (training or retraining) locally; ``arguments`` override the embedded default.
 
     ``tracking_uri``: an MLflow server (artifacts wherever its artifact root points, e.g. S3)
-    instead of the embedded sqlite store under ``output``.
+    instead of the embedded sqlite store under ``output``. The console shows a line per stage; the
+    steps' own logs go to ``output/<pipeline>.log`` (``verbose``: to the console too). Writes
+    ``output/run_summary.json``: wall times, the registered version, Avg@k per model, the gate.
     """
     from kfp import local
 
@@ -174,11 +187,9 @@ def run_local(
         benchmarks_dir = benchmarks_dir.resolve()
         if not benchmarks_dir.is_dir():
             raise LocalRunError(f"--benchmarks-dir {benchmarks_dir}: no such folder (your own copies of the benchmark files)")
-    try:
-        params = {**local_defaults(benchmarks_dir), **arguments}
-    except FileNotFoundError as err:
-        raise LocalRunError(f"--benchmarks-dir: {err}") from None
+    params = {**local_defaults(chosen, benchmarks_dir), **arguments}
     output.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # its "Creating initial tables" is noise here
     if tracking_uri is None:
         tracking_uri = f"sqlite:///{output / 'mlflow.db'}"
         experiment = params.get("mlflow_experiment", pipeline_parameters(chosen)["mlflow_experiment"].default)
@@ -202,19 +213,53 @@ def run_local(
     local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True, enable_caching=caching)
 
     start = time.monotonic()
+    console = StageConsole(output / f"{pipeline}.log", sys.stdout, verbose=verbose, names=display_names(chosen))
     with LocalSandbox(output / "sandbox.log", isolation=isolation) as sandbox:
         params.setdefault("sandbox_url", sandbox.url)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), captured(console):
             # The trainer image's name does not say "python"; the subprocess runner warns about that.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
             try:
                 task = chosen(**params)
             except RuntimeError as err:
-                raise LocalRunError(f"the pipeline failed: {err}") from None
+                failed = next((n for n, st in console.stages.items() if st.get("status") not in (None, "SUCCESS")), None)
+                where = f"stage {failed}: {console.stages[failed].get('error') or err}" if failed else str(err)
+                raise LocalRunError(f"the pipeline failed at {where}; log: {console.log_path}") from None
     outputs = task.outputs
     registration = json.loads(outputs["registration"])
-    # The HTML artifact is a copy; the folder next to it holds the report with its plots.
-    report_artifact = outputs["report" if "report" in outputs else "challenger_report"]
-    report = Path(report_artifact.path).parent / "results" / "report.html"
-    return LocalResult(artifacts=root, report=report, decision=Path(outputs["decision"].path),
-                       registration=registration, tracking_uri=tracking_uri, seconds=time.monotonic() - start)
+    # The HTML artifacts are copies; the folders next to them hold the reports with their plots and data.
+    if "comparison" in outputs:
+        folder = Path(outputs["comparison"].removeprefix("file://"))  # local runs have local artifact URIs
+        report, runs = folder / "compare.html", _compared_runs(folder / "compare.json")
+    else:
+        evals = {role: Path(outputs[f"{role}_report"].path).parent / "results" for role in ("challenger", "champion")}
+        report, runs = evals["challenger"] / "report.html", {r: _avg_at_k(json.loads((f / "summary.json").read_text()))
+                                                           for r, f in evals.items()}
+    result = LocalResult(artifacts=root, report=report, decision=Path(outputs["decision"].path), registration=registration,
+                         tracking_uri=tracking_uri, seconds=time.monotonic() - start, log=console.log_path,
+                         summary_path=output / SUMMARY_FILE)
+    summary = {
+        "pipeline": chosen.name, "wall_s": round(result.seconds, 1),
+        "stages": {name: {"wall_s": st["wall_s"], "figure": st.get("figure")} for name, st in console.stages.items() if "wall_s" in st},
+        "registered": {"name": registration["name"], "version": registration["version"],
+                       "alias": "champion" if registration["promoted"] else "challenger"},
+        "metrics": runs,
+        "gate": {"decision": "promoted" if registration["promoted"] else "not promoted", "reason": registration["reason"]},
+    }
+    put_bytes(json.dumps(summary, indent=2).encode(), str(result.summary_path))
+    return result
+
+
+def _avg_at_k(summary: dict) -> dict[str, float]:
+    """``<benchmark>/avg@k`` of an evaluation summary, in percent as the reports show them."""
+    return {f"{name}/avg@k": round(100 * b[f"avg@{b['k']}"], 2) for name, b in summary["benchmarks"].items()}
+
+
+def _compared_runs(path: Path) -> dict[str, dict[str, float]]:
+    """compare.json's runs as ``{warm_start | trained | <baseline objective>: {<benchmark>/avg@k: percent}}``;
+    the trained model is the comparison's second run, the warm start its first."""
+    data = json.loads(path.read_text())
+    keys = ["warm_start", "trained", *data["runs"][2:]]
+    return {key: {f"{name}/avg@k": round(100 * per_run[label]["avg@k"], 2)
+                  for name, per_run in data["benchmarks"].items() if label in per_run}
+            for key, label in zip(keys, data["runs"])}

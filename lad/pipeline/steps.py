@@ -15,6 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from pydantic import ValidationError
+
+from lad.config import format_validation
+from lad.pipeline.console import figure, progress
+
 TRAIN_FILE = "train.parquet"
 EVAL_FILE = "eval.parquet"
 SUMMARY_FILE = "summary.json"
@@ -73,9 +78,7 @@ def prep(datasets: list[dict], output: str | Path, *, extra_train_uri: str = "",
     """Data prep of ``datasets`` (data prep source entries, see lad/data/config.py) into
     ``output`` (train.parquet, eval.parquet, report.json, manifest). ``extra_train_uri``: one
     more training source read with the generic adapter (the retraining job's new data)."""
-    from pydantic import ValidationError
-
-    from lad.data.config import PrepConfig, format_validation
+    from lad.data.config import PrepConfig
     from lad.data.prep import PrepError, run_prep
 
     sources = [dict(s) for s in datasets]
@@ -88,9 +91,11 @@ def prep(datasets: list[dict], output: str | Path, *, extra_train_uri: str = "",
     if not any(s.role == "train" for s in cfg.sources):
         raise StepError("parameter datasets: needs at least one source with role: train (the RL prompts)")
     try:
-        return run_prep(cfg, progress=lambda name, n: print(f"data prep: {name}: {n} rows", flush=True) if n % 500 == 0 else None)
+        report = run_prep(cfg, progress=lambda name, n: print(f"data prep: {name}: {n} rows", flush=True) if n % 500 == 0 else None)
     except PrepError as err:
         raise StepError(f"data prep: {err}") from None
+    figure(", ".join(f"{rows} {name.removesuffix('.parquet')} rows" for name, rows in report["outputs"].items()))
+    return report
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,23 +155,28 @@ def sft(
         }
         try:
             cfg = SFTConfig.model_validate(raw)
-        except ValueError as err:
-            raise StepError(f"SFT settings: {err}") from None
-        results = train_sft(cfg)
+        except ValidationError as err:
+            raise StepError(f"SFT settings: {format_validation(err)}") from None
+        results = train_sft(cfg, on_step=lambda step: progress(step, steps))
         _move_into(Path(work) / "model", dest)
+    accuracy = [f"held-out {k.split('/')[1]} accuracy {v:.2f}" for k, v in results.items()
+                if k.startswith("heldout/") and k.endswith("/accuracy") and k != "heldout/all/accuracy"]
+    figure(", ".join([f"loss {results['train/final_loss']:.3f}", *accuracy]))
     return results
 
 
 def rl_config(
     init_model: str, train_path: str, eval_path: Optional[str], output_dir: str, *,
     objective: str = "lad", divergence: str = "js", kappa: float = 4.0, group_size: int = 8, lr: float = 1e-6,
-    steps: int = 100, prompts_per_step: int = 32, micro_batch_size: int = 8, max_new_tokens: int = 1024,
+    steps: int = 100, prompts_per_step: int = 32, mini_batch_size: int = 0, micro_batch_size: int = 8, max_new_tokens: int = 1024,
     temperature: float = 1.0, rollout_engine: str = "hf", engine: str = "deepspeed", eval_prompts: int = 64,
     eval_k: int = 4, sandbox_url: str = "", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "",
+    stage: str = "train",
 ):
     """The RL stage's config from the pipeline's knobs: LAD (divergence, kappa) or a GRPO-family
-    baseline, G completions per prompt, eval_path (when given) scored before and after; under
-    ``parent_run_id`` its MLflow run is the stage ``train``."""
+    baseline, G completions per prompt, ``mini_batch_size`` sequences per optimizer step (0: all
+    P x G, one update per rollout), eval_path (when given) scored before and after; under
+    ``parent_run_id`` its MLflow run is the stage ``stage``."""
     from lad.train.rl import RLConfig
 
     loss_params = {"divergence": divergence, "kappa": kappa} if objective == "lad" else {}
@@ -179,19 +189,20 @@ def rl_config(
         "rollout": {"engine": rollout_engine, "n": group_size, "temperature": temperature, "max_new_tokens": max_new_tokens},
         "algorithm": {"objective": objective, "loss_params": loss_params},
         "reward": {"sandbox_url": sandbox_url or None},
-        "train": {"prompts_per_step": prompts_per_step, "micro_batch_size": micro_batch_size, "max_steps": steps,
+        "train": {"prompts_per_step": prompts_per_step, "mini_batch_size": mini_batch_size or None,
+                  "micro_batch_size": micro_batch_size, "max_steps": steps,
                   "seed": seed, "samples_every": 0},
         "optim": {"lr": lr, "warmup_steps": 0, "min_lr_ratio": 1.0, "weight_decay": 0.0},
         "engine": {"name": engine},
         "eval": {"every_steps": 0, "k": eval_k},
         "checkpoint": {"every_steps": max(steps, 1)},
-        "tracking": {"experiment": experiment, "run_name": "train" if parent_run_id else f"{objective}-train",
+        "tracking": {"experiment": experiment, "run_name": stage if parent_run_id else f"{objective}-{stage}",
                      "parent_run_id": parent_run_id or None},
     }
     try:
         return RLConfig.model_validate(raw)
-    except ValueError as err:
-        raise StepError(f"RL settings: {err}") from None
+    except ValidationError as err:
+        raise StepError(f"RL settings: {format_validation(err)}") from None
 
 
 def train(init_model: str | Path, data_dir: str | Path, model_out: str | Path, **settings) -> dict:
@@ -205,8 +216,10 @@ def train(init_model: str | Path, data_dir: str | Path, model_out: str | Path, *
     eval_path = str(data_dir / EVAL_FILE) if (data_dir / EVAL_FILE).is_file() else None
     with _workdir(dest) as work:
         cfg = rl_config(str(init_model), str(data_dir / TRAIN_FILE), eval_path, work, **settings)
-        results = train_rl(cfg)
+        results = train_rl(cfg, on_step=lambda step: progress(step, cfg.train.max_steps))
+        last = json.loads((Path(work) / "steps.jsonl").read_text().splitlines()[-1])
         _move_into(Path(work) / "model", dest)
+    figure(f"step {last['step']}: reward {last['reward/mean']:.3f}, accuracy {last['reward/accuracy']:.2f}")
     return results
 
 
@@ -232,13 +245,11 @@ def evaluate(
 
     Under ``parent_run_id`` the MLflow stage ``stage`` gets the config, the summary's numbers
     (:func:`registry_metrics`) and the summary and reports as artifacts."""
-    from pydantic import ValidationError
-
     from lad.config import ConfigError
     from lad.evaluation.benchmarks import BenchmarkError
     from lad.evaluation.results import ResultsError
     from lad.rewards.code import ScoringError
-    from lad.evaluation.config import EvalConfig, format_validation
+    from lad.evaluation.config import EvalConfig
     from lad.evaluation.stage import run_eval
 
     per = {"k": k, "max_new_tokens": max_new_tokens, "temperature": temperature, **({"limit": limit} if limit else {})}
@@ -250,7 +261,7 @@ def evaluate(
     except ValidationError as err:
         raise StepError(f"evaluation settings: {format_validation(err)}") from None
     try:
-        summary = run_eval(cfg, progress=lambda name, done, total: print(f"eval {name}: {done}/{total}", flush=True))
+        summary = run_eval(cfg, progress=lambda name, done, total: progress(done, total))
     except (BenchmarkError, ConfigError, ResultsError, ScoringError) as err:
         # The evaluator's own errors already name the benchmark, file or setting at fault.
         raise StepError(f"evaluation: {err}") from None
@@ -261,6 +272,7 @@ def evaluate(
             run.log_metrics(registry_metrics(summary)[0], 0)
             for name in (SUMMARY_FILE, "report.md", "report.html"):
                 run.log_artifact(Path(output) / name, "evaluation")
+    figure(", ".join(f"{name} Avg@{b['k']} {100 * b['avg@' + str(b['k'])]:.1f}%" for name, b in summary["benchmarks"].items()))
     return summary
 
 
@@ -339,6 +351,7 @@ def execute_programs(rows: list[dict], *, sandbox_url: str = "", timeout_s: floa
         totals["tests_passed"] += result.passed
         for i, v in enumerate(result.verdicts):
             verdicts.append({"id": row["id"], "test": i, "status": v.status, "program_status": result.status})
+    figure(f"{totals['programs_passed']} of {totals['programs']} programs pass all their tests")
     return verdicts, totals
 
 
@@ -347,10 +360,45 @@ def execute_programs(rows: list[dict], *, sandbox_url: str = "", timeout_s: floa
 # --------------------------------------------------------------------------------------------
 
 
+def compare(evaluations: list[tuple[str, str | Path]], output: str | Path) -> dict:
+    """The evaluations ``(label, folder holding summary.json)`` side by side in ``output``:
+    compare.md/.html/.json and one Pass@k plot with every run's curve; returns compare.json's data."""
+    from lad.evaluation.report import comparison, write_comparison
+
+    runs = []
+    for label, folder in evaluations:
+        path = Path(folder) / SUMMARY_FILE
+        if not path.is_file():
+            raise StepError(f"input evaluation {label!r}: {path} is missing (is it the output of evaluate?)")
+        runs.append((label, json.loads(path.read_text())))
+    try:
+        write_comparison(runs, Path(output))
+    except ValueError as err:
+        raise StepError(f"comparison: {err}") from None
+    data = comparison(runs)
+    figure("mean Avg@k " + ", ".join(f"{label} {100 * data['mean'][label]['avg@k']:.1f}%" for label, _ in runs))
+    return data
+
+
+def baseline_tags(summary: dict, baseline: dict, prefix: str = "warm_start") -> dict[str, str]:
+    """Registry tags that put a model version's numbers beside its starting point's: for each
+    benchmark's avg@k and pass@k and the mean avg@k, ``<prefix>.<metric>`` and ``gain.<metric>``
+    (trained minus starting point), in the registry's metric units."""
+    from lad.tracking import metric_key
+
+    ours, theirs = registry_metrics(summary)[0], registry_metrics(baseline)[0]
+    tags = {}
+    for key in sorted(ours):
+        if key in theirs and (key == "all/avg@k" or key.endswith(("/avg@k", "/pass@k"))):
+            tags[f"{prefix}.{metric_key(key)}"] = repr(theirs[key])
+            tags[f"gain.{metric_key(key)}"] = repr(ours[key] - theirs[key])
+    return tags
+
+
 def register(
     model_dir: str | Path, summary: dict, *, name: str, metric: str = "all/avg@k", margin: float = 0.0,
-    champion_summary: Optional[dict] = None, data_dir: str | Path | None = None, base_model: str = "",
-    experiment: str = "lad-pipeline", registration_key: str = "", parent_run_id: str = "",
+    champion_summary: Optional[dict] = None, baseline_summary: Optional[dict] = None, data_dir: str | Path | None = None,
+    base_model: str = "", experiment: str = "lad-pipeline", registration_key: str = "", parent_run_id: str = "",
 ) -> dict:
     """Log the model to MLflow, register it as a version of ``name`` (alias challenger) with its
     evaluation, and run the promotion gate: ``champion`` moves to it only when it beats the
@@ -358,6 +406,8 @@ def register(
 
     ``champion_summary``: the current champion re-evaluated in this run; its version is re-tagged
     with those numbers first, so the gate compares two evaluations made the same way now.
+    ``baseline_summary``: the model's starting point (the SFT warm start) evaluated the same way;
+    the version is tagged with its numbers and the gain (:func:`baseline_tags`).
     ``registration_key`` (the pipeline run's id): a retried step gets the version it registered
     before instead of a second one. ``parent_run_id``: the model is logged by the stage
     ``register`` of that MLflow run, which ends with it (the last stage); else by a run of its own.
@@ -383,6 +433,8 @@ def register(
             run.log_dict(summary, "evaluation/summary.json")
         mv = tracker.register_model(name, uri, metrics=metrics, benchmarks=benchmarks, data_hash=data_hash, base_model=base_model or None,
                                  idempotency_key=f"{registration_key}/{name}" if registration_key else None)
+        for key, value in (baseline_tags(summary, baseline_summary) if baseline_summary else {}).items():
+            tracker.client.set_model_version_tag(name, mv.version, key, value)
         champion = tracker.champion(name)
         if champion_summary is not None and champion is not None and str(champion.version) != str(mv.version):
             champ_metrics, champ_benchmarks = registry_metrics(champion_summary)
@@ -394,6 +446,7 @@ def register(
             tracker.client.set_terminated(parent_run_id)
     except TrackingError as err:
         raise StepError(f"registry: {err}") from None
+    figure(f"{name} v{mv.version}: {'promoted to champion' if result.promoted else 'not promoted'} ({result.reason})")
     return {
         "name": name, "version": str(mv.version), "promoted": result.promoted, "reason": result.reason,
         "champion": result.champion, "model_uri": f"models:/{name}/{mv.version}", "tracking_uri": tracker.tracking_uri,

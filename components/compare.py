@@ -1,0 +1,38 @@
+"""compare_evaluations: the warm start, the trained model (and a baseline objective) side by side."""
+
+from typing import Optional
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Output
+
+from components.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def compare_evaluations(
+    warm_start: Input[Dataset], trained: Input[Dataset], comparison: Output[Dataset], report: Output[HTML],
+    report_md: Output[Markdown], trained_label: str = "lad", other: Optional[Input[Dataset]] = None, other_label: str = "",
+    experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "",
+) -> str:
+    """One report of evaluations made the same way: Avg@k with CI, Pass@k curves in one plot,
+    distinct correct answers and dist-n, per benchmark. Returns the comparison folder's URI.
+
+    Args:
+        warm_start: the evaluation of the model RL started from.
+        trained: the evaluation of the trained model, labelled trained_label (its objective).
+        other: optionally, the evaluation of a model trained from the same warm start with another objective.
+        pipeline_run_id, pipeline_run_name: the KFP run's id and name: its MLflow run is marked FAILED or KILLED when
+            this step fails or is stopped.
+    """
+    import shutil
+
+    from lad.pipeline.steps import compare, pipeline_step
+
+    runs = [("warm start", warm_start.path), (trained_label, trained.path)]
+    if other is not None:
+        runs.append((other_label, other.path))
+    with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, "compare"):
+        compare(runs, comparison.path)
+    shutil.copyfile(f"{comparison.path}/compare.html", report.path)
+    shutil.copyfile(f"{comparison.path}/compare.md", report_md.path)
+    return comparison.uri
