@@ -15,12 +15,14 @@ architecture transformers cannot build.
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
+import uuid
 from pathlib import Path
 
 import torch
 
-from lad.modeling import ModelError
+from lad.modeling import ModelError, save_model
 
 MAGIC = b"GGUF"
 EXTRAS_HINT = "pip install 'lad[models]' (or: pip install gguf accelerate)"
@@ -75,8 +77,8 @@ def inspect_gguf(path: Path) -> dict:
 def _supported(architecture: str, path: Path) -> None:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    # transformers renames a few llama.cpp architectures (qwen2moe -> qwen2_moe) before its own
-    # check; comparing without separators admits those and nothing it would refuse.
+    # transformers renames a few llama.cpp architectures (qwen2moe -> qwen2_moe, gpt-oss -> gpt_oss)
+    # before its own check; comparing without separators admits those spellings too.
     known = {a.replace("_", "").replace("-", "") for a in GGUF_SUPPORTED_ARCHITECTURES} - {"general", "tokenizer"}
     if architecture.replace("_", "").replace("-", "") not in known:
         raise GGUFError(f"GGUF file {path}: architecture {architecture!r} (general.architecture) cannot be loaded; "
@@ -110,7 +112,6 @@ def convert_gguf(path: str | Path, *, root: Path | None = None, origin: str | No
     """The Hugging Face folder of the GGUF file ``path``, converted on first use into
     ``root / <sha256 of the file>`` (``root`` defaults to :func:`cache_root`); ``origin``, the
     reference it was reached by (default: the path), goes into the model card."""
-    from lad.modeling import save_model
     from lad.storage import sha256_file
 
     path = Path(path)
@@ -127,10 +128,15 @@ def convert_gguf(path: str | Path, *, root: Path | None = None, origin: str | No
     model, tokenizer = load_gguf(path)
     card = {"name": f"{path.stem} (converted from GGUF)", "base_model": path.name,
             "source": {"file": path.name, "origin": origin or str(path), "sha256": digest, "format": "gguf", **header}}
+    # Saved under a temporary name, then renamed: a crash leaves only a .partial folder, which no
+    # lookup takes for whole, and a rename never replaces an entry another process put there first.
+    tmp = root / f".partial-{digest[:12]}-{uuid.uuid4().hex[:8]}"
     try:
-        save_model(model, tokenizer, entry, card)
+        save_model(model, tokenizer, tmp, card)
+        tmp.rename(entry)
     except OSError:
-        # Another process renamed its conversion of the same file into place first.
         if not _complete(entry):
             raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return entry
