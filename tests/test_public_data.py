@@ -196,3 +196,19 @@ def test_a_copy_with_nothing_beside_it_evaluates_a_named_benchmark(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((elsewhere / "eval" / "summary.json").read_text())
     assert summary["benchmarks"]["gsm8k"]["problems"] == 2
+
+
+def test_an_evaluation_reads_a_hub_dataset_from_its_offline_copy(tmp_path, monkeypatch):
+    from datasets import Dataset
+
+    from lad.evaluation.benchmarks import load_records, resolve
+    from lad.evaluation.config import EvalConfig
+
+    rows = public.read_jsonl("gsm8k_test.jsonl")[:4]
+    Dataset(pa.Table.from_pylist(rows)).save_to_disk(str(tmp_path / "openai" / "gsm8k"))
+    monkeypatch.setenv(public.DATA_DIR_ENV, str(tmp_path))
+    cfg = EvalConfig(model="unused", benchmarks=[{"name": "gsm8k", "uri": "hf://datasets/openai/gsm8k:test", "limit": 3}])
+    records = load_records(resolve(cfg.benchmarks[0], cfg), cfg)
+    assert [r["reward_model"]["ground_truth"] for r in records] == [
+        re.search(r"#### (.+)$", r["answer"]).group(1).replace(",", "") for r in rows[:3]]
+    assert {r["data_source"] for r in records} == {"gsm8k"}
