@@ -118,3 +118,37 @@ def test_register_in_mlflow_load_back_and_generate(smollm2_dir, mlflow_store):
     assert loaded.predict([prompt], params={"max_new_tokens": 12}) == ["2 + 3 = 5"]
     components = mlflow.transformers.load_model(f"models:/smollm2-135m/{mv.version}", return_type="components")
     assert components["model"].config.model_type == "llama" and components["tokenizer"].eos_token == "<|im_end|>"
+
+
+def test_local_pipeline_from_the_real_model_registers_a_version(smollm2_cache, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from lad.tracking import Tracker, TrackingConfig
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+
+    small = {"base_model": NAME, "sft_steps": 1, "sft_batch_size": 4, "sft_lr": 1e-5, "sft_heldout_problems": 0, "steps": 1,
+             "prompts_per_step": 2, "group_size": 4, "mini_batch_size": 0, "micro_batch_size": 4, "max_new_tokens": 16, "lr": 1e-5,
+             "train_eval_prompts": 0, "eval_benchmarks": "gsm8k", "eval_k": 2, "eval_limit": 1, "eval_max_new_tokens": 16,
+             "promotion_metric": "gsm8k/avg@k"}
+    sets = [arg for key, value in small.items() for arg in ("--set", f"{key}={value}")]
+    env = {**os.environ, "LAD_CACHE_DIR": str(smollm2_cache), "OMP_NUM_THREADS": "1"}  # every step finds the conversion done
+    done = subprocess.run([sys.executable, "-m", "lad.cli", "pipeline", "run", "--local", "--output", str(tmp_path / "out"), *sets],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "converting GGUF" not in done.stdout + done.stderr
+    assert "registered model: lad-policy v1 (alias champion" in done.stdout
+    store = f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # restored afterwards, whatever Tracker sets
+    uris = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        (version,) = Tracker(TrackingConfig(tracking_uri=store)).list_versions("lad-policy")
+    finally:
+        mlflow.set_tracking_uri(uris[0])
+        mlflow.set_registry_uri(uris[1])
+    assert version.tags["base_model"] == NAME
