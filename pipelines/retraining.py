@@ -43,6 +43,7 @@ def retraining(
     eval_k: int = 4,
     eval_limit: int = 8,
     eval_max_new_tokens: int = 64,
+    eval_temperature: float = 0.6,
     promotion_metric: str = "all/avg@k",
     promotion_margin: float = 0.0,
     sandbox_url: str = SANDBOX_SERVICE,
@@ -81,6 +82,7 @@ def retraining(
         eval_k: samples per problem.
         eval_limit: first N problems per benchmark; 0: all.
         eval_max_new_tokens: longest evaluated response.
+        eval_temperature: sampling temperature of the evaluation (0.6 as the paper's; 1.0 samples as RL does).
         promotion_metric: metric the gate compares, e.g. all/avg@k.
         promotion_margin: improvement over the champion needed for promotion.
         sandbox_url: URL of the sandbox Service that runs code.
@@ -112,7 +114,8 @@ def retraining(
     evals = {}
     for label, model in (("challenger", train.outputs["model"]), ("champion", champ.outputs["model"])):
         evals[label] = evaluate(model=model, benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
-                                max_new_tokens=eval_max_new_tokens, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir,
+                                max_new_tokens=eval_max_new_tokens, temperature=eval_temperature, sandbox_url=sandbox_url,
+                                benchmarks_dir=benchmarks_dir,
                                 label=label, seed=seed, experiment=mlflow_experiment, stage=f"evaluate-{label}",
                                 **PIPELINE_RUN).set_display_name(f"evaluate {label}")
     code = code_execution(evaluation=evals["challenger"].outputs["results"], benchmarks=eval_benchmarks, k=eval_k,

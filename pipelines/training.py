@@ -44,6 +44,7 @@ def training(
     sft_data: str = "synthetic:countdown",
     sft_lr: float = 3e-3,
     sft_batch_size: int = 16,
+    sft_problems: int = 0,
     sft_heldout_problems: int = 16,
     objective: str = "lad",
     compare_objective: str = "",
@@ -63,6 +64,7 @@ def training(
     eval_k: int = 4,
     eval_limit: int = 8,
     eval_max_new_tokens: int = 64,
+    eval_temperature: float = 0.6,
     registered_model_name: str = "lad-policy",
     promotion_metric: str = "all/avg@k",
     promotion_margin: float = 0.0,
@@ -87,6 +89,7 @@ def training(
         sft_data: synthetic:<task>,... or an s3:// parquet/JSONL of records with responses.
         sft_lr: SFT peak learning rate.
         sft_batch_size: demonstrations per SFT step.
+        sft_problems: distinct synthetic problems per task the SFT demonstrations repeat; 0: steps x batch size.
         sft_heldout_problems: held-out synthetic problems per task decoded after SFT (0: none).
         objective: lad, or a baseline: grpo, dr_grpo, dapo.
         compare_objective: empty, or a second objective (e.g. grpo) trained from the same warm start with the same
@@ -107,6 +110,7 @@ def training(
         eval_k: samples per problem (Avg@k, Pass@k).
         eval_limit: first N problems per benchmark; 0: all.
         eval_max_new_tokens: longest evaluated response.
+        eval_temperature: sampling temperature of the evaluation (0.6 as the paper's; 1.0 samples as RL does).
         registered_model_name: MLflow registered model that receives the version.
         promotion_metric: metric the gate compares, e.g. all/avg@k, math/pass@k, aime24/avg@k.
         promotion_margin: improvement over the champion needed for promotion.
@@ -125,6 +129,7 @@ def training(
     """
     prep = data_prep(datasets=datasets, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("data prep")
     sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, micro_batch_size=sft_batch_size,
+                     problems=sft_problems,
                      heldout_problems=sft_heldout_problems,
                      engine=train_engine, seed=seed,
                      experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("SFT warm-up")
@@ -136,6 +141,7 @@ def training(
                   node_selector=gpu_node_selector, tolerations=gpu_tolerations, s3_secret=s3_secret,
                   mlflow_secret=mlflow_secret, **PIPELINE_RUN)
     scoring = dict(benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit, max_new_tokens=eval_max_new_tokens,
+                   temperature=eval_temperature,
                    sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN)
     train = lad_train(init_model=sft.outputs["model"], objective=objective, **common).set_display_name("LAD training")
     ev = evaluate(model=train.outputs["model"], label=objective, **scoring).set_display_name("evaluate")

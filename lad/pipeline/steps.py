@@ -118,13 +118,14 @@ def materialize_model(ref: str, dest: str | Path, *, seed: int = 0, card: Option
 def sft(
     base_model: str, model_out: str | Path, *, steps: int, data: str = "synthetic:countdown,arithmetic,code",
     lr: float = 3e-3, micro_batch_size: int = 16, max_seq_len: int = 256, heldout_problems: int = 100,
-    engine: str = "deepspeed", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "",
+    engine: str = "deepspeed", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "", problems: int = 0,
 ) -> dict:
     """SFT warm-up of ``base_model`` for ``steps`` optimizer steps into ``model_out``.
 
     ``steps == 0`` skips training: ``model_out`` is the base model itself, so the RL step always
     starts from this step's output. ``data``: ``synthetic:<task>,...`` (the generators'
-    demonstrations) or a parquet/JSONL of records with responses (local or s3://).
+    demonstrations of ``problems`` distinct problems per task, repeated over the steps; 0: as many
+    as the steps consume) or a parquet/JSONL of records with responses (local or s3://).
     ``parent_run_id`` (see :func:`pipeline_run`): the MLflow run to nest the stage ``sft`` under.
     """
     from lad.train.sft import SFTConfig, train_sft
@@ -132,12 +133,14 @@ def sft(
     dest = Path(model_out)
     if steps < 0:
         raise StepError(f"parameter sft_steps: expected >= 0 (0 skips the warm-up), got {steps}")
+    if problems < 0:
+        raise StepError(f"parameter sft_problems: expected >= 0 (0: steps x batch size), got {problems}")
     if steps == 0:
         materialize_model(base_model, dest, seed=seed, card={"base_model": base_model, "sft": "skipped"})
         return {"sft/steps": 0}
     if data.startswith("synthetic:"):
         tasks = [t.strip() for t in data[len("synthetic:"):].split(",") if t.strip()]
-        source = {"synthetic": {"tasks": tasks, "n_per_task": max(64, steps * micro_batch_size), "seed": seed}}
+        source = {"synthetic": {"tasks": tasks, "n_per_task": problems or max(64, steps * micro_batch_size), "seed": seed}}
         heldout_tasks = tasks
     else:
         source = {"path": data}
