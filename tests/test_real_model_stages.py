@@ -4,11 +4,15 @@ the behaviour: a few steps, G = 4, P = 2, short completions."""
 
 import json
 import math
+import signal
+import sys
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from servers import mlflow_store  # noqa: F401
+from training_runs import final_weights, max_weight_diff, run, sigkill_at_step
 
 from lad.modeling import load_model, read_card
 
@@ -51,12 +55,10 @@ def test_sft_on_the_real_model_lowers_its_loss(named, tmp_path):
     assert model.config.model_type == "llama" and tok.eos_token == "<|im_end|>"
 
 
-@pytest.mark.parametrize("objective", ["lad", "grpo"])
-def test_rl_steps_on_the_real_model_change_its_weights(smollm2_dir, objective, tmp_path):
-    from lad.train.rl import RLConfig, train_rl
-
-    cfg = RLConfig.model_validate({
-        "model": str(smollm2_dir), "output_dir": str(tmp_path / "run"),
+def rl_config(tmp, name: str, model_dir, objective: str):
+    """A two-step RL run on the real model, checkpointed after step 1, as a YAML file."""
+    cfg = {
+        "model": str(model_dir), "output_dir": str(tmp / name),
         "data": {"train": ARITHMETIC, "max_prompt_len": 256},
         "rollout": {"engine": "native", "n": 4, "max_new_tokens": 32, "temperature": 1.0},
         "algorithm": {"objective": objective},
@@ -65,20 +67,57 @@ def test_rl_steps_on_the_real_model_change_its_weights(smollm2_dir, objective, t
         "reward": {"answer_pattern": r"(\d+)", "format_weight": 0.5},
         "train": {"prompts_per_step": 2, "micro_batch_size": 4, "max_steps": 2, "samples_every": 0, "seed": 0},
         "engine": {"name": "torch"}, "optim": {"lr": 1e-5, "warmup_steps": 0}, "eval": {"at_start": False, "every_steps": 0},
-        "checkpoint": {"every_steps": 100}, "tracking": {"enabled": False},
-    })
-    train_rl(cfg)
-    steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+        "checkpoint": {"every_steps": 1, "keep_last": 1}, "tracking": {"enabled": False},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def lad_train(*args: str):
+    proc = run([sys.executable, "-m", "lad.cli", "train", *map(str, args)], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def lad_run(smollm2_dir, tmp_path_factory):
+    """An uninterrupted LAD run of two steps (in a child process, one thread, like the resumed one)."""
+    tmp = tmp_path_factory.mktemp("rl-real")
+    lad_train(rl_config(tmp, "lad", smollm2_dir, "lad"))
+    return tmp / "lad"
+
+
+@pytest.mark.parametrize("objective", ["lad", "grpo"])
+def test_rl_steps_on_the_real_model_change_its_weights(smollm2_dir, lad_run, objective, tmp_path):
+    out = lad_run
+    if objective == "grpo":
+        lad_train(rl_config(tmp_path, "grpo", smollm2_dir, "grpo"))
+        out = tmp_path / "grpo"
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
     assert [s["step"] for s in steps] == [1, 2]
     assert all(math.isfinite(s["actor/loss"]) for s in steps)
     assert any(s["reward/zero_variance_group_frac"] < 1 for s in steps)
     for s in steps:
         # the trainer's recomputed log-probs are the native engine's sampling log-probs
         assert s["rollout/logprob_diff_abs_max"] < 1e-4
-    before, after = load_file(str(smollm2_dir / "model.safetensors")), load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    before, after = load_file(str(smollm2_dir / "model.safetensors")), final_weights(out)
     assert before.keys() == after.keys()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert "model.layers.0.self_attn.q_proj.weight" in changed and len(changed) > len(before) // 2
+
+
+def test_rl_resumed_after_sigkill_ends_equal_to_the_uninterrupted_run(smollm2_dir, lad_run, tmp_path):
+    cfg = rl_config(tmp_path, "lad", smollm2_dir, "lad")
+    proc = run([sys.executable, "-c", sigkill_at_step("rl", cfg, 2)], timeout=600)  # killed before the final save
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    ckpt = tmp_path / "lad" / "checkpoints" / "step_00000001"
+    assert [p.name for p in ckpt.parent.iterdir()] == [ckpt.name] and not (tmp_path / "lad" / "model").exists()
+    proc = lad_train(cfg, "--resume")
+    assert f"resuming from {ckpt} (step 1 of 2)" in proc.stdout
+    assert max_weight_diff(final_weights(lad_run), final_weights(tmp_path / "lad")) < 1e-6
+    steps = [json.loads(line)["step"] for line in (tmp_path / "lad" / "steps.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
 
 
 def test_evaluation_with_native_and_hf_gives_the_same_answers(smollm2_dir, tmp_path):
