@@ -117,7 +117,9 @@ class StageConsole(io.TextIOBase):
 
         if self._bar is None or self._bar.total != total:
             self._stop_bar()
-            self._bar = tqdm(total=total, desc=f"  {self._current}", file=self._out, leave=False, dynamic_ncols=True)
+            # redrawn on every progress line: steps report a few times a second at most
+            self._bar = tqdm(total=total, desc=f"  {self._current}", file=self._out, leave=False, dynamic_ncols=True,
+                             mininterval=0)
         self._bar.update(done - self._bar.n)
 
 
