@@ -171,7 +171,7 @@ def test_local_pipeline_from_the_real_model_registers_a_version(smollm2_cache, t
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
 
-    small = {"base_model": NAME, "sft_steps": 1, "sft_batch_size": 4, "sft_lr": 1e-5, "sft_heldout_problems": 0, "steps": 1,
+    small = {"base_model": NAME, "sft_steps": 1, "sft_batch_size": 4, "sft_problems": 64, "sft_lr": 1e-5, "sft_heldout_problems": 0, "steps": 1,
              "prompts_per_step": 2, "group_size": 4, "mini_batch_size": 0, "micro_batch_size": 4, "max_new_tokens": 16, "lr": 1e-5,
              "train_eval_prompts": 0, "eval_benchmarks": "gsm8k", "eval_k": 2, "eval_limit": 1, "eval_max_new_tokens": 16,
              "promotion_metric": "gsm8k/avg@k"}
