@@ -83,7 +83,8 @@ def training(
     """Train with LAD and register the result.
 
     Args:
-        base_model: starting model: tiny:1m, s3:// URI of a Hugging Face folder, or hf://org/name.
+        base_model: starting model: tiny:1m, smollm2-135m-instruct (packaged), a .gguf file, s3:// URI of a Hugging Face
+            folder or .gguf file, or hf://org/name.
         datasets: data prep sources (lad/data/config.py SourceConfig): files, s3:// URIs, synthetic tasks; role train or eval.
         sft_steps: SFT warm-up steps; 0 skips the warm-up.
         sft_data: synthetic:<task>,... or an s3:// parquet/JSONL of records with responses.
