@@ -43,7 +43,6 @@ DEMO = {
 }
 # Environment the steps need inside containers (MLflow store, S3 credentials, sandbox token).
 FORWARDED_ENV = ("MLFLOW_", "AWS_", "LAD_SANDBOX_")
-LOCAL_EVAL = "synthetic_countdown,synthetic_code,gsm8k,humaneval"
 
 
 class LocalRunError(RuntimeError):
