@@ -149,7 +149,8 @@ def sft(
         raw = {
             "model": base_model, "output_dir": work,
             "data": {**source, "max_seq_len": max_seq_len},
-            "train": {"micro_batch_size": micro_batch_size, "max_steps": steps, "seed": seed, "log_every": 1},
+            # ~100 points per curve: a metric write per step to a sqlite store costs more than a tiny model's step
+            "train": {"micro_batch_size": micro_batch_size, "max_steps": steps, "seed": seed, "log_every": max(1, steps // 100)},
             "optim": {"lr": lr, "warmup_steps": min(20, steps // 10)},
             "engine": {"name": engine},
             "checkpoint": {"every_steps": max(steps, 1)},
@@ -193,7 +194,7 @@ def rl_config(
         "algorithm": {"objective": objective, "loss_params": loss_params},
         "reward": {"sandbox_url": sandbox_url or None},
         "train": {"prompts_per_step": prompts_per_step, "mini_batch_size": mini_batch_size or None,
-                  "micro_batch_size": micro_batch_size, "max_steps": steps,
+                  "micro_batch_size": micro_batch_size, "max_steps": steps, "log_every": max(1, steps // 100),
                   "seed": seed, "samples_every": 0},
         "optim": {"lr": lr, "warmup_steps": 0, "min_lr_ratio": 1.0, "weight_decay": 0.0},
         "engine": {"name": engine},
