@@ -10,12 +10,13 @@ goes to the log file, and the lines below become the console's: a step calls :fu
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Iterator, Optional, TextIO
 
 PROGRESS_MARK = "lad-progress:"
 FIGURE_MARK = "lad-figure:"
@@ -130,18 +131,13 @@ def display_names(pipeline) -> dict[str, str]:
     return {name: task.task_info.name for dag in dags for name, task in dag.tasks.items()}
 
 
-def captured(console: StageConsole):
-    """Context manager: ``sys.stdout`` and ``sys.stderr`` are ``console`` inside it."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def swap():
-        saved = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = console
-        try:
-            yield console
-        finally:
-            sys.stdout, sys.stderr = saved
-            console.close()
-
-    return swap()
+@contextlib.contextmanager
+def captured(console: StageConsole) -> Iterator[StageConsole]:
+    """``sys.stdout`` and ``sys.stderr`` are ``console`` inside the block; it is closed after."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = console
+    try:
+        yield console
+    finally:
+        sys.stdout, sys.stderr = saved
+        console.close()

@@ -250,9 +250,14 @@ def run_local(
     return result
 
 
+def _pct(value: float) -> float:
+    """A fraction in percent, as the reports show it."""
+    return round(100 * value, 2)
+
+
 def _avg_at_k(summary: dict) -> dict[str, float]:
-    """``<benchmark>/avg@k`` of an evaluation summary, in percent as the reports show them."""
-    return {f"{name}/avg@k": round(100 * b[f"avg@{b['k']}"], 2) for name, b in summary["benchmarks"].items()}
+    """``<benchmark>/avg@k`` of an evaluation summary, in percent."""
+    return {f"{name}/avg@k": _pct(b[f"avg@{b['k']}"]) for name, b in summary["benchmarks"].items()}
 
 
 def _compared_runs(path: Path) -> dict[str, dict[str, float]]:
@@ -260,6 +265,6 @@ def _compared_runs(path: Path) -> dict[str, dict[str, float]]:
     the trained model is the comparison's second run, the warm start its first."""
     data = json.loads(path.read_text())
     keys = ["warm_start", "trained", *data["runs"][2:]]
-    return {key: {f"{name}/avg@k": round(100 * per_run[label]["avg@k"], 2)
+    return {key: {f"{name}/avg@k": _pct(per_run[label]["avg@k"])
                   for name, per_run in data["benchmarks"].items() if label in per_run}
             for key, label in zip(keys, data["runs"])}
