@@ -39,6 +39,7 @@ from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss
 from lad.rollout import SamplingParams, build_rollout
 from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
+from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
 from lad.train.rl_eval import HeldoutEvalConfig, evaluate_policy
 from lad.train.sft import CheckpointConfig
@@ -175,6 +176,7 @@ class RLConfig(BaseModel):
     train: RLTrainConfig = RLTrainConfig()
     optim: RLOptimConfig = RLOptimConfig()
     engine: EngineConfig = EngineConfig()
+    memory: MemoryConfig = MemoryConfig()
     eval: HeldoutEvalConfig = HeldoutEvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig(every_steps=20)
     tracking: TrackingConfig = TrackingConfig()
@@ -403,12 +405,14 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
     device = engine.device
     policy_kw = shared_prompt_kwarg(engine.module)
     ref_kw = shared_prompt_kwarg(ref_model) if ref_model is not None else None
+    head = logprob_head(engine.module, cfg.memory)
+    ref_head = logprob_head(ref_model, cfg.memory) if ref_model is not None else None
 
     def micro_batch(micro: list[int]) -> dict[str, torch.Tensor]:
         return collate([samples[i] for i in micro], pad_id, device, share_prompts=policy_kw is not None or ref_kw is not None)
 
     def ref_logprobs(batch: dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
-        return token_logprobs(ref_model, batch, temp, cache_kwarg=ref_kw)[0] if ref_model is not None else None
+        return token_logprobs(ref_model, batch, temp, cache_kwarg=ref_kw, head=ref_head)[0] if ref_model is not None else None
 
     def keep_old(micro: list[int], old: torch.Tensor, ref: Optional[torch.Tensor], mask: torch.Tensor) -> None:
         sampled = pad_values([samples[i].sampling_logprobs for i in micro], mask.shape[1], device)
@@ -427,7 +431,7 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
     with torch.no_grad():
         for micro in (mb for _, micros in plan[1:] for mb in micros):
             batch = micro_batch(micro)
-            old, _ = token_logprobs(engine.forward, batch, temp, cache_kwarg=policy_kw)
+            old, _ = token_logprobs(engine.forward, batch, temp, cache_kwarg=policy_kw, head=head)
             keep_old(micro, old, ref_logprobs(batch), batch["response_mask"])
 
     grad_norms, losses = [], []
@@ -442,7 +446,7 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                 mask = batch["response_mask"]
                 width = mask.shape[1]
                 adv = torch.tensor([samples[i].advantage for i in micro], dtype=torch.float32, device=device)
-                logp, ent = token_logprobs(engine.forward, batch, temp, entropy=True, cache_kwarg=policy_kw)
+                logp, ent = token_logprobs(engine.forward, batch, temp, entropy=True, cache_kwarg=policy_kw, head=head)
                 if samples[micro[0]].old_logprobs is None:  # first mini-batch, first epoch: on-policy
                     with torch.no_grad():
                         keep_old(micro, logp.detach(), ref_logprobs(batch), mask)
@@ -530,6 +534,7 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
     ref_model = None
     if cfg.algorithm.kl_coef > 0:
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    apply_checkpointing(model, cfg.memory)
     grad_accum = cfg.mini_batch() // (world * tc.micro_batch_size)
     total_updates = tc.max_steps * cfg.optimizer_steps()
     engine = build_engine(model, cfg.optim, cfg.engine, total_steps=total_updates, grad_accum=grad_accum, micro_batch_size=tc.micro_batch_size)

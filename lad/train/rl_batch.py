@@ -14,10 +14,13 @@ the full forward's, up to float rounding: same columns, masks and position ids.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
+
+from lad.train.logprobs import ChunkedHead, logprobs_from_logits
 
 
 @dataclass
@@ -83,25 +86,36 @@ def pad_values(rows: list[list[float]], width: int, device: torch.device) -> tor
 
 
 def token_logprobs(forward: Callable, batch: dict[str, torch.Tensor], temperature: float, *,
-                   entropy: bool = False, cache_kwarg: Optional[str] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                   entropy: bool = False, cache_kwarg: Optional[str] = None,
+                   head: Optional[ChunkedHead] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """log softmax(logits / T) of each response token [B, Tr] and, if asked, the entropy of each
     next-token distribution (detached). ``forward`` is the engine's (or a model's) forward;
     ``cache_kwarg`` the name under which it takes a KV cache (``shared_prompt_kwarg``), None if
     it takes none: then, or when ``collate`` found no prompt shared by two rows, one plain
-    forward over [prompt | response]."""
-    if cache_kwarg is None or "prompt_rows" not in batch:
-        tr = batch["response_ids"].shape[1]
-        out = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      position_ids=batch["position_ids"], logits_to_keep=tr + 1, use_cache=False)
-        return _logprobs(out.logits[:, :-1], batch["response_ids"], temperature, entropy)
-    first, rest = _shared_prompt_logits(forward, batch, cache_kwarg)
+    forward over [prompt | response]. With ``head`` (a ChunkedHead of the model ``forward``
+    runs) the forward projects one position only and the response's logits are made chunk by
+    chunk from the final hidden states."""
     ids = batch["response_ids"]
+    tr = ids.shape[1]
+    if cache_kwarg is None or "prompt_rows" not in batch:
+        with _hidden_states(head) as seen:
+            out = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          position_ids=batch["position_ids"], logits_to_keep=1 if head else tr + 1, use_cache=False)
+        if head is None:
+            return logprobs_from_logits(out.logits[:, :-1], ids, temperature, entropy)
+        return head.logprobs(seen[0][:, -tr - 1 : -1], ids, temperature, entropy)
+    first, rest = _shared_prompt_logits(forward, batch, cache_kwarg, head)
     # Two halves rather than one [B, Tr, V] cat of the logits: no copy of the largest tensor.
-    parts = [_logprobs(first, ids[:, :1], temperature, entropy)]
+    parts = [logprobs_from_logits(first, ids[:, :1], temperature, entropy)]
     if rest is not None:
-        parts.append(_logprobs(rest, ids[:, 1:], temperature, entropy))
+        fn = logprobs_from_logits if head is None else head.logprobs
+        parts.append(fn(rest, ids[:, 1:], temperature, entropy))
     logp = torch.cat([p[0] for p in parts], dim=1)
     return logp, torch.cat([p[1] for p in parts], dim=1) if entropy else None
+
+
+def _hidden_states(head: Optional[ChunkedHead]):
+    return contextlib.nullcontext([]) if head is None else head.final_hidden()
 
 
 def shared_prompt_kwarg(model: torch.nn.Module) -> Optional[str]:
@@ -116,12 +130,18 @@ def shared_prompt_kwarg(model: torch.nn.Module) -> Optional[str]:
         return None
     if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
         return None
+    # Under gradient checkpointing a layer drops the cache it is handed when gradients are taken
+    # (its recompute would write it twice): the responses would not see their prompt.
+    if any(getattr(m, "gradient_checkpointing", False) for m in model.modules()):
+        return None
     return cache_kwarg(model)
 
 
-def _shared_prompt_logits(forward: Callable, batch: dict[str, torch.Tensor], cache_kwarg: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _shared_prompt_logits(forward: Callable, batch: dict[str, torch.Tensor], cache_kwarg: str,
+                          head: Optional[ChunkedHead]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Next-token logits of the response tokens, split as the last prompt position's [B, 1, V]
-    and the first Tr - 1 response positions' [B, Tr - 1, V] (None when Tr is 1)."""
+    and the first Tr - 1 response positions' [B, Tr - 1, V] (None when Tr is 1); with ``head``,
+    the latter's final hidden states [B, Tr - 1, H] instead."""
     ids, attention, positions = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
     tr = batch["response_ids"].shape[1]
     lp = ids.shape[1] - tr
@@ -134,19 +154,8 @@ def _shared_prompt_logits(forward: Callable, batch: dict[str, torch.Tensor], cac
     cache = prompt.cache if getattr(prompt, "cache", None) is not None else prompt.past_key_values
     cache.batch_select_indices(owner)  # each row gets its prompt's keys and values (differentiably)
     # The last response token predicts nothing: it is not fed.
-    out = forward(input_ids=ids[:, lp:-1], attention_mask=attention[:, :-1], position_ids=positions[:, lp:-1],
-                  use_cache=True, logits_to_keep=0, **{cache_kwarg: cache})
-    return first, out.logits
+    with _hidden_states(head) as seen:
+        out = forward(input_ids=ids[:, lp:-1], attention_mask=attention[:, :-1], position_ids=positions[:, lp:-1],
+                      use_cache=True, logits_to_keep=1 if head else 0, **{cache_kwarg: cache})
+    return first, out.logits if head is None else seen[0]
 
-
-def _logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float, entropy: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    logits = logits.float() / temperature
-    # log p(token) = logit(token) - logsumexp(logits): no [B, T, V] log-softmax kept for backward
-    lse = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - lse
-    ent = None
-    if entropy:
-        with torch.no_grad():
-            probs = torch.softmax(logits.detach(), dim=-1)
-            ent = lse.detach() - (probs * logits.detach()).sum(-1)
-    return logp, ent
