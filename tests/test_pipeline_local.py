@@ -99,6 +99,25 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert stages["train"].data.params["algorithm.objective"] == "lad" and champion.run_id == stages["register"].info.run_id
 
 
+def test_compare_run_trains_the_baseline_objective_from_the_same_warm_start(tmp_path):
+    """``--set compare_objective=grpo`` (``make compare``): GRPO is trained from the same SFT model
+    and evaluated the same way, and the one report holds all three runs."""
+    done = run_cli(tmp_path, ["--set", "compare_objective=grpo"])
+    out = tmp_path / "out"
+    stages = sorted(line.split("  ")[0][2:] for line in done.stdout.splitlines() if line.startswith("✓ "))
+    assert stages == sorted(["data prep", "SFT warm-up", "LAD training", "baseline training", "evaluate",
+                             "evaluate warm start", "evaluate baseline", "code execution", "register", "compare"])
+    (run_dir,) = (out / "artifacts").glob("lad-training-*")
+    folder = run_dir / "compare-evaluations" / "comparison"
+    assert list(json.loads((folder / "compare.json").read_text())["mean"]) == ["warm start", "lad", "grpo"]
+    assert (folder / "plots" / "compare.png").stat().st_size > 0 and "| grpo |" in (folder / "compare.md").read_text()
+    run = json.loads((out / "run_summary.json").read_text())
+    assert sorted(run["metrics"]) == ["grpo", "trained", "warm_start"]
+    for task, objective in (("lad-train", "lad"), ("lad-train-2", "grpo")):
+        card = json.loads((run_dir / task / "model" / "lad_card.json").read_text())
+        assert (card["base_model"], card["config"]["algorithm"]["objective"]) == (str(run_dir / "sft-warmup" / "model"), objective)
+
+
 def test_a_failed_step_leaves_the_pipeline_run_failed_in_mlflow(tmp_path):
     from lad.tracking import TAG_FAILED_STAGE, Tracker, TrackingConfig
 
