@@ -126,7 +126,7 @@ def sft(
     starts from this step's output. ``data``: ``synthetic:<task>,...`` (the generators'
     demonstrations of ``problems`` distinct problems per task, repeated over the steps; 0: as many
     as the steps consume) or a parquet/JSONL of records with responses (local or s3://).
-    ``parent_run_id`` (see :func:`pipeline_run`): the MLflow run to nest the stage ``sft`` under.
+    ``parent_run_id`` (what :func:`pipeline_step` yields): the MLflow run to nest the stage ``sft`` under.
     """
     from lad.train.sft import SFTConfig, train_sft
 

@@ -156,7 +156,9 @@ class RLTrainConfig(BaseModel):
     samples_per_dump: int = Field(16, gt=0, description="completions written per dump")
 
 
-class TrackingConfig(BaseModel):
+class RLTracking(BaseModel):
+    """Where the stage's params and metrics go (lad.tracking; MLflow)."""
+
     enabled: bool = Field(True, description="log to MLflow")
     experiment: str = Field("lad-rl", description="MLflow experiment")
     run_name: Optional[str] = Field(None, description="None: <objective>-<output_dir name>; the stage's name under parent_run_id")
@@ -179,7 +181,7 @@ class RLConfig(BaseModel):
     memory: MemoryConfig = MemoryConfig()
     eval: HeldoutEvalConfig = HeldoutEvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig(every_steps=20)
-    tracking: TrackingConfig = TrackingConfig()
+    tracking: RLTracking = RLTracking()
 
     model_config = {"extra": "forbid"}
 
