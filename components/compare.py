@@ -5,7 +5,7 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Output
 
-from components.images import BASE_IMAGE
+from lad.images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Output
 
-from components.images import BASE_IMAGE
+from lad.images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

@@ -5,11 +5,12 @@
     sandbox  images/sandbox/Dockerfile    the code execution service
 
 Images are named ``<registry>/<name>:<lad version>``; the pipeline's components name the same
-references (``lad pipeline compile --registry``), so what is built here is what the cluster runs.
+references (:data:`BASE_IMAGE`, :data:`TRAINER_IMAGE`), so what is built here is what the cluster runs.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -38,6 +39,17 @@ IMAGES: dict[str, Image] = {
         Image("sandbox", "lad-sandbox", "images/sandbox/Dockerfile", "the code execution service"),
     )
 }
+
+
+# The registry the components name, fixed when they are first imported: ``lad pipeline compile
+# --registry REG`` (which sets $LAD_IMAGE_REGISTRY) names where ``lad images build --push REG`` put
+# them. The default, ``lad``, is a local name: right for the committed YAML and for a cluster whose
+# nodes have the images loaded; set your registry for any other cluster.
+COMPONENT_REGISTRY = os.environ.get("LAD_IMAGE_REGISTRY", DEFAULT_REGISTRY)
+# The package and the CPU stack: data prep, code execution, registration.
+BASE_IMAGE = IMAGES["base"].ref(COMPONENT_REGISTRY)
+# CUDA, torch, DeepSpeed and vLLM: SFT, RL training and generation for evaluation.
+TRAINER_IMAGE = IMAGES["trainer"].ref(COMPONENT_REGISTRY)
 
 
 class ImagesError(RuntimeError):

@@ -47,9 +47,9 @@ def compile_all(output: Path, registry: str | None = None) -> list[Path]:
     ``registry`` names the image registry; components read it when first imported, so with a
     registry the compile runs in a fresh interpreter.
     """
-    from components.images import REGISTRY
+    from lad.images import COMPONENT_REGISTRY
 
-    if registry is None or registry == REGISTRY:
+    if registry is None or registry == COMPONENT_REGISTRY:
         return [compile_pipeline(name, output / f"{name}.yaml") for name in PIPELINES]
     import subprocess
     import sys
