@@ -119,7 +119,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(straight, ti
     # 2 ranks x micro-batch 4 = one mini-batch of 8 without accumulation (grad_accum 2 in the straight run)
     cfg = _config(tmp_path, "ddp", tiny_dir)
     proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                 "-m", "lad.train.rl_cli", str(cfg)])
+                 "-m", "lad.cli", "train", str(cfg)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert max_weight_diff(final_weights(straight / "straight"), final_weights(tmp_path / "ddp")) < 1e-5
     one = [json.loads(line) for line in (straight / "straight" / "steps.jsonl").read_text().splitlines()]

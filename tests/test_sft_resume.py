@@ -58,7 +58,7 @@ def test_sigkill_then_resume_matches_the_straight_run(straight, tmp_path):
 def test_two_processes_match_one_process_with_the_same_global_batch(straight, tmp_path):
     # 2 ranks x grad_accum 1 x micro-batch 4 = the straight run's global batch of 8.
     cfg = _config(tmp_path, "ddp", grad_accum=1)
-    proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lad.train.sft_cli", str(cfg)])
+    proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lad.cli", "sft", str(cfg)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Same update up to the order of float additions (micro-batch sum vs all-reduce).
     assert max_weight_diff(final_weights(straight), final_weights(tmp_path / "ddp")) < 1e-5

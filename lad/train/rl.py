@@ -13,7 +13,7 @@ processes sample and update exactly like one process with the same global batch,
 ``rollout.prompts_per_call`` is set (calls, not ranks, fix the sampling).
 
     lad train configs/train/tiny_cpu.yaml [--output-dir DIR] [--resume]
-    torchrun --nproc_per_node N -m lad.train.rl_cli CONFIG          # data-parallel
+    torchrun --nproc_per_node N -m lad.cli train CONFIG          # data-parallel
 
 writes DIR/model (Hugging Face format with a card), DIR/metrics.json, DIR/steps.jsonl (every
 step's metrics), DIR/eval/step_*.json,

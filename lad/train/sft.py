@@ -7,7 +7,7 @@ up its share (its NLL sum over the global token count), so accumulation steps an
 ranks add up to exactly the full-batch gradient.
 
     lad sft configs/sft/tiny.yaml [--output-dir DIR] [--resume]
-    torchrun --nproc_per_node N -m lad.train.sft_cli configs/sft/tiny.yaml   # data-parallel
+    torchrun --nproc_per_node N -m lad.cli sft configs/sft/tiny.yaml   # data-parallel
 
 writes ``DIR/model`` (Hugging Face format with a model card), ``DIR/metrics.json`` and
 checkpoints under ``DIR/checkpoints`` (or ``checkpoint.dir``).

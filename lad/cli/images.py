@@ -9,12 +9,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-images_app = typer.Typer(help="Container images: base (Dockerfile), trainer (images/trainer), sandbox (images/sandbox).",
+app = typer.Typer(help="Container images: base (Dockerfile), trainer (images/trainer), sandbox (images/sandbox).",
                          no_args_is_help=True)
 console = Console(stderr=True)
 
 
-@images_app.command("build")
+@app.command("build")
 def build_cmd(
     names: Optional[list[str]] = typer.Argument(None, help="base, trainer, sandbox (default: all)"),
     push: Optional[str] = typer.Option(None, "--push", metavar="REGISTRY", help="tag for REGISTRY and push there, "

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 
-def sft_command(
+def command(
     config: Path = typer.Argument(..., help="SFT config YAML (see configs/sft/tiny.yaml)"),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="override output_dir"),
     model: Optional[str] = typer.Option(None, "--model", help="override model (tiny:1m, a directory, a .gguf file, s3://, smollm2-135m-instruct or hf://org/name)"),
@@ -39,7 +39,3 @@ def sft_command(
         print(json.dumps(results, indent=2, sort_keys=True))
         console.print(f"model saved to {Path(cfg.output_dir) / 'model'}")
 
-
-if __name__ == "__main__":
-    # torchrun --nproc_per_node N -m lad.train.sft_cli CONFIG: data-parallel workers.
-    typer.run(sft_command)

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-models_app = typer.Typer(help="Registered models: versions, metrics, aliases, promotion.", no_args_is_help=True)
+app = typer.Typer(help="Registered models: versions, metrics, aliases, promotion.", no_args_is_help=True)
 
 
 def console() -> Console:
@@ -58,7 +58,7 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ms else "-"
 
 
-@models_app.command("list")
+@app.command("list")
 def list_versions(
     name: Optional[str] = typer.Argument(None, help="registered model name (default: every model)"),
     tracking_uri: Optional[str] = TRACKING_URI,
@@ -82,7 +82,7 @@ def list_versions(
     console().print(table)
 
 
-@models_app.command("show")
+@app.command("show")
 def show(
     name: str = typer.Argument(..., help="registered model name"),
     version: str = typer.Argument("champion", help="version number or alias"),
@@ -104,7 +104,7 @@ def show(
     console().print(table)
 
 
-@models_app.command("promote")
+@app.command("promote")
 def promote_cmd(
     name: str = typer.Argument(..., help="registered model name"),
     version: str = typer.Argument(..., help="version number (or alias, e.g. challenger) to promote"),

@@ -1,4 +1,4 @@
-"""The ``lad`` command line."""
+"""The ``lad`` command line: this app, its own ``lad bandit``, and a module per other command."""
 
 from __future__ import annotations
 
@@ -14,35 +14,14 @@ from rich.table import Table
 app = typer.Typer(help="LAD post-training: objectives, experiments and pipeline stages.", no_args_is_help=True)
 console = Console()
 
-from lad.data.cli import data_app  # noqa: E402
+# One module per command, named after it: lad/cli/<command>.py holds its app (a group of
+# commands) or its command; each defers heavy imports until it runs.
+from lad.cli import data, eval, images, models, pipeline, sandbox, sft, train  # noqa: E402
 
-app.add_typer(data_app, name="data")
-
-from lad.sandbox.cli import sandbox_app  # noqa: E402
-
-app.add_typer(sandbox_app, name="sandbox")
-
-from lad.models_cli import models_app  # noqa: E402
-
-app.add_typer(models_app, name="models")
-
-from lad.train.sft_cli import sft_command  # noqa: E402
-
-app.command("sft")(sft_command)
-
-from lad.train.rl_cli import train_command  # noqa: E402
-
-app.command("train")(train_command)
-
-from lad.evaluation.cli import eval_app  # noqa: E402
-
-app.add_typer(eval_app, name="eval")
-
-from lad.pipeline.cli import pipeline_app  # noqa: E402
-from lad.pipeline.images_cli import images_app  # noqa: E402
-
-app.add_typer(pipeline_app, name="pipeline")
-app.add_typer(images_app, name="images")
+for group in (data, sandbox, models, eval, pipeline, images):
+    app.add_typer(group.app, name=group.__name__.rsplit(".", 1)[1])
+app.command("sft")(sft.command)
+app.command("train")(train.command)
 
 
 @app.callback()
@@ -108,6 +87,3 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.write_text(text)
     tmp.replace(path)
 
-
-if __name__ == "__main__":
-    app()

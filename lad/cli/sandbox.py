@@ -8,16 +8,16 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-sandbox_app = typer.Typer(help="Sandboxed code execution service.", no_args_is_help=True)
+app = typer.Typer(help="Sandboxed code execution service.", no_args_is_help=True)
 console = Console(stderr=True)
 
 
-@sandbox_app.callback()
+@app.callback()
 def _group() -> None:
     """Sandboxed code execution service."""
 
 
-@sandbox_app.command("serve")
+@app.command("serve")
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8080, help="TCP port"),
@@ -57,12 +57,12 @@ def serve(
             console.print(f"[red]error:[/red] option {'.'.join(map(str, e['loc']))}: {e['msg']}")
         raise typer.Exit(2)
     try:
-        app = create_app(cfg)
-        app.state.executor.self_check()
+        service = create_app(cfg)
+        service.state.executor.self_check()
     except IsolationError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2)
     if cfg.sandbox.isolation == "none":
         console.print("[yellow]warning:[/yellow] isolation none: programs run unsandboxed; trusted code only")
     console.print(f"lad sandbox: http://{host}:{port} ({workers} workers, isolation {cfg.sandbox.isolation})")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(service, host=host, port=port, log_level=log_level)

@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-data_app = typer.Typer(help="Data preparation: raw math and code sets -> canonical train/eval parquet.", no_args_is_help=True)
+app = typer.Typer(help="Data preparation: raw math and code sets -> canonical train/eval parquet.", no_args_is_help=True)
 console = Console(stderr=True)
 
 
-@data_app.command("prep")
+@app.command("prep")
 def prep(
     config: Path = typer.Argument(..., help="YAML prep config (see configs/data/)"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="output folder or s3:// URI (overrides the config)"),

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-pipeline_app = typer.Typer(
+app = typer.Typer(
     help="The Kubeflow pipelines (training, retraining): compile to YAML, run on this machine, submit to a KFP "
     "server, schedule recurring retraining.",
     no_args_is_help=True,
@@ -42,7 +42,7 @@ def _arguments(pipeline: str, pairs: list[str]) -> dict:
         _fail(str(err))
 
 
-@pipeline_app.command("compile")
+@app.command("compile")
 def compile_cmd(
     output: Path = typer.Option(Path("pipelines/compiled"), "--output", "-o", help="folder for training.yaml and retraining.yaml"),
     registry: Optional[str] = typer.Option(None, "--registry", help="image registry the components pull from "
@@ -67,7 +67,7 @@ def compile_cmd(
         console.print(f"wrote {path}")
 
 
-@pipeline_app.command("run")
+@app.command("run")
 def run_cmd(
     local_run: bool = typer.Option(False, "--local", help="run on this machine with KFP's local runner (required: "
                                    "for a cluster use lad pipeline submit)"),
@@ -105,7 +105,7 @@ def run_cmd(
     typer.echo(result.describe())
 
 
-@pipeline_app.command("submit")
+@app.command("submit")
 def submit_cmd(
     host: str = HOST,
     pipeline: str = PIPELINE,
@@ -127,7 +127,7 @@ def submit_cmd(
     typer.echo(f"run {run_id}: {url}")
 
 
-@pipeline_app.command("schedule")
+@app.command("schedule")
 def schedule_cmd(
     host: str = HOST,
     cron: str = typer.Option(..., "--cron", help="KFP cron, 6 fields, seconds first: 'second minute hour day-of-month "

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 
-def train_command(
+def command(
     config: Path = typer.Argument(..., help="RL config YAML (see configs/train/)"),
     output_dir: Optional[str] = typer.Option(None, "--output-dir", help="override output_dir"),
     model: Optional[str] = typer.Option(None, "--model", help="override model (tiny:1m, a directory, a .gguf file, s3://, smollm2-135m-instruct or hf://org/name)"),
@@ -36,7 +36,3 @@ def train_command(
         print(json.dumps(results, indent=2, sort_keys=True))
         console.print(f"model saved to {Path(cfg.output_dir) / 'model'}")
 
-
-if __name__ == "__main__":
-    # torchrun --nproc_per_node N -m lad.train.rl_cli CONFIG: data-parallel workers.
-    typer.run(train_command)

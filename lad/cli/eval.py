@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-eval_app = typer.Typer(help="Evaluation: Avg@k, unbiased Pass@k, maj@k and diversity, with reports.", no_args_is_help=True)
+app = typer.Typer(help="Evaluation: Avg@k, unbiased Pass@k, maj@k and diversity, with reports.", no_args_is_help=True)
 console = Console(stderr=True)
 
 
@@ -18,7 +18,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@eval_app.command("list")
+@app.command("list")
 def list_benchmarks() -> None:
     """The registered benchmarks and their defaults."""
     from lad.evaluation.benchmarks import BENCHMARKS
@@ -33,7 +33,7 @@ def list_benchmarks() -> None:
     Console().print(table)
 
 
-@eval_app.command("run")
+@app.command("run")
 def run(
     config: Optional[Path] = typer.Argument(None, help="YAML eval config (see configs/eval/); options below override it"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="checkpoint folder, s3:// URI or hf://org/name"),
@@ -122,7 +122,7 @@ def _print_summary(summary: dict) -> None:
     Console().print(table)
 
 
-@eval_app.command("report")
+@app.command("report")
 def report(
     folder: Path = typer.Argument(..., help="output folder of lad eval run (holding summary.json)"),
 ) -> None:
@@ -139,7 +139,7 @@ def report(
     console.print("wrote " + ", ".join(map(str, paths)))
 
 
-@eval_app.command("compare")
+@app.command("compare")
 def compare(
     summaries: list[Path] = typer.Argument(..., help="summary.json files (or the folders holding them), in column order"),
     labels: Optional[str] = typer.Option(None, "--labels", help="comma-separated names of the runs (default: their labels)"),

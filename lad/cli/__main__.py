@@ -1,0 +1,5 @@
+"""``python -m lad.cli ...``: the ``lad`` command."""
+
+from lad.cli import app
+
+app(prog_name="lad")
