@@ -6,12 +6,12 @@ are shipped inside the compiled pipeline and run in the images from images/, whe
 (and with it kfp) is installed, so the components install nothing at run time.
 """
 
-from components.code_execution import code_execution
-from components.compare import compare_evaluations
-from components.data_prep import data_prep
-from components.evaluate import evaluate
-from components.lad_train import lad_train
-from components.register_model import champion_model, register_model
-from components.sft_warmup import sft_warmup
+from lad.kubeflow.components.code_execution import code_execution
+from lad.kubeflow.components.compare import compare_evaluations
+from lad.kubeflow.components.data_prep import data_prep
+from lad.kubeflow.components.evaluate import evaluate
+from lad.kubeflow.components.lad_train import lad_train
+from lad.kubeflow.components.register_model import champion_model, register_model
+from lad.kubeflow.components.sft_warmup import sft_warmup
 
 __all__ = ["code_execution", "compare_evaluations", "data_prep", "evaluate", "lad_train", "champion_model", "register_model", "sft_warmup"]

@@ -8,9 +8,9 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Markdown
 
-from components import champion_model, code_execution, data_prep, evaluate, lad_train, register_model
-from pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
-from pipelines.training import DEFAULT_DATASETS, DEFAULT_TOLERATIONS, PIPELINE_RUN, SANDBOX_SERVICE
+from lad.kubeflow.components import champion_model, code_execution, data_prep, evaluate, lad_train, register_model
+from lad.kubeflow.pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
+from lad.kubeflow.pipelines.training import DEFAULT_DATASETS, DEFAULT_TOLERATIONS, PIPELINE_RUN, SANDBOX_SERVICE
 
 
 class Outputs(NamedTuple):

@@ -12,8 +12,8 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Markdown
 
-from components import code_execution, compare_evaluations, data_prep, evaluate, lad_train, register_model, sft_warmup
-from pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
+from lad.kubeflow.components import code_execution, compare_evaluations, data_prep, evaluate, lad_train, register_model, sft_warmup
+from lad.kubeflow.pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
 
 # Synthetic countdown problems: RL prompts and a held-out split (no files needed anywhere).
 DEFAULT_DATASETS = [

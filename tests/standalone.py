@@ -1,6 +1,6 @@
 """A copy of the project in a temporary folder with no sibling ``shared`` folder, as a user's clone
-is: tests run the product from it (``PYTHONPATH`` puts the copy's ``lad``, ``components`` and
-``pipelines`` ahead of the editable install) from a working directory outside it."""
+is: tests run the product from it (``PYTHONPATH`` puts the copy's ``lad``, and with it the copy's
+Kubeflow layer, ahead of the editable install) from a working directory outside it."""
 
 from __future__ import annotations
 

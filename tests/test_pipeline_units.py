@@ -59,7 +59,7 @@ def test_schedule_cli_refuses_five_fields_before_contacting_the_server():
 
 def test_overrides_are_typed_by_the_pipeline_signature():
     from lad.pipeline.local import parse_overrides
-    from pipelines.training import training
+    from lad.kubeflow.pipelines.training import training
 
     got = parse_overrides(["steps=5", "kappa=2", "objective=grpo", "gpu_node_selector={\"a\": \"b\"}", "datasets=[]"], training)
     assert got == {"steps": 5, "kappa": 2.0, "objective": "grpo", "gpu_node_selector": {"a": "b"}, "datasets": []}
@@ -75,7 +75,7 @@ def test_overrides_are_typed_by_the_pipeline_signature():
 ])
 def test_overrides_refuse_bad_input(pair, message):
     from lad.pipeline.local import LocalRunError, parse_overrides
-    from pipelines.training import training
+    from lad.kubeflow.pipelines.training import training
 
     with pytest.raises(LocalRunError) as err:
         parse_overrides([pair], training)

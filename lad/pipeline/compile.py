@@ -7,8 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
-# name -> "module:function" of each pipeline
-PIPELINES = {"training": "pipelines.training:training", "retraining": "pipelines.retraining:retraining"}
+# name -> "module:function" of each pipeline. The Kubeflow layer is built on this library, so it is
+# imported here by name when a pipeline is compiled or run, never when this module loads.
+PIPELINES = {"training": "lad.kubeflow.pipelines.training:training", "retraining": "lad.kubeflow.pipelines.retraining:retraining"}
 COMPILED_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
 
 
@@ -35,7 +36,7 @@ def compile_pipeline(name: str, path: Path) -> Path:
     # the spec below it is deterministic, so the header is replaced by a fixed one.
     lines = tmp.read_text().splitlines(keepends=True)
     body = lines[next(i for i, line in enumerate(lines) if not line.startswith("#")):]
-    module = PIPELINES[name].split(":")[0].replace(".", "/")
+    module = PIPELINES[name].split(":")[0].removeprefix("lad.kubeflow.").replace(".", "/")
     tmp.write_text(f"# {name}: compiled from {module}.py by `lad pipeline compile`; do not edit.\n" + "".join(body))
     tmp.replace(path)
     return path
