@@ -14,9 +14,10 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then \
     fi
 COPY pyproject.toml README.md ./
 COPY lad/ lad/
-# The Kubeflow layer installs as lad.kubeflow.components and lad.kubeflow.pipelines.
+# The Kubeflow layer installs as lad.kubeflow.components and lad.kubeflow.pipelines, the presets as lad/configs.
 COPY components/ components/
 COPY pipelines/*.py pipelines/
+COPY configs/ configs/
 # The bundled benchmark files install as package data; the check fails the build if any is missing.
 RUN pip install --no-cache-dir -c constraints/cpu.txt . \
     && python -c "from lad.data.public import locate, manifest; [locate(name) for name in manifest()]" \

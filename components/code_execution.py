@@ -8,8 +8,8 @@ from lad.images import BASE_IMAGE
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def code_execution(
-    evaluation: Input[Dataset], benchmarks: str, verdicts: Output[Dataset], metrics: Output[Metrics], k: int = 4,
-    limit: int = 0, sandbox_url: str = "", benchmarks_dir: str = "", timeout_s: float = 10.0,
+    evaluation: Input[Dataset], benchmarks: str, verdicts: Output[Dataset], metrics: Output[Metrics], k: int,
+    limit: int, sandbox_url: str = "", benchmarks_dir: str = "", timeout_s: float = 10.0,
     experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "",
 ):
     """Per-test verdicts of the evaluation's code answers, run by the sandbox service.

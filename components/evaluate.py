@@ -9,17 +9,16 @@ from lad.images import TRAINER_IMAGE
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def evaluate(
     model: Input[Model], benchmarks: str, results: Output[Dataset], metrics: Output[Metrics],
-    report: Output[HTML], report_md: Output[Markdown], k: int = 4, limit: int = 0, max_new_tokens: int = 1024,
-    temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "",
-    label: str = "model", seed: int = 0, experiment: str = "lad-pipeline", stage: str = "evaluate",
-    pipeline_run_id: str = "", pipeline_run_name: str = "",
+    report: Output[HTML], report_md: Output[Markdown], k: int, limit: int, max_new_tokens: int, temperature: float,
+    seed: int, sandbox_url: str = "", benchmarks_dir: str = "", label: str = "model", experiment: str = "lad-pipeline",
+    stage: str = "evaluate", pipeline_run_id: str = "", pipeline_run_name: str = "",
 ):
     """Sample k responses per problem, score them (code in the sandbox), summarise and report.
 
     Args:
         benchmarks: comma-separated registered benchmark names (lad eval list).
-        k: samples per problem.
-        limit: first N problems of each benchmark; 0: all.
+        k, limit, max_new_tokens, temperature: each benchmark's k samples per problem, first N problems, response
+            budget and sampling temperature; 0: its registered value (lad eval list; limit 0: all problems).
         sandbox_url: the sandbox Service URL for code benchmarks.
         benchmarks_dir: an s3:// prefix or mounted folder of your own copies of the benchmark files; empty: the
             files bundled with lad in the image.

@@ -8,10 +8,9 @@ from lad.images import TRAINER_IMAGE
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def sft_warmup(
-    base_model: str, model: Output[Model], metrics: Output[Metrics], steps: int = 0,
-    data: str = "synthetic:countdown,arithmetic,code", lr: float = 3e-3, micro_batch_size: int = 16,
-    max_seq_len: int = 256, heldout_problems: int = 100, engine: str = "deepspeed", seed: int = 0,
-    experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "", problems: int = 0,
+    base_model: str, model: Output[Model], metrics: Output[Metrics], steps: int, data: str, lr: float,
+    micro_batch_size: int, heldout_problems: int, engine: str, seed: int, problems: int = 0,
+    experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "",
 ):
     """Fine-tune base_model on demonstrations; writes the model RL starts from.
 
@@ -20,6 +19,7 @@ def sft_warmup(
         steps: optimizer steps; 0 skips the warm-up (the output is the base model).
         data: synthetic:<task>,... or a parquet/JSONL of records with responses.
         problems: distinct synthetic problems per task (repeated over the steps); 0: as many as the steps consume.
+        lr, micro_batch_size, heldout_problems, engine, seed: SFT settings (lad.pipeline.settings.SFT_PARAMETERS).
         pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under (marked
             FAILED or KILLED when this step fails or is stopped); empty: a run of its own.
     """
@@ -27,8 +27,8 @@ def sft_warmup(
 
     with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, "sft") as parent_run_id:
         results = sft(base_model, model.path, steps=steps, data=data, lr=lr, micro_batch_size=micro_batch_size,
-                      max_seq_len=max_seq_len, heldout_problems=heldout_problems, engine=engine, seed=seed,
-                      experiment=experiment, parent_run_id=parent_run_id, problems=problems)
+                      heldout_problems=heldout_problems, engine=engine, seed=seed, experiment=experiment,
+                      parent_run_id=parent_run_id, problems=problems)
     for key, value in results.items():
         if isinstance(value, (int, float)):
             metrics.log_metric(key, float(value))

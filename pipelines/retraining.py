@@ -10,7 +10,7 @@ from kfp.dsl import HTML, Markdown
 
 from lad.kubeflow.components import champion_model, code_execution, data_prep, evaluate, lad_train, register_model
 from lad.kubeflow.pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
-from lad.kubeflow.pipelines.training import DEFAULT_DATASETS, DEFAULT_TOLERATIONS, PIPELINE_RUN, SANDBOX_SERVICE
+from lad.kubeflow.pipelines.training import DEFAULT_DATASETS, DEFAULT_TOLERATIONS, PIPELINE_RUN, RL, SANDBOX_SERVICE
 
 
 class Outputs(NamedTuple):
@@ -26,30 +26,32 @@ def retraining(
     new_data_uri: str = "",
     base_model: str = "tiny:1m",
     datasets: list = DEFAULT_DATASETS,
-    objective: str = "lad",
-    divergence: str = "js",
-    kappa: float = 4.0,
-    group_size: int = 8,
-    lr: float = 2e-4,
-    steps: int = 8,
-    prompts_per_step: int = 4,
+    objective: str = RL["algorithm.objective"],
+    divergence: str = RL["algorithm.loss_params.divergence"],
+    kappa: float = RL["algorithm.loss_params.kappa"],
+    group_size: int = RL["rollout.n"],
+    lr: float = RL["optim.lr"],
+    steps: int = RL["train.max_steps"],
+    prompts_per_step: int = RL["train.prompts_per_step"],
     mini_batch_size: int = 0,
-    micro_batch_size: int = 8,
-    max_new_tokens: int = 32,
-    rollout_engine: str = "hf",
-    train_engine: str = "deepspeed",
-    train_eval_prompts: int = 16,
+    micro_batch_size: int = RL["train.micro_batch_size"],
+    max_new_tokens: int = RL["rollout.max_new_tokens"],
+    rollout_engine: str = RL["rollout.engine"],
+    train_engine: str = RL["engine.name"],
+    train_eval_prompts: int = 0,
+    train_preset: str = "",
+    train_overrides: dict = {},
     eval_benchmarks: str = "synthetic_countdown,synthetic_code",
-    eval_k: int = 4,
-    eval_limit: int = 8,
-    eval_max_new_tokens: int = 64,
-    eval_temperature: float = 0.6,
+    eval_k: int = 0,
+    eval_limit: int = 0,
+    eval_max_new_tokens: int = 0,
+    eval_temperature: float = 0.0,
     promotion_metric: str = "all/avg@k",
     promotion_margin: float = 0.0,
     sandbox_url: str = SANDBOX_SERVICE,
     benchmarks_dir: str = "",
     mlflow_experiment: str = "lad-retraining",
-    seed: int = 0,
+    seed: int = RL["train.seed"],
     num_nodes: int = 1,
     gpus_per_node: int = 1,
     gpu_type: str = "nvidia.com/gpu",
@@ -78,18 +80,21 @@ def retraining(
         rollout_engine: hf, native (own decode loop) or vllm (GPU).
         train_engine: deepspeed or torch (one process).
         train_eval_prompts: held-out prompts (data prep's eval rows) scored before and after RL; 0: none.
+        train_preset: RL settings under the parameters above: a name of configs/train/*.yaml, or a path or s3:// URI
+            of an RL config YAML; empty: RLConfig's defaults. A parameter left at its default keeps the preset's value.
+        train_overrides: any RL setting by its RLConfig name, over the preset and the parameters.
         eval_benchmarks: comma-separated benchmarks both models are evaluated on.
-        eval_k: samples per problem.
+        eval_k: samples per problem; 0: each benchmark's registered k (and RLConfig's eval.k in RL).
         eval_limit: first N problems per benchmark; 0: all.
-        eval_max_new_tokens: longest evaluated response.
-        eval_temperature: sampling temperature of the evaluation (0.6 as the paper's; 1.0 samples as RL does).
+        eval_max_new_tokens: longest evaluated response; 0: each benchmark's registered budget.
+        eval_temperature: sampling temperature of the evaluation; 0: each benchmark's registered one.
         promotion_metric: metric the gate compares, e.g. all/avg@k.
         promotion_margin: improvement over the champion needed for promotion.
         sandbox_url: URL of the sandbox Service that runs code.
         benchmarks_dir: where file-based benchmarks (math500, humanevalplus, ...) are read; empty: the files
             bundled with lad in the images; else an s3:// prefix or a folder mounted into the pods with your own copies.
         mlflow_experiment: MLflow experiment of the pipeline run (one run, a nested run per stage).
-        seed: seed of every stage.
+        seed: seed of every stage (over a preset's).
         num_nodes: RL training nodes; above 1 runs a PyTorchJob.
         gpus_per_node: GPUs of each training and evaluation pod.
         gpu_type: accelerator resource name.
@@ -106,7 +111,8 @@ def retraining(
         init_model=champ.outputs["model"], data=prep.outputs["data"], objective=objective, divergence=divergence, kappa=kappa,
         group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size,
         micro_batch_size=micro_batch_size, max_new_tokens=max_new_tokens,
-        rollout_engine=rollout_engine, engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k,
+        rollout_engine=rollout_engine, preset=train_preset, overrides=train_overrides, engine=train_engine,
+        eval_prompts=train_eval_prompts, eval_k=eval_k,
         sandbox_url=sandbox_url, seed=seed, experiment=mlflow_experiment,
         num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=gpu_node_selector,
         tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, **PIPELINE_RUN,

@@ -3,8 +3,10 @@ model and the warm start on the same problems (code answers executed in the sand
 side-by-side report -> register in MLflow with the promotion gate. With ``compare_objective`` set,
 a baseline objective (e.g. GRPO) is trained from the same warm start and joins the report.
 
-Every default is the embedded default that ``lad pipeline run --local`` runs on one machine
-(tiny model, synthetic tasks); on a cluster, set them in the Kubeflow UI.
+A stage setting's default is its typed config's (lad.pipeline.settings: RLConfig, SFTConfig, the
+benchmark registry; 0 where that is None or the benchmark's own); the RL stage also takes a preset
+(train_preset) and any setting by name (train_overrides). ``lad pipeline run --local`` runs the demo
+configuration on one machine (lad/pipeline/local.py); on a cluster, set them in the Kubeflow UI.
 """
 
 from typing import NamedTuple
@@ -14,6 +16,9 @@ from kfp.dsl import Markdown
 
 from lad.kubeflow.components import code_execution, compare_evaluations, data_prep, evaluate, lad_train, register_model, sft_warmup
 from lad.kubeflow.pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
+from lad.pipeline.settings import typed_defaults
+
+RL, SFT = typed_defaults("rl"), typed_defaults("sft")
 
 # Synthetic countdown problems: RL prompts and a held-out split (no files needed anywhere).
 DEFAULT_DATASETS = [
@@ -40,38 +45,40 @@ class Outputs(NamedTuple):
 def training(
     base_model: str = "tiny:1m",
     datasets: list = DEFAULT_DATASETS,
-    sft_steps: int = 20,
-    sft_data: str = "synthetic:countdown",
-    sft_lr: float = 3e-3,
-    sft_batch_size: int = 16,
+    sft_steps: int = 0,
+    sft_data: str = "synthetic:" + ",".join(SFT["data.synthetic.tasks"]),
+    sft_lr: float = SFT["optim.lr"],
+    sft_batch_size: int = SFT["train.micro_batch_size"],
     sft_problems: int = 0,
-    sft_heldout_problems: int = 16,
-    objective: str = "lad",
+    sft_heldout_problems: int = SFT["heldout.n_per_task"],
+    objective: str = RL["algorithm.objective"],
     compare_objective: str = "",
-    divergence: str = "js",
-    kappa: float = 4.0,
-    group_size: int = 8,
-    lr: float = 2e-4,
-    steps: int = 8,
-    prompts_per_step: int = 4,
+    divergence: str = RL["algorithm.loss_params.divergence"],
+    kappa: float = RL["algorithm.loss_params.kappa"],
+    group_size: int = RL["rollout.n"],
+    lr: float = RL["optim.lr"],
+    steps: int = RL["train.max_steps"],
+    prompts_per_step: int = RL["train.prompts_per_step"],
     mini_batch_size: int = 0,
-    micro_batch_size: int = 8,
-    max_new_tokens: int = 32,
-    rollout_engine: str = "hf",
-    train_engine: str = "deepspeed",
-    train_eval_prompts: int = 16,
+    micro_batch_size: int = RL["train.micro_batch_size"],
+    max_new_tokens: int = RL["rollout.max_new_tokens"],
+    rollout_engine: str = RL["rollout.engine"],
+    train_engine: str = RL["engine.name"],
+    train_eval_prompts: int = 0,
+    train_preset: str = "",
+    train_overrides: dict = {},
     eval_benchmarks: str = "synthetic_countdown,synthetic_code",
-    eval_k: int = 4,
-    eval_limit: int = 8,
-    eval_max_new_tokens: int = 64,
-    eval_temperature: float = 0.6,
+    eval_k: int = 0,
+    eval_limit: int = 0,
+    eval_max_new_tokens: int = 0,
+    eval_temperature: float = 0.0,
     registered_model_name: str = "lad-policy",
     promotion_metric: str = "all/avg@k",
     promotion_margin: float = 0.0,
     sandbox_url: str = SANDBOX_SERVICE,
     benchmarks_dir: str = "",
     mlflow_experiment: str = "lad-pipeline",
-    seed: int = 0,
+    seed: int = RL["train.seed"],
     num_nodes: int = 1,
     gpus_per_node: int = 1,
     gpu_type: str = "nvidia.com/gpu",
@@ -107,11 +114,17 @@ def training(
         rollout_engine: hf, native (own decode loop) or vllm (GPU).
         train_engine: deepspeed or torch (one process).
         train_eval_prompts: held-out prompts (data prep's eval rows) scored before and after RL; 0: none.
+        train_preset: RL settings under the parameters above: a name of configs/train/*.yaml (e.g. paper_math), or a
+            path or s3:// URI of an RL config YAML; empty: RLConfig's defaults. A parameter left at its default keeps
+            the preset's value.
+        train_overrides: any RL setting by its RLConfig name, over the preset and the parameters, e.g.
+            {"algorithm.kl_coef": 0.01, "algorithm.advantage": "rloo", "algorithm.loss_params.clip_high": 0.28}.
         eval_benchmarks: comma-separated benchmarks (lad eval list), e.g. math500,aime24,humanevalplus.
-        eval_k: samples per problem (Avg@k, Pass@k).
+        eval_k: samples per problem (Avg@k, Pass@k); 0: each benchmark's registered k (and RLConfig's eval.k in RL).
         eval_limit: first N problems per benchmark; 0: all.
-        eval_max_new_tokens: longest evaluated response.
-        eval_temperature: sampling temperature of the evaluation (0.6 as the paper's; 1.0 samples as RL does).
+        eval_max_new_tokens: longest evaluated response; 0: each benchmark's registered budget.
+        eval_temperature: sampling temperature of the evaluation; 0: each benchmark's registered one (0.6, as the
+            paper's; 1.0 samples as RL does).
         registered_model_name: MLflow registered model that receives the version.
         promotion_metric: metric the gate compares, e.g. all/avg@k, math/pass@k, aime24/avg@k.
         promotion_margin: improvement over the champion needed for promotion.
@@ -119,7 +132,7 @@ def training(
         benchmarks_dir: where file-based benchmarks (math500, humanevalplus, ...) are read; empty: the files
             bundled with lad in the images; else an s3:// prefix or a folder mounted into the pods with your own copies.
         mlflow_experiment: MLflow experiment of the pipeline run (one run, a nested run per stage).
-        seed: seed of every stage.
+        seed: seed of every stage (over a preset's).
         num_nodes: RL training nodes; above 1 runs a PyTorchJob.
         gpus_per_node: GPUs of each training, SFT and evaluation pod.
         gpu_type: accelerator resource name.
@@ -130,13 +143,11 @@ def training(
     """
     prep = data_prep(datasets=datasets, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("data prep")
     sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, micro_batch_size=sft_batch_size,
-                     problems=sft_problems,
-                     heldout_problems=sft_heldout_problems,
-                     engine=train_engine, seed=seed,
+                     problems=sft_problems, heldout_problems=sft_heldout_problems, engine=train_engine, seed=seed,
                      experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("SFT warm-up")
     common = dict(data=prep.outputs["data"], divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, steps=steps,
                   prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size, micro_batch_size=micro_batch_size,
-                  max_new_tokens=max_new_tokens, rollout_engine=rollout_engine,
+                  max_new_tokens=max_new_tokens, rollout_engine=rollout_engine, preset=train_preset, overrides=train_overrides,
                   engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k, sandbox_url=sandbox_url, seed=seed,
                   experiment=mlflow_experiment, num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type,
                   node_selector=gpu_node_selector, tolerations=gpu_tolerations, s3_secret=s3_secret,

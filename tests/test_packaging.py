@@ -20,9 +20,9 @@ def _setuptools() -> dict:
 
 def test_the_package_list_names_every_package_under_lad_and_the_kubeflow_layer():
     tool = _setuptools()
-    kubeflow = {"lad.kubeflow.components": "components", "lad.kubeflow.pipelines": "pipelines"}
-    assert tool["package-dir"] == kubeflow
-    assert sorted(tool["packages"]) == sorted(find_packages(str(ROOT), include=["lad", "lad.*"]) + list(kubeflow))
+    mapped = {"lad.kubeflow.components": "components", "lad.kubeflow.pipelines": "pipelines", "lad.configs": "configs"}
+    assert tool["package-dir"] == mapped
+    assert sorted(tool["packages"]) == sorted(find_packages(str(ROOT), include=["lad", "lad.*"]) + list(mapped))
     assert all(p == "lad" or p.startswith("lad.") for p in tool["packages"])
 
 

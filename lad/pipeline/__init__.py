@@ -1,2 +1,3 @@
-"""The Kubeflow pipeline around the library: the steps its components call, the embedded
-default, compile/submit/schedule helpers, the multi-node launcher and the local run."""
+"""The library the Kubeflow layer (lad.kubeflow) calls: the steps its components run and their
+settings (from the typed configs), the local run, compile/submit/schedule helpers and the
+multi-node launcher."""

@@ -27,13 +27,14 @@ from lad.storage import put_bytes
 
 DEFAULT_OUTPUT = Path("out/pipeline-local")
 SUMMARY_FILE = "run_summary.json"
-# What the local run changes from the pipelines' defaults: the demo configuration, which teaches the
-# ~1M-parameter tiny model countdown within minutes on 2 CPU cores (SFT warm-up, then RL) and scores
+# What the local run changes from the pipelines' defaults (the typed configs'): the demo configuration,
+# which teaches the ~1M-parameter tiny model countdown within minutes on 2 CPU cores (SFT warm-up, then RL) and scores
 # the warm start and the trained model on the same 256 held-out problems at k = 8, one process per
 # step (no DeepSpeed launcher), the native rollout engine, and the local sandbox.
 DEMO_TRAIN_PROBLEMS = 6000
 DEMO = {
     "sft_steps": 1000, "sft_batch_size": 64, "sft_problems": 6000, "sft_lr": 3e-3, "sft_heldout_problems": 0,
+    "sft_data": "synthetic:countdown",
     "steps": 350, "prompts_per_step": 16, "group_size": 8, "mini_batch_size": 64, "micro_batch_size": 32, "lr": 2e-4,
     "max_new_tokens": 24, "train_eval_prompts": 0,
     # sampled as RL samples (T = 1): at 0.6 the warm start's sharpened answers hide most of what RL taught

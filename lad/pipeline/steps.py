@@ -116,18 +116,20 @@ def materialize_model(ref: str, dest: str | Path, *, seed: int = 0, card: Option
 
 
 def sft(
-    base_model: str, model_out: str | Path, *, steps: int, data: str = "synthetic:countdown,arithmetic,code",
-    lr: float = 3e-3, micro_batch_size: int = 16, max_seq_len: int = 256, heldout_problems: int = 100,
-    engine: str = "deepspeed", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "", problems: int = 0,
+    base_model: str, model_out: str | Path, *, steps: int, data: Optional[str] = None, problems: int = 0,
+    experiment: str = "lad-pipeline", parent_run_id: str = "", **parameters,
 ) -> dict:
     """SFT warm-up of ``base_model`` for ``steps`` optimizer steps into ``model_out``.
 
     ``steps == 0`` skips training: ``model_out`` is the base model itself, so the RL step always
     starts from this step's output. ``data``: ``synthetic:<task>,...`` (the generators'
     demonstrations of ``problems`` distinct problems per task, repeated over the steps; 0: as many
-    as the steps consume) or a parquet/JSONL of records with responses (local or s3://).
-    ``parent_run_id`` (what :func:`pipeline_step` yields): the MLflow run to nest the stage ``sft`` under.
+    as the steps consume) or a parquet/JSONL of records with responses (local or s3://); None:
+    SFTConfig's synthetic tasks. ``parameters`` (SFT_PARAMETERS: lr, micro_batch_size, ...) that
+    are set replace SFTConfig's defaults. ``parent_run_id`` (what :func:`pipeline_step` yields):
+    the MLflow run to nest the stage ``sft`` under.
     """
+    from lad.pipeline.settings import SFT_PARAMETERS, SettingsError, chosen, layered, typed_defaults
     from lad.train.sft import SFTConfig, train_sft
 
     dest = Path(model_out)
@@ -135,28 +137,31 @@ def sft(
         raise StepError(f"parameter sft_steps: expected >= 0 (0 skips the warm-up), got {steps}")
     if problems < 0:
         raise StepError(f"parameter sft_problems: expected >= 0 (0: steps x batch size), got {problems}")
+    try:
+        knobs = chosen(parameters, SFT_PARAMETERS, "sft")
+    except SettingsError as err:
+        raise StepError(f"SFT settings: {err}") from None
+    settings = {**typed_defaults("sft"), **knobs}
     if steps == 0:
-        materialize_model(base_model, dest, seed=seed, card={"base_model": base_model, "sft": "skipped"})
+        materialize_model(base_model, dest, seed=settings["train.seed"], card={"base_model": base_model, "sft": "skipped"})
         return {"sft/steps": 0}
+    data = data or "synthetic:" + ",".join(settings["data.synthetic.tasks"])
     if data.startswith("synthetic:"):
         tasks = [t.strip() for t in data[len("synthetic:"):].split(",") if t.strip()]
-        source = {"synthetic": {"tasks": tasks, "n_per_task": problems or max(64, steps * micro_batch_size), "seed": seed}}
+        n = problems or max(64, steps * settings["train.micro_batch_size"])
+        source = {"data.synthetic": {"tasks": tasks, "n_per_task": n, "seed": settings["train.seed"]}}
         heldout_tasks = tasks
     else:
-        source = {"path": data}
+        source = {"data.path": data}
         heldout_tasks = []
     with _workdir(dest) as work:
-        raw = {
-            "model": base_model, "output_dir": work,
-            "data": {**source, "max_seq_len": max_seq_len},
-            # ~100 points per curve: a metric write per step to a sqlite store costs more than a tiny model's step
-            "train": {"micro_batch_size": micro_batch_size, "max_steps": steps, "seed": seed, "log_every": max(1, steps // 100)},
-            "optim": {"lr": lr, "warmup_steps": min(20, steps // 10)},
-            "engine": {"name": engine},
-            "checkpoint": {"every_steps": max(steps, 1)},
-            "heldout": {"tasks": heldout_tasks if heldout_problems else [], "n_per_task": heldout_problems, "max_new_tokens": 64},
+        raw = layered(knobs, source, {
+            "model": base_model, "output_dir": work, "train.max_steps": steps, "train.log_every": max(1, steps // 100),
+            "optim.warmup_steps": min(20, steps // 10),
+            "checkpoint.every_steps": max(steps, 1),
+            "heldout.tasks": heldout_tasks if settings["heldout.n_per_task"] else [], "heldout.max_new_tokens": 64,
             "tracking": {"experiment": experiment, "run_name": "sft", "parent_run_id": parent_run_id or None},
-        }
+        })
         try:
             cfg = SFTConfig.model_validate(raw)
         except ValidationError as err:
@@ -170,39 +175,44 @@ def sft(
 
 
 def rl_config(
-    init_model: str, train_path: str, eval_path: Optional[str], output_dir: str, *,
-    objective: str = "lad", divergence: str = "js", kappa: float = 4.0, group_size: int = 8, lr: float = 1e-6,
-    steps: int = 100, prompts_per_step: int = 32, mini_batch_size: int = 0, micro_batch_size: int = 8, max_new_tokens: int = 1024,
-    temperature: float = 1.0, rollout_engine: str = "hf", engine: str = "deepspeed", eval_prompts: int = 64,
-    eval_k: int = 4, sandbox_url: str = "", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "",
-    stage: str = "train",
+    init_model: str, train_path: str, eval_path: Optional[str], output_dir: str, *, preset: str = "",
+    overrides: Optional[dict] = None, eval_prompts: int = 0, sandbox_url: str = "", experiment: str = "lad-pipeline",
+    parent_run_id: str = "", stage: str = "train", **parameters,
 ):
-    """The RL stage's config from the pipeline's knobs: LAD (divergence, kappa) or a GRPO-family
-    baseline, G completions per prompt, ``mini_batch_size`` sequences per optimizer step (0: all
-    P x G, one update per rollout), eval_path (when given) scored before and after; under
+    """The RL stage's config (see :mod:`lad.pipeline.settings` for the layers): RLConfig's
+    defaults, the ``preset``, the run's ``parameters`` that are set (RL_PARAMETERS: objective,
+    lr, steps, ...), the ``overrides`` (any RLConfig setting by its dotted name), then this step's
+    own: the model, data prep's train.parquet and, with ``eval_prompts`` > 0, that many of its
+    eval rows scored before and after (0: none, as RLData has by default); under
     ``parent_run_id`` its MLflow run is the stage ``stage``."""
+    from lad.pipeline.settings import LAD_ONLY, RL_PARAMETERS, SettingsError, check_field, chosen, flatten, layered, read_preset
     from lad.train.rl import RLConfig
 
-    loss_params = {"divergence": divergence, "kappa": kappa} if objective == "lad" else {}
-    raw = {
+    overrides = dict(overrides or {})
+    try:
+        given = flatten(read_preset(preset)) if preset else {}
+        for key in overrides:
+            check_field(RLConfig, key)
+        knobs = chosen(parameters, RL_PARAMETERS, "rl")
+    except SettingsError as err:
+        raise StepError(f"RL settings: {err}") from None
+    merged = flatten(layered(given, knobs, overrides))
+    objective = merged.get("algorithm.objective", "lad")
+    if objective != "lad":
+        knobs = {k: v for k, v in knobs.items() if k not in {RL_PARAMETERS[p] for p in LAD_ONLY}}
+    steps = merged.get("train.max_steps", RLConfig.model_fields["train"].default.max_steps)
+    own = {
         "model": str(init_model), "output_dir": str(output_dir),
-        "data": {
-            "train": {"path": train_path},
-            "eval": {"path": eval_path, "limit": eval_prompts} if eval_path and eval_prompts > 0 else None,
-        },
-        "rollout": {"engine": rollout_engine, "n": group_size, "temperature": temperature, "max_new_tokens": max_new_tokens},
-        "algorithm": {"objective": objective, "loss_params": loss_params},
-        "reward": {"sandbox_url": sandbox_url or None},
-        "train": {"prompts_per_step": prompts_per_step, "mini_batch_size": mini_batch_size or None,
-                  "micro_batch_size": micro_batch_size, "max_steps": steps, "log_every": max(1, steps // 100),
-                  "seed": seed, "samples_every": 0},
-        "optim": {"lr": lr, "warmup_steps": 0, "min_lr_ratio": 1.0, "weight_decay": 0.0},
-        "engine": {"name": engine},
-        "eval": {"every_steps": 0, "k": eval_k},
-        "checkpoint": {"every_steps": max(steps, 1)},
+        "data.train": {"path": train_path},
+        "data.eval": {"path": eval_path, "limit": eval_prompts} if eval_path and eval_prompts > 0 else None,
         "tracking": {"experiment": experiment, "run_name": stage if parent_run_id else f"{objective}-{stage}",
                      "parent_run_id": parent_run_id or None},
+        **({"reward.sandbox_url": sandbox_url} if sandbox_url else {}),
+        # the output folder is scratch of which only the model is kept: no rollout samples, one checkpoint
+        "train.samples_every": 0, "checkpoint.every_steps": max(steps, 1),
     }
+    # ~100 points per curve: a metric write per step to a sqlite store costs more than a tiny model's step
+    raw = layered({"train.log_every": max(1, steps // 100)}, given, knobs, overrides, own)
     try:
         return RLConfig.model_validate(raw)
     except ValidationError as err:
@@ -240,12 +250,13 @@ def parse_benchmarks(text: str) -> list[str]:
 
 
 def evaluate(
-    model_dir: str | Path, output: str | Path, *, benchmarks: str, k: int = 4, limit: int = 0,
-    max_new_tokens: int = 1024, temperature: float = 0.6, sandbox_url: str = "", benchmarks_dir: str = "",
+    model_dir: str | Path, output: str | Path, *, benchmarks: str, sandbox_url: str = "", benchmarks_dir: str = "",
     label: str = "model", seed: int = 0, experiment: str = "lad-pipeline", parent_run_id: str = "", stage: str = "evaluate",
+    **parameters,
 ) -> dict:
-    """Evaluate the model folder on the named benchmarks (k samples, first ``limit`` problems;
-    0: all) into ``output`` (samples/, summary.json, report.md/.html); returns the summary.
+    """Evaluate the model folder on the named benchmarks into ``output`` (samples/, summary.json,
+    report.md/.html); returns the summary. ``parameters`` (EVAL_PARAMETERS: k, limit,
+    max_new_tokens, temperature) that are set replace each benchmark's registered values (0: keep them).
 
     Under ``parent_run_id`` the MLflow stage ``stage`` gets the config, the summary's numbers
     (:func:`registry_metrics`) and the summary and reports as artifacts."""
@@ -256,7 +267,12 @@ def evaluate(
     from lad.evaluation.config import EvalConfig
     from lad.evaluation.stage import run_eval
 
-    per = {"k": k, "max_new_tokens": max_new_tokens, "temperature": temperature, **({"limit": limit} if limit else {})}
+    from lad.pipeline.settings import EVAL_PARAMETERS, SettingsError, chosen
+
+    try:
+        per = chosen(parameters, EVAL_PARAMETERS, "eval")
+    except SettingsError as err:
+        raise StepError(f"evaluation settings: {err}") from None
     try:
         cfg = EvalConfig(
             model=str(model_dir), output=str(output), label=label, seed=seed, benchmarks_dir=benchmarks_dir or None,
@@ -301,7 +317,7 @@ def registry_metrics(summary: dict) -> tuple[dict[str, float], list[str]]:
     return metrics, sorted(tags)
 
 
-def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int, limit: int = 0,
+def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int = 0, limit: int = 0,
                   benchmarks_dir: str = "") -> tuple[list[dict], int]:
     """The evaluation's code answers as a programs table for the sandbox: one row per sample
     with an extracted program, ``{id, code, tests}``, the code completed with the problem's
@@ -309,12 +325,13 @@ def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int, limit: int =
     their tests need reference outputs, which only the evaluation computes)."""
     from lad.evaluation.benchmarks import BENCHMARKS, load_records, resolve
     from lad.evaluation.config import BenchmarkOverrides, EvalConfig
+    from lad.pipeline.settings import EVAL_PARAMETERS, chosen
     from lad.rewards.code import assemble_program, method_shim, record_tests
 
     rows, skipped = [], 0
     names = [n for n in parse_benchmarks(benchmarks) if n in BENCHMARKS and BENCHMARKS[n].ability == "code"]
     for name in names:
-        over = BenchmarkOverrides(name=name, k=k, **({"limit": limit} if limit else {}))
+        over = BenchmarkOverrides(name=name, **chosen({"k": k, "limit": limit}, EVAL_PARAMETERS, "eval"))
         cfg = EvalConfig(model=str(eval_dir), benchmarks=[over], benchmarks_dir=benchmarks_dir or None)
         records = {r["extra_info"]["index"]: r for r in load_records(resolve(over, cfg), cfg)}
         path = Path(eval_dir) / "samples" / f"{name}.jsonl"
