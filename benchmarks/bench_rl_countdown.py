@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,21 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def launch(args, objective: str, out: Path) -> tuple[subprocess.Popen, Path]:
-    raw = yaml.safe_load(Path(args.config).read_text())
-    raw["model"] = args.model
-    raw["output_dir"] = str(out / objective)
-    raw["algorithm"]["objective"] = objective
-    if objective != "lad":
-        raw["algorithm"]["loss_params"] = {}  # GRPO's own defaults: clip 0.2, seq-mean-token-mean
-    raw["train"].update({"max_steps": args.steps, "seed": args.seed, "time_budget_min": args.budget_min})
-    raw["eval"].update({"k": args.k, "every_steps": args.eval_every, "at_start": True})
-    raw["data"]["eval"]["synthetic"]["n_per_task"] = args.eval_problems
-    raw["tracking"] = {"enabled": False}
+    from lad.study.grid import rl_run_config
+    from lad.study.runner import launch as launch_child
+
+    raw = rl_run_config(yaml.safe_load(Path(args.config).read_text()), model=args.model, output_dir=out / objective,
+                        objective=objective, seed=args.seed,
+                        overrides={"train.max_steps": args.steps, "train.time_budget_min": args.budget_min,
+                                   "eval.k": args.k, "eval.every_steps": args.eval_every, "eval.at_start": True,
+                                   "data.eval.synthetic.n_per_task": args.eval_problems})
     cfg = out / f"{objective}.yaml"
     cfg.write_text(yaml.safe_dump(raw))
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    log = (out / f"{objective}.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "lad.cli", "train", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    proc = launch_child(["lad.cli", "train", str(cfg)], out / f"{objective}.log", threads=args.threads, cwd=ROOT)
     return proc, out / objective
 
 
@@ -76,6 +71,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--objectives", nargs="+", default=["lad", "grpo"])
     args = parser.parse_args()
+    from lad.study.worker import eval_curve
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,9 +88,8 @@ def main() -> None:
     for obj, (_, run_dir) in runs.items():
         first, last = final_and_start(run_dir)
         start = start or metrics_of(first["problems"], args.k)
-        curve = [json.loads(p.read_text()) for p in sorted((run_dir / "eval").glob("step_*.json"))]
         results["runs"][obj] = {"wall_s": walls[obj], "steps": last["step"], "final": metrics_of(last["problems"], args.k),
-                                "curve": [{"step": c["step"], **{k: v for k, v in c["metrics"].items() if k.startswith("avg@")}} for c in curve]}
+                                "curve": eval_curve(run_dir)}
     results["start"] = start
     (out / "results.json").write_text(json.dumps(results, indent=2))
 

@@ -16,12 +16,13 @@ console = Console()
 
 # One module per command, named after it: lad/cli/<command>.py holds its app (a group of
 # commands) or its command; each defers heavy imports until it runs.
-from lad.cli import data, eval, images, models, pipeline, sandbox, sft, train  # noqa: E402
+from lad.cli import data, eval, images, models, pipeline, sandbox, sft, study, train  # noqa: E402
 
 for group in (data, sandbox, models, eval, pipeline, images):
     app.add_typer(group.app, name=group.__name__.rsplit(".", 1)[1])
 app.command("sft")(sft.command)
 app.command("train")(train.command)
+app.command("study")(study.command)
 
 
 @app.callback()

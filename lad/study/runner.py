@@ -1,0 +1,182 @@
+"""Running a study: the warm start once, the evaluation sets once, then every run not yet finished,
+up to ``max_parallel`` child processes at a time (one thread each), then the report.
+
+    OUTPUT/warm_start/           the SFT warm start (when warm_start.sft), model/ + metrics.json
+    OUTPUT/data/                 validation.jsonl, test.jsonl
+    OUTPUT/runs/ARM/seedN/       train.yaml, run.json, the trainer's files, test/, result.json, log
+    OUTPUT/study.md, study.json, pass_at_k.png, validation_curve.png
+
+A run with a result.json is finished and never started again; any other is (re)started, and its
+trainer resumes from its latest checkpoint. Child processes are plain ``python -m`` modules of this
+package, so a killed study leaves nothing that the next invocation cannot pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import yaml
+
+from lad.config import ConfigError, apply_overrides
+from lad.study.config import StudyConfig, load_study_config
+from lad.study.grid import Arm, Run, expand, rl_run_config, runs_of
+from lad.study.publish import publish
+from lad.study.splits import write_splits
+from lad.study.worker import RESULT
+
+Notice = Callable[[str], None]
+
+
+class StudyError(RuntimeError):
+    """A run or the warm start failed; the message names its log."""
+
+
+@dataclass
+class StudyOutcome:
+    arms: list[Arm]
+    started: list[str] = field(default_factory=list)  # runs launched by this invocation
+    skipped: list[str] = field(default_factory=list)  # runs already finished before it
+    report: list[Path] = field(default_factory=list)
+
+
+def child_env(threads: int = 1) -> dict[str, str]:
+    """The environment of a training child: one BLAS/OpenMP pool of ``threads``, no distributed
+    rendezvous inherited (each child is a world of one)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def launch(args: list[str], log: Path, *, threads: int = 1, cwd: Optional[Path] = None) -> subprocess.Popen:
+    """``python -m ARGS`` in a child process with ``threads`` threads, its output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        return subprocess.Popen([sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT, env=child_env(threads), cwd=cwd)
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: {path}: no such file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what}: {path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what}: {path}: expected a mapping at the top level")
+    return raw
+
+
+def _failure(what: str, log: Path) -> StudyError:
+    tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:] if log.is_file() else []
+    return StudyError(f"{what} failed; see {log}" + (f" (last line: {tail[0].strip()})" if tail else ""))
+
+
+def warm_start(cfg: StudyConfig, out: Path, notice: Notice) -> str:
+    """The model every arm starts from; trains the SFT warm start first if the study names one."""
+    if cfg.warm_start.model is not None:
+        return cfg.warm_start.model
+    folder = out / "warm_start"
+    if not (folder / "metrics.json").is_file():  # the SFT trainer writes it after the model
+        raw = apply_overrides(_read_yaml(Path(cfg.warm_start.sft), "warm_start.sft"), cfg.warm_start.sft_overrides)
+        raw["output_dir"] = str(folder)
+        raw["tracking"] = {"enabled": False}
+        config = out / "warm_start.yaml"
+        publish(config, yaml.safe_dump(raw))
+        notice(f"warm start: SFT ({cfg.warm_start.sft}) into {folder}")
+        # alone on the machine: it gets the threads the runs will share
+        proc = launch(["lad.cli", "sft", str(config), "--resume"], out / "warm_start.log", threads=cfg.max_parallel)
+        if proc.wait():
+            raise _failure("the SFT warm start", out / "warm_start.log")
+    return str(folder / "model")
+
+
+def prepare_run(run: Run, cfg: StudyConfig, base: dict, model: str, validation: Path, test: Path, out: Path) -> Path:
+    """The run's folder with its train.yaml and run.json (rewritten identically on every invocation)."""
+    from lad.train.rl import RLConfig
+
+    folder = out / "runs" / run.arm.name / f"seed{run.seed}"
+    ev = cfg.evaluation
+    raw = rl_run_config(base, model=model, output_dir=folder, objective=run.arm.objective, seed=run.seed,
+                        loss_params=run.arm.loss_params, overrides=cfg.overrides)
+    raw.setdefault("data", {})["eval"] = {"path": str(validation)}
+    raw["eval"] = {"every_steps": ev.every_steps, "at_start": True, "k": ev.validation_k, "temperature": ev.temperature,
+                   "top_p": ev.top_p, "max_new_tokens": ev.max_new_tokens}
+    rl = RLConfig.model_validate(raw)  # the base and overrides were checked by the caller; this fixes the types
+    test_cfg = {
+        "model": str(folder / "model"), "output": str(folder / "test"), "label": run.name, "engine": ev.engine,
+        "seed": ev.seed, "verifier_workers": 1,
+        "benchmarks": [{"name": f"synthetic_{cfg.splits.task}", "records": True, "uri": str(test), "k": ev.k,
+                        "temperature": ev.temperature, "top_p": ev.top_p,
+                        "max_new_tokens": ev.max_new_tokens or rl.rollout.max_new_tokens}],
+    }
+    publish(folder / "train.yaml", yaml.safe_dump(raw, sort_keys=False))
+    publish(folder / "run.json", json.dumps({"arm": run.arm.name, "seed": run.seed, "test": test_cfg}, indent=2))
+    return folder
+
+
+def check_runs(cfg: StudyConfig, base: dict, arms: list[Arm], where: str) -> None:
+    """Every run's RL config validates before anything trains; errors name the arm and the field."""
+    from pydantic import ValidationError
+
+    from lad.config import format_validation
+    from lad.train.rl import RLConfig
+
+    for run in runs_of(arms):
+        raw = rl_run_config(base, model="tiny:1m", output_dir="x", objective=run.arm.objective, seed=run.seed,
+                            loss_params=run.arm.loss_params, overrides=cfg.overrides)
+        try:
+            RLConfig.model_validate(raw)
+        except ValidationError as err:
+            raise ConfigError(f"{where}: base {cfg.base} with overrides, arm {run.arm.name}: {format_validation(err)}") from None
+
+
+def run_study(config_path: Path, *, notice: Notice = lambda m: None, poll_s: float = 1.0) -> StudyOutcome:
+    """Run (or resume) the study of ``config_path``; returns what this invocation started and skipped."""
+    from lad.study.report import write_report
+
+    cfg = load_study_config(config_path)
+    base = _read_yaml(Path(cfg.base), "base")
+    arms = expand(cfg, base, str(config_path))
+    check_runs(cfg, base, arms, str(config_path))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = warm_start(cfg, out, notice)
+    validation, test = write_splits(cfg.splits, out / "data")
+    outcome = StudyOutcome(arms)
+    todo: list[tuple[Run, Path]] = []
+    for run in runs_of(arms):
+        folder = prepare_run(run, cfg, base, model, validation, test, out)
+        if (folder / RESULT).is_file():
+            outcome.skipped.append(run.name)
+        else:
+            todo.append((run, folder))
+    notice(f"{len(outcome.skipped)} of {len(outcome.skipped) + len(todo)} runs finished before; {len(todo)} to run, "
+           f"{cfg.max_parallel} at a time")
+    running: list[tuple[Run, Path, subprocess.Popen]] = []
+    failures: list[StudyError] = []
+    while todo or running:
+        while todo and len(running) < cfg.max_parallel:
+            run, folder = todo.pop(0)
+            running.append((run, folder, launch(["lad.study.worker", str(folder)], folder / "log")))
+            outcome.started.append(run.name)
+            notice(f"started {run.name}")
+        time.sleep(poll_s)
+        for entry in [e for e in running if e[2].poll() is not None]:
+            running.remove(entry)
+            run, folder, proc = entry
+            if proc.returncode == 0 and (folder / RESULT).is_file():
+                notice(f"finished {run.name}")
+            else:
+                failures.append(_failure(f"run {run.name}", folder / "log"))
+                notice(str(failures[-1]))
+    if failures:
+        raise StudyError(f"{len(failures)} run(s) failed: " + "; ".join(map(str, failures)))
+    outcome.report = write_report(cfg, arms, out)
+    return outcome

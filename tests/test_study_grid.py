@@ -1,0 +1,67 @@
+"""Study arms from explicit entries and products, merged by settings; the evaluation sets."""
+
+import json
+
+import pytest
+
+from lad.config import ConfigError
+from lad.study.config import StudyConfig
+from lad.study.grid import expand, rl_run_config, runs_of
+
+BASE = {"algorithm": {"objective": "lad", "loss_params": {"divergence": "js", "kappa": 4.0, "ratio_level": "token"}}}
+
+
+def _cfg(**kw):
+    return StudyConfig.model_validate({"name": "t", "base": "b.yaml", "warm_start": {"model": "tiny:1m"}, **kw})
+
+
+def test_arms_and_grids_expand_to_the_product_merged_by_settings():
+    cfg = _cfg(arms=[{"objective": "lad", "seeds": [0, 1, 2]}, {"objective": "grpo", "seeds": [0, 1, 2]},
+                     {"name": "dapo", "objective": "dapo", "seeds": [0]}],
+               grids=[{"group": "divergence", "divergence": ["js", "hd", "tv"], "seeds": [0, 1]},
+                      {"group": "kappa", "kappa": [1, 4], "seeds": [0, 3]}])
+    arms = expand(cfg, BASE)
+    assert [(a.name, a.seeds, a.groups) for a in arms] == [
+        ("lad-js-k4", [0, 1, 2, 3], ["main", "divergence", "kappa"]),
+        ("grpo", [0, 1, 2], ["main"]),
+        ("dapo", [0], ["main"]),
+        ("lad-hd-k4", [0, 1], ["divergence"]),
+        ("lad-tv-k4", [0, 1], ["divergence"]),
+        ("lad-js-k1", [0, 3], ["kappa"]),
+    ]
+    assert arms[0].loss_params == {"divergence": "js", "kappa": 4.0, "ratio_level": "token"}
+    assert arms[5].loss_params == {"divergence": "js", "kappa": 1.0, "ratio_level": "token"}
+    assert arms[1].loss_params == {} and arms[1].describe("kappa") is None
+    assert len(runs_of(arms)) == 4 + 3 + 1 + 2 + 2 + 2
+
+
+def test_two_settings_under_one_name_are_refused():
+    cfg = _cfg(arms=[{"name": "x", "objective": "grpo", "seeds": [0]}, {"name": "x", "objective": "dapo", "seeds": [0]}],
+               reference="x")
+    with pytest.raises(ConfigError, match=r"arms\[1\]: arm name 'x' is already used by other settings"):
+        expand(cfg, BASE)
+
+
+def test_a_run_config_keeps_lad_settings_for_lad_only():
+    base = {**BASE, "train": {"max_steps": 9}, "tracking": {"enabled": True}}
+    lad = rl_run_config(base, model="m", output_dir="o", objective="lad", seed=3, loss_params={"kappa": 2.0},
+                        overrides={"train.max_steps": 5})
+    assert lad["algorithm"] == {"objective": "lad", "loss_params": {"divergence": "js", "kappa": 2.0, "ratio_level": "token"}}
+    assert (lad["model"], lad["output_dir"], lad["train"], lad["tracking"]) == ("m", "o", {"max_steps": 5, "seed": 3}, {"enabled": False})
+    grpo = rl_run_config(base, model="m", output_dir="o", objective="grpo", seed=0)
+    assert grpo["algorithm"] == {"objective": "grpo", "loss_params": {}}
+    assert base["train"] == {"max_steps": 9}  # the base is not modified
+
+
+def test_validation_and_test_are_disjoint_held_out_sets():
+    from lad.data.synthetic import generate
+    from lad.study.config import Splits
+    from lad.study.splits import draw_splits
+
+    validation, test = draw_splits(Splits.model_validate({"validation": {"n": 300, "seed": 2}, "test": {"n": 300, "seed": 1}}))
+    assert (len(validation), len(test)) == (300, 300)
+    key = lambda r: json.dumps(r["prompt"])  # noqa: E731
+    assert not {key(r) for r in validation} & {key(r) for r in test}
+    train = {key(r) for r in generate("countdown", 2000, seed=0, split="train")}
+    assert not train & {key(r) for r in validation + test}
+    assert test == generate("countdown", 300, seed=1, split="test")
