@@ -33,8 +33,8 @@ def apply_overrides(raw: dict, overrides: Optional[dict[str, Any]]) -> dict:
     return raw
 
 
-def load_yaml_config(path: str | Path, model: type[M], overrides: Optional[dict[str, Any]] = None) -> M:
-    """``model`` from the YAML file at ``path`` with ``overrides`` applied; raises ConfigError."""
+def read_yaml_mapping(path: str | Path) -> dict:
+    """The mapping at the top of the YAML file at ``path`` (empty file: {}); raises ConfigError."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -46,6 +46,12 @@ def load_yaml_config(path: str | Path, model: type[M], overrides: Optional[dict[
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_yaml_config(path: str | Path, model: type[M], overrides: Optional[dict[str, Any]] = None) -> M:
+    """``model`` from the YAML file at ``path`` with ``overrides`` applied; raises ConfigError."""
+    raw = read_yaml_mapping(path)
     try:
         return model.model_validate(apply_overrides(raw, overrides))
     except ValidationError as err:

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import yaml
 
-from lad.config import ConfigError, apply_overrides
+from lad.config import ConfigError, apply_overrides, read_yaml_mapping
 from lad.study.config import StudyConfig, load_study_config
 from lad.study.grid import Arm, Run, expand, rl_run_config, runs_of
 from lad.study.publish import publish
@@ -63,14 +63,9 @@ def launch(args: list[str], log: Path, *, threads: int = 1, cwd: Optional[Path] 
 
 def _read_yaml(path: Path, what: str) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{what}: {path}: no such file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{what}: {path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{what}: {path}: expected a mapping at the top level")
-    return raw
+        return read_yaml_mapping(path)
+    except ConfigError as err:
+        raise ConfigError(f"{what}: {err}") from None
 
 
 def _failure(what: str, log: Path) -> StudyError:
