@@ -9,7 +9,6 @@ modes; GRPO and plain policy gradient maximise expected advantage and collapse o
 from __future__ import annotations
 
 import math
-import os
 from typing import Literal
 
 import torch
@@ -17,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from lad.advantages import grpo_advantages
 from lad.objectives import DIVERGENCES, get_policy_loss
+from lad.storage import atomic_path
 
 
 class Bump(BaseModel):
@@ -228,8 +228,8 @@ def plot_bandit(result: dict, path: str) -> None:
     curve.legend(fontsize=7, ncol=5)
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    # Written beside the destination and renamed, so a crash never leaves half a PNG.
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)

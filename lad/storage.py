@@ -293,14 +293,43 @@ def _cfg(config: StorageConfig | None) -> StorageConfig:
     return config if config is not None else StorageConfig()
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write a file at; when the block ends
+    without an error the file is fsync'ed and renamed over ``path`` (and the folder fsync'ed), so
+    a reader, or a run killed at any moment, sees the old content or the new, never part of it.
+
+    The temporary name is unique (concurrent writers never share one) and keeps the suffix, so
+    writers that pick a format by it (matplotlib, the KFP compiler) work unchanged; on an error
+    it is removed.
+    """
+    dst = Path(path)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
+    tmp = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:12]}.tmp{dst.suffix}")
     try:
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+        folder = os.open(dst.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (text as UTF-8) to the local file ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def put_file(local: str | os.PathLike, uri: str | os.PathLike, *, config: StorageConfig | None = None) -> None:
@@ -345,14 +374,7 @@ def put_bytes(data: bytes, uri: str | os.PathLike, *, config: StorageConfig | No
     """Write a small object in one request (or one local file, atomically)."""
     cfg = _cfg(config)
     if not is_s3(uri):
-        dst = Path(uri)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            tmp.write_bytes(data)
-            tmp.replace(dst)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(uri, data)
         return
     bucket, key = split_s3(str(uri))
     with _s3_errors("put", str(uri), cfg):

@@ -343,3 +343,26 @@ def test_bad_inputs_are_named(tmp_path, cfg):
         storage.put_dir(tmp_path / "m", tmp_path / "x", config=cfg)
     with pytest.raises(StorageNotFoundError, match="put .*: not a file"):
         storage.put_file(tmp_path / "nope", tmp_path / "x", config=cfg)
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_nothing_on_error(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "summary.json"
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    assert storage.write_atomic(target, '{"a": 1}') == target
+    assert target.read_text() == '{"a": 1}' and len(synced) == 2  # the file, then its folder
+    # every writer gets its own temporary name, beside the target and with its suffix (matplotlib
+    # and the KFP compiler choose the format by it)
+    with storage.atomic_path(target) as one, storage.atomic_path(target) as two:
+        assert one != two and one.parent == target.parent and one.suffix == ".json" and one.name.startswith(".summary.")
+        one.write_text("1")
+        two.write_text("2")
+    assert target.read_text() == "1"  # the last to finish wins, whole
+    with pytest.raises(RuntimeError, match="cut short"):
+        with storage.atomic_path(target) as tmp:
+            tmp.write_text('{"half')
+            raise RuntimeError("cut short")
+    assert target.read_text() == "1" and sorted(p.name for p in target.parent.iterdir()) == ["summary.json"]
+    storage.put_bytes(b"bytes", target)
+    assert target.read_bytes() == b"bytes" and sorted(p.name for p in target.parent.iterdir()) == ["summary.json"]

@@ -76,15 +76,11 @@ def bandit(
     table.caption = f"target: entropy {target_entropy:.3f}, max prob {max(result['target']):.3f}"
     console.print(table)
     if json_path:
-        _write_atomic(json_path, json.dumps(result, indent=2))
+        from lad.storage import write_atomic
+
+        write_atomic(json_path, json.dumps(result, indent=2))
         console.print(f"wrote {json_path}")
     if plot:
         plot_bandit(result, str(plot))
         console.print(f"wrote {plot}")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
+from lad.storage import atomic_path, write_atomic
+
 PLOTS = "plots"
 
 
@@ -93,27 +95,20 @@ def to_html(blocks: list[Block], title: str, root: Path) -> str:
     return "\n".join(parts)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def _save_figure(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def _write_documents(blocks: list[Block], title: str, root: Path, stem: str) -> list[Path]:
     md, page = root / f"{stem}.md", root / f"{stem}.html"
-    _write_atomic(md, to_markdown(blocks).encode())
-    _write_atomic(page, to_html(blocks, title, root).encode())
+    write_atomic(md, to_markdown(blocks))
+    write_atomic(page, to_html(blocks, title, root))
     return [md, page]
 
 
@@ -292,7 +287,7 @@ def write_comparison(runs: list[tuple[str, dict]], root: Path) -> list[Path]:
     )
     plot = Path(PLOTS) / "compare.png"
     plot_comparison(runs, benchmarks, root / plot)
-    _write_atomic(root / "compare.json", json.dumps(data, indent=2).encode())
+    write_atomic(root / "compare.json", json.dumps(data, indent=2))
     blocks: list[Block] = [
         f"# Comparison: {' vs '.join(labels)}",
         "Avg@k and the unbiased Pass@k in percent, each benchmark at its own k; mean: unweighted over benchmarks.",

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from lad.storage import write_atomic
+
 SAMPLE_FIELDS = (
     "benchmark", "problem_id", "source_id", "sample", "response", "answer", "correct", "reason", "tokens", "finish_reason",
 )
@@ -53,12 +55,6 @@ def model_fingerprint(model: str) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 class SampleLog:
     """The results file of one benchmark: finished samples in, new samples appended."""
 
@@ -83,7 +79,7 @@ class SampleLog:
         elif self.path.exists() and self.path.stat().st_size:
             raise ResultsError(f"{self.path}: results without {self.meta_path.name}; cannot tell what made them")
         else:
-            _write_atomic(self.meta_path, json.dumps(self.meta, indent=2, sort_keys=True))
+            write_atomic(self.meta_path, json.dumps(self.meta, indent=2, sort_keys=True))
         self.rows, end, torn = read_samples(self.path)
         if torn:
             with self.path.open("r+b") as f:

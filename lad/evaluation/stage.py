@@ -23,6 +23,7 @@ from lad.evaluation.config import ConfigError, EvalConfig
 from lad.evaluation.results import SampleLog, discard, model_fingerprint
 from lad.evaluation.scoring import SCORERS, Scorer
 from lad.evaluation.summary import aggregate, benchmark_summary, by_problem
+from lad.storage import write_atomic
 
 SUMMARY = "summary.json"
 
@@ -210,10 +211,7 @@ def run_eval(
         "settings": {run.name: run.model_dump(include={"k", "limit", "sampling", "source"}) for run in runs},
         "run": stats,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{SUMMARY}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    tmp.replace(out / SUMMARY)
+    write_atomic(out / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False))
     write_report(summary, out)
     return summary
 

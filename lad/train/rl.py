@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field, model_validator
 from lad.advantages import ADVANTAGES, get_advantage
 from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
 from lad.rollout import SamplingParams, build_rollout
+from lad.storage import write_atomic
 from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
@@ -500,14 +501,10 @@ def rollout_metrics(samples: list[Sample], rewards: torch.Tensor, adv_metrics: d
 
 
 def write_samples(path: Path, samples: list[Sample], n: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        for s in samples[:n]:
-            f.write(json.dumps({"prompt_index": s.prompt_index, "prompt": s.record["prompt"], "completion": s.text,
-                                "reward": s.reward, "reason": s.reason, "answer": s.answer, "advantage": s.advantage,
-                                "finish_reason": s.finish_reason, "response_tokens": len(s.response_ids)}) + "\n")
-    tmp.replace(path)
+    write_atomic(path, "".join(
+        json.dumps({"prompt_index": s.prompt_index, "prompt": s.record["prompt"], "completion": s.text,
+                    "reward": s.reward, "reason": s.reason, "answer": s.answer, "advantage": s.advantage,
+                    "finish_reason": s.finish_reason, "response_tokens": len(s.response_ids)}) + "\n" for s in samples[:n]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,7 +566,7 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
             if rank == 0 and eval_records:
                 rollout.update_weights(full)
                 metrics, rows = evaluate_policy(rollout, eval_records, cfg.eval, cfg.rollout.max_new_tokens, score)
-                _write_json(out_dir / "eval" / f"step_{at_step:08d}.json", {"step": at_step, "metrics": metrics, "problems": rows})
+                write_atomic(out_dir / "eval" / f"step_{at_step:08d}.json", json.dumps({"step": at_step, "metrics": metrics, "problems": rows}, indent=2, sort_keys=True))
             engine.barrier()
         return {f"eval/{k}": v for k, v in metrics.items()}
 
@@ -654,7 +651,7 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
                 if rank == 0:
                     card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(), "metrics": history[-1] if history else {}}
                     save_model(full, tokenizer, out_dir / "model", card)
-                    _write_json(out_dir / "metrics.json", results)
+                    write_atomic(out_dir / "metrics.json", json.dumps(results, indent=2, sort_keys=True))
                     if run:
                         run.log_artifact(out_dir / "metrics.json")
                 engine.barrier()
@@ -663,17 +660,8 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
             bar.close()
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    tmp.replace(path)
-
-
 def _truncate_steps(path: Path, last_step: int) -> None:
     """Drop the step logs a killed run wrote after its last checkpoint (the resume redoes those steps)."""
     if path.is_file():
         lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines))
-        tmp.replace(path)
+        write_atomic(path, "".join(line + "\n" for line in lines))

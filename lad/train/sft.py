@@ -25,6 +25,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from lad.config import load_yaml_config
+from lad.storage import write_atomic
 from lad.tracking import Tracker, TrackingConfig
 from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
@@ -198,16 +199,9 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
                 results.update(evaluate_heldout(full, tokenizer, cfg.heldout))
                 card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(mode="json"), "metrics": results}
                 save_model(full, tokenizer, Path(cfg.output_dir) / "model", card)
-                _write_json(Path(cfg.output_dir) / "metrics.json", results)
+                write_atomic(Path(cfg.output_dir) / "metrics.json", json.dumps(results, indent=2, sort_keys=True))
                 if run is not None:
                     run.log_metrics(results, step)
                     run.log_dict(results, "sft_metrics.json")
             engine.barrier()
         return results
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    tmp.replace(path)
