@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lad.rollout import ENGINES, Completion, RolloutEngine, SamplingParams, build_rollout
-from lad.rollout.base import prompt_ids
+from lad.chat import prompt_ids
 from rollout_cases import PROMPTS, eos_biased
 
 

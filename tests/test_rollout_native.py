@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lad.rollout import SamplingParams, build_rollout
-from lad.rollout.base import left_pad, prompt_ids
+from lad.chat import prompt_ids
+from lad.rollout.base import left_pad
 from rollout_cases import PROMPTS, eos_biased
 from lad.rollout.native import NativeRollout, _chunks
 from lad.rollout.native_fused import FusedDecoder, fused_unsupported

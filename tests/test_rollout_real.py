@@ -9,7 +9,8 @@ from lad.evaluation.benchmarks import load_records, resolve
 from lad.evaluation.config import BenchmarkOverrides, EvalConfig
 from lad.modeling import load_model
 from lad.rollout import SamplingParams, build_rollout
-from lad.rollout.base import left_pad, prompt_ids
+from lad.chat import prompt_ids
+from lad.rollout.base import left_pad
 from lad.rollout.native_fused import fused_unsupported
 
 PROMPTS, TOKENS = 4, 64  # the 16 x 128 is the benchmark's size (bench_rollout_real.py); 4 x 64 keeps CI short

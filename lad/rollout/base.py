@@ -74,10 +74,3 @@ def left_pad(ids: list[list[int]], pad_id: int):
         input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
         attention[i, width - len(p):] = 1
     return input_ids, attention
-
-
-def prompt_ids(tokenizer, prompts: list[list[dict]]) -> list[list[int]]:
-    """Token ids of chat prompts with the generation prompt appended, as every engine and the trainer see them."""
-    from lad.train.sft_data import prompt_text
-
-    return [tokenizer(prompt_text(tokenizer, m), add_special_tokens=False)["input_ids"] for m in prompts]

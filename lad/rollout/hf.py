@@ -13,7 +13,8 @@ from typing import Optional
 
 import torch
 
-from lad.rollout.base import Completion, SamplingParams, left_pad, prompt_ids
+from lad.chat import prompt_ids
+from lad.rollout.base import Completion, SamplingParams, left_pad
 
 
 class _SampledLogprobs:

@@ -26,7 +26,8 @@ from typing import Literal, Optional
 
 import torch
 
-from lad.rollout.base import Completion, SamplingParams, left_pad, prompt_ids
+from lad.chat import prompt_ids
+from lad.rollout.base import Completion, SamplingParams, left_pad
 from lad.rollout.native_fused import FusedDecoder, fused_unsupported
 from lad.rollout.native_generic import GenericDecoder
 from lad.rollout.native_sampling import Sampler

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from lad.rollout.base import Completion, SamplingParams, prompt_ids
+from lad.chat import prompt_ids
+from lad.rollout.base import Completion, SamplingParams
 
 
 def vllm_available() -> tuple[bool, str]:

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from lad.rewards.extract import last_code_block
-from lad.train.sft_data import prompt_text
+from lad.chat import prompt_text
 
 
 

@@ -225,7 +225,7 @@ def load_config(path: str | Path, **overrides) -> RLConfig:
 
 def load_prompts(source: PromptSource, tokenizer, max_prompt_len: int, what: str) -> tuple[list[dict], int]:
     """(records whose prompt fits, number dropped as too long)."""
-    from lad.rollout.base import prompt_ids
+    from lad.chat import prompt_ids
 
     if source.synthetic is not None:
         from lad.data.synthetic import generate

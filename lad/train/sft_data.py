@@ -18,6 +18,8 @@ from typing import Iterable, Optional
 import torch
 from pydantic import BaseModel, Field, model_validator
 
+from lad.chat import prompt_text
+
 IGNORE = -100  # label of positions that carry no loss (prompt and padding)
 
 
@@ -149,10 +151,6 @@ def load_pairs(data: SFTData) -> list[Pair]:
     rows = read_records(data.path)
     unit = "line" if data.path.endswith((".jsonl", ".json")) else "row"
     return [pair_from_record(r, f"{data.path}, {unit} {i + 1}") for i, r in enumerate(rows)]
-
-
-def prompt_text(tokenizer, messages: list[dict]) -> str:
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def tokenize_pairs(pairs: Iterable[Pair], tokenizer, max_seq_len: int) -> tuple[list[Example], int]:
