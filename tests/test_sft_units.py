@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from lad.cli import app
 from lad.modeling import build_tiny_model
-from lad.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from lad.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, TorchEngine, lr_multiplier
 from lad.train.sft import load_config
 from lad.train.sft_data import (
@@ -212,6 +212,20 @@ def test_load_rejects_an_incomplete_checkpoint(tiny, tmp_path):
     (tmp_path / "step_00000001").mkdir()
     with pytest.raises(FileNotFoundError, match="is not a complete checkpoint"):
         load_checkpoint(engine, tmp_path / "step_00000001")
+
+
+def test_resume_latest_starts_fresh_restores_the_newest_and_refuses_other_settings(tiny, tmp_path, capsys):
+    make = lambda: TorchEngine(build_tiny_model("1m", seed=0)[0], OptimConfig(), EngineConfig(name="torch"), total_steps=4, grad_accum=1)  # noqa: E731
+    trajectory = {"lr": 1e-3, "data": ("a", "b")}  # a tuple, as a config dump may hold: compared as saved (JSON)
+    engine = make()
+    assert resume_latest(engine, tmp_path, trajectory, total_steps=4) is None
+    for step in (1, 2):
+        save_checkpoint(engine, tmp_path, step, {"trajectory": trajectory, "tokens_seen": 10 * step}, keep_last=2)
+    state = resume_latest(make(), tmp_path, trajectory, total_steps=4)
+    assert state == {"trajectory": {"lr": 1e-3, "data": ["a", "b"]}, "tokens_seen": 20, "step": 2}
+    assert f"resuming from {tmp_path / 'step_00000002'} (step 2 of 4)" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"checkpoint .*step_00000002 was written with different training settings"):
+        resume_latest(make(), tmp_path, {**trajectory, "lr": 2e-3}, total_steps=4)
 
 
 # ---------------------------------------------------------------- config and CLI

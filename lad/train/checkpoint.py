@@ -114,3 +114,22 @@ def load_checkpoint(engine: TrainEngine, path: str | Path) -> dict:
     engine.load_state(path)
     set_rng_state(torch.load(rng_file, weights_only=True))
     return json.loads(state_file.read_text())
+
+
+def resume_latest(engine: TrainEngine, root: str | Path, trajectory: dict, *, total_steps: int) -> Optional[dict]:
+    """``--resume``: restore the newest complete checkpoint under ``root`` into ``engine`` and
+    return its trainer state (None when there is none: the run starts fresh).
+
+    ``trajectory`` holds the settings the run's path depends on (saved in the trainer state as
+    "trajectory"); a checkpoint written under other ones is refused, since continuing it would
+    give a run that neither setting describes.
+    """
+    ckpt = latest_checkpoint(root)
+    if ckpt is None:
+        return None
+    state = load_checkpoint(engine, ckpt)
+    if state["trajectory"] != json.loads(json.dumps(trajectory)):
+        raise ValueError(f"--resume: checkpoint {ckpt} was written with different training settings; use a new output_dir")
+    if engine.rank == 0:
+        print(f"resuming from {ckpt} (step {state['step']} of {total_steps})")
+    return state

@@ -38,7 +38,7 @@ from lad.advantages import ADVANTAGES, get_advantage
 from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
 from lad.rollout import SamplingParams, build_rollout
 from lad.storage import write_atomic
-from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lad.train.checkpoint import resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
@@ -547,16 +547,11 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
 
     root = Path(cfg.checkpoint.dir or out_dir / "checkpoints")
     step, run_id, history = 0, None, []
-    if resume:
-        ckpt = latest_checkpoint(root)
-        if ckpt is not None:
-            state = load_checkpoint(engine, ckpt)
-            if state["trajectory"] != cfg.trajectory():
-                raise ValueError(f"--resume: checkpoint {ckpt} was written with different training settings; use a new output_dir")
-            step, run_id, history = state["step"], state.get("mlflow_run_id"), state.get("eval_history", [])
-            if rank == 0:
-                print(f"resuming from {ckpt} (step {step} of {tc.max_steps})")
-                _truncate_steps(out_dir / "steps.jsonl", step)
+    state = resume_latest(engine, root, cfg.trajectory(), total_steps=tc.max_steps) if resume else None
+    if state is not None:
+        step, run_id, history = state["step"], state.get("mlflow_run_id"), state.get("eval_history", [])
+        if rank == 0:
+            _truncate_steps(out_dir / "steps.jsonl", step)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
 

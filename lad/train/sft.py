@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, model_validator
 from lad.config import load_yaml_config
 from lad.storage import write_atomic
 from lad.tracking import Tracker, TrackingConfig
-from lad.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lad.train.checkpoint import resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.heldout import HeldoutConfig, evaluate_heldout
 from lad.train.sft_data import DataError, SFTData, batch_plan, collate, completion_nll_sum, load_pairs, micro_slice, tokenize_pairs
@@ -135,15 +135,9 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
     engine = build_engine(model, cfg.optim, cfg.engine, total_steps=total_steps, grad_accum=tc.grad_accum, micro_batch_size=tc.micro_batch_size)
     root = cfg.checkpoint_root()
     step, tokens_seen, run_id = 0, 0, None
-    if resume:
-        ckpt = latest_checkpoint(root)
-        if ckpt is not None:
-            state = load_checkpoint(engine, ckpt)
-            if state["trajectory"] != json.loads(json.dumps(cfg.trajectory())):
-                raise ValueError(f"--resume: checkpoint {ckpt} was written with different training settings; use a new output_dir")
-            step, tokens_seen, run_id = state["step"], state["tokens_seen"], state.get("mlflow_run_id")
-            if rank == 0:
-                print(f"resuming from {ckpt} (step {step} of {total_steps})")
+    state = resume_latest(engine, root, cfg.trajectory(), total_steps=total_steps) if resume else None
+    if state is not None:
+        step, tokens_seen, run_id = state["step"], state["tokens_seen"], state.get("mlflow_run_id")
 
     with contextlib.ExitStack() as stack:
         run = _open_run(stack, cfg, rank, run_id)
