@@ -147,3 +147,29 @@ def test_reference_failures_name_their_cause():
         start + "runtime_error: TypeError: bad" + end + "the reference solution itself fails: the record is wrong")
     passed = EvaluateResult(status="ok", passed=1, total=1, verdicts=[Verdict(status="passed")])
     assert _reference_failure(record, passed) is None
+
+
+def test_one_dispatcher_scores_code_with_the_rest_strictly_for_the_evaluator(client):
+    from lad.rewards import RewardConfig, score_batch
+    from lad.rewards.code import outcome
+
+    cases = [([[1]], 1), ([[2]], 2)]
+    lc = _leetcode_record(0, cases, entry_in_record=True)
+    countdown = {"data_source": "synthetic/countdown", "ability": "math",
+                 "reward_model": {"ground_truth": json.dumps({"numbers": [2, 3], "target": 6})}}
+    wrong = _fenced("class Solution:\n    def run(self, xs):\n        return xs[0] * 3 - 2\n")
+    body = _fenced("        return xs[0]\n")  # the method's body: continues the record's starter code
+    responses = [wrong, "\\boxed{2*3}", body, "no code"]
+    records = [lc, countdown, dict(lc, extra_info=dict(lc["extra_info"], starter_code="class Solution:\n    def run(self, xs):\n")), lc]
+    scores = score_batch(responses, records, RewardConfig(), sandbox=client)
+    assert [(s.value, s.reason) for s in scores] == [
+        (0.5, "passed_1_of_2: failed: returned 4, expected 2"), (1.0, "correct"), (1.0, "correct"), (0.0, "no_code")]
+    # all-pass (held-out and evaluation): the sandbox stops at the first failing test
+    assert [s.value for s in score_batch(responses, records, RewardConfig(code_mode="all_pass"), sandbox=client)] == [0, 1, 1, 0]
+    assert [outcome(s.reason) for s in scores] == ["failed", "correct", "correct", "no_code"]
+    assert outcome("sandbox_error") == "sandbox_error" and outcome("passed_0_of_2: timeout") == "timeout"
+    broken = _reference_record(2, "def f(x):\n    return x + 'a'\n", [[1], [2]])
+    answer = _fenced("def f(x):\n    return x + 1\n")
+    assert score_batch([answer], [broken], sandbox=client)[0].reason.startswith("reference_failed: heplus problem 2")
+    with pytest.raises(ScoringError, match=r"^heplus problem 2: .*the record is wrong$"):
+        score_batch([answer], [broken], sandbox=client, strict=True)

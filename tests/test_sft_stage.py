@@ -26,6 +26,22 @@ def test_demonstrations_are_formatted_and_correct_and_junk_is_neither():
     assert correct(records, wrong) == [False] * len(records)
 
 
+def test_heldout_verdicts_complete_the_starter_code_and_reach_class_methods_as_the_reward_does():
+    def record(entry: str, starter: str, tests: list[dict]) -> dict:
+        spec = json.dumps(tests)
+        return {"data_source": "x", "ability": "code", "reward_model": {"style": "rule", "ground_truth": spec},
+                "extra_info": {"index": 0, "split": "test", "entry_point": entry, "starter_code": starter, "tests": spec,
+                               "test_type": "call"}}
+
+    square = record("sq", "def sq(x):\n", [{"type": "call", "entry_point": "sq", "args": [a], "expected": a * a} for a in (2, 3)])
+    add = record("Solution.add", "class Solution:\n    def add(self, a: int, b: int) -> int:\n",
+                 [{"type": "call", "entry_point": "Solution.add", "args": [2, 5], "expected": 7}])
+    body = "```python\n    return x * x\n```"  # continues the starter code, as a chat model may answer
+    method = "```python\nclass Solution:\n    def add(self, a, b):\n        return a + b\n```"
+    wrong = "```python\n    return x + x\n```"  # right for 2, wrong for 3
+    assert correct([square, add, square], [body, method, wrong]) == [True, True, False]
+
+
 def test_sft_stage_writes_model_card_metrics_and_mlflow_run(tmp_path):
     from mlflow import MlflowClient
 

@@ -1,8 +1,10 @@
 """Scorers: per-sample verdicts for a benchmark's responses, and answer classes for maj@k.
 
-``math`` scores through :mod:`lad.rewards` (math-verify in a worker pool; countdown checked
-exactly), ``code`` runs the extracted program against the record's tests in the sandbox. Each
-scorer also says which answers count as the same (math-verify equivalence for math, exact
+Both score through :func:`lad.rewards.score_batch`, the dispatcher training uses too (math-verify
+in a worker pool, countdown checked exactly, code run against the record's tests in the sandbox),
+strictly: a record that cannot be scored is an error, not a wrong answer. ``math`` keeps a
+verifier pool and removes an answer's unit first; ``code`` keeps a sandbox client. Each scorer
+also says which answers count as the same (math-verify equivalence for math, exact
 expression for countdown, AST-normalised program for code), so maj@k and the number of distinct
 correct answers group answers the way the scorer judges them.
 """
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 from lad.evaluation.metrics import normalize_program
-from lad.rewards.code import run_responses
+from lad.rewards import RewardConfig, Score, reward_kind, score_batch
+from lad.rewards.code import outcome
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,13 @@ class Verdict:
     correct: bool
     reason: str  # "correct", "wrong", "no_answer", "no_code", a test status such as "timeout", ...
     answer: Optional[str]  # the extracted answer or program that was judged
+
+
+def verdicts(scores: list[Score], records: list[dict]) -> list[Verdict]:
+    """The evaluator's verdict of each score: correct only at full marks; a code score's reason
+    shortened to what happened (see :func:`lad.rewards.code.outcome`)."""
+    return [Verdict(s.value == 1.0, outcome(s.reason) if reward_kind(r) == "code" else s.reason, s.answer)
+            for s, r in zip(scores, records)]
 
 
 class Scorer(Protocol):
@@ -113,7 +123,7 @@ class MathScorer:
         self._owned = owned or verifier is None
 
     def score(self, responses: list[str], records: list[dict]) -> list[Verdict]:
-        from lad.rewards import extract_answer, score_batch
+        from lad.rewards import extract_answer
 
         prepared = []
         for response, record in zip(responses, records):
@@ -121,12 +131,10 @@ class MathScorer:
             answer = extract_answer(response) if unit else None
             bare = strip_unit(answer, unit) if answer is not None else None
             prepared.append(f"\\boxed{{{bare}}}" if bare != answer else response)
-        scores = score_batch(prepared, records, verifier=self.verifier)
-        return [Verdict(s.value == 1.0, s.reason, s.answer) for s in scores]
+        return verdicts(score_batch(prepared, records, RewardConfig(code_mode="all_pass"), verifier=self.verifier, strict=True),
+                        records)
 
     def answer_classes(self, answers: list[list[str]], records: list[dict]) -> list[dict[str, int]]:
-        from lad.rewards import reward_kind
-
         kinds = [reward_kind(r) for r in records]
         math_idx = [i for i, k in enumerate(kinds) if k == "math"]
         other_idx = [i for i, k in enumerate(kinds) if k != "math"]
@@ -172,20 +180,8 @@ class CodeScorer:
         self.timeout_s = timeout_s
 
     def score(self, responses: list[str], records: list[dict]) -> list[Verdict]:
-        verdicts = []
-        for item in run_responses(self.client, responses, records, timeout_s=self.timeout_s,
-                                  stop_on_first_failure=True):
-            if item is None:
-                verdicts.append(Verdict(False, "no_code", None))
-                continue
-            program, result = item
-            if result.status != "ok":
-                verdicts.append(Verdict(False, "sandbox_error", program))
-            elif result.passed == result.total:
-                verdicts.append(Verdict(True, "correct", program))
-            else:
-                verdicts.append(Verdict(False, next(v.status for v in result.verdicts if v.status != "passed"), program))
-        return verdicts
+        cfg = RewardConfig(code_mode="all_pass", code_timeout_s=self.timeout_s)
+        return verdicts(score_batch(responses, records, cfg, sandbox=self.client, strict=True), records)
 
     def answer_classes(self, answers: list[list[str]], records: list[dict]) -> list[dict[str, int]]:
         return classes_by_key(answers, normalize_program)

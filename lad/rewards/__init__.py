@@ -1,18 +1,35 @@
 """Verifiable rewards, keyed by data_source as verl does, with a fallback on the record's ability.
 
-``score_batch(responses, records)`` scores a batch concurrently (math in a pool of verifier
-processes) and returns one ``Score`` (value, reason, judged answer) per response.
+``score_batch(responses, records, cfg)`` is the one dispatcher every scorer goes through (the RL
+reward, held-out evaluation during training, the evaluation stage): code records run in the
+sandbox (``lad.rewards.code``: the response's program completed with the starter code,
+"Class.method" tests routed through a module function), math in a pool of verifier processes,
+countdown checked exactly. It returns one ``Score`` (value, reason, judged answer) per response.
 """
 
 from __future__ import annotations
 
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field
+
 from lad.rewards.countdown import score_countdown
-from lad.rewards.extract import extract_answer, last_boxed
+from lad.rewards.extract import extract_answer, last_boxed, last_code_block
 from lad.rewards.math import MathVerifier, Score, default_verifier, score_math
 
 # data_source -> reward kind; anything not listed falls back on the record's ability.
 SOURCE_KINDS: dict[str, str] = {"synthetic/countdown": "countdown"}
-KINDS = ("math", "countdown")
+KINDS = ("math", "countdown", "code")
+
+
+class RewardConfig(BaseModel):
+    """How responses are scored."""
+
+    code_mode: Literal["fraction", "all_pass"] = Field("fraction", description="code reward: fraction of tests passed, or all-pass")
+    answer_pattern: Optional[str] = Field(None, description="regex with one group for the answer; None: the last \\boxed{}")
+    format_weight: float = Field(0.0, ge=0, le=1, description="reward = (1 - w) * correctness + w * (an answer was given); 0 disables")
+    sandbox_url: Optional[str] = Field(None, description="sandbox service for code; None: $LAD_SANDBOX_URL, else in-process")
+    code_timeout_s: Optional[float] = Field(None, gt=0, description="per-test time limit of code rewards; None: the sandbox's default")
 
 
 def reward_kind(record: dict) -> str:
@@ -32,30 +49,60 @@ def reason_label(reason: str) -> str:
 
 
 def score_batch(
-    responses: list[str], records: list[dict], *, verifier: MathVerifier | None = None, pattern: str | None = None
+    responses: list[str], records: list[dict], cfg: Optional[RewardConfig] = None, *,
+    verifier: MathVerifier | None = None, sandbox=None, strict: bool = False,
 ) -> list[Score]:
-    """Score each response against its record's reward_model.ground_truth; a math record's
-    ``extra_info.answer_fallback`` (set by data prep from its source's ``answer_fallback``) is the
-    answer regex for responses without a \\boxed{}."""
+    """Score each response against its record's reward_model.ground_truth (code: its tests).
+
+    A math record's ``extra_info.answer_fallback`` (set by data prep from its source's
+    ``answer_fallback``) is the answer regex for responses without a \\boxed{}. ``verifier``: the
+    math-verify pool (None: the shared default one); ``sandbox``: a SandboxClient for code (None:
+    one for this call at ``cfg.sandbox_url``, started only when a response has code to run).
+    ``strict`` (the evaluator's mode): a code record that cannot be scored, or a sandbox that
+    cannot be reached, raises instead of scoring 0 with the reason, so no number is reported
+    without it; training keeps going past one bad row.
+    """
+    from lad.rewards.code import score_code
+
+    cfg = cfg or RewardConfig()
     if len(responses) != len(records):
         raise ValueError(f"{len(responses)} responses for {len(records)} records")
     kinds = [reward_kind(r) for r in records]
     truths = [r["reward_model"]["ground_truth"] for r in records]
     scores: list[Score | None] = [None] * len(responses)
     math_idx = [i for i, k in enumerate(kinds) if k == "math"]
-    math_scores = (verifier or default_verifier()).score(
-        [responses[i] for i in math_idx], [truths[i] for i in math_idx], pattern,
-        [(records[i].get("extra_info") or {}).get("answer_fallback") for i in math_idx],
-    )
-    for i, s in zip(math_idx, math_scores):
-        scores[i] = s
+    if math_idx:
+        math_scores = (verifier or default_verifier()).score(
+            [responses[i] for i in math_idx], [truths[i] for i in math_idx], cfg.answer_pattern,
+            [(records[i].get("extra_info") or {}).get("answer_fallback") for i in math_idx],
+        )
+        for i, s in zip(math_idx, math_scores):
+            scores[i] = s
     for i, k in enumerate(kinds):
         if k == "countdown":
-            scores[i] = score_countdown(responses[i], truths[i], pattern)
+            scores[i] = score_countdown(responses[i], truths[i], cfg.answer_pattern)
+    code_idx = [i for i, k in enumerate(kinds) if k == "code"]
+    if code_idx:
+        own = sandbox is None and any(last_code_block(responses[i]) is not None for i in code_idx)
+        if own:
+            from lad.sandbox.client import SandboxClient
+
+            sandbox = SandboxClient(cfg.sandbox_url)
+        try:
+            code_scores = score_code([responses[i] for i in code_idx], [records[i] for i in code_idx], mode=cfg.code_mode,
+                                     client=sandbox, timeout_s=cfg.code_timeout_s, strict=strict)
+        finally:
+            if own:
+                sandbox.close()
+        for i, s in zip(code_idx, code_scores):
+            scores[i] = s
+    if cfg.format_weight:
+        w = cfg.format_weight
+        scores = [Score((1 - w) * s.value + w * (s.answer is not None), s.reason, s.answer) for s in scores]
     return scores
 
 
 __all__ = [
-    "KINDS", "MathVerifier", "SOURCE_KINDS", "Score", "extract_answer", "last_boxed", "reason_label", "reward_kind",
-    "score_batch", "score_countdown", "score_math",
+    "KINDS", "MathVerifier", "RewardConfig", "SOURCE_KINDS", "Score", "extract_answer", "last_boxed", "reason_label",
+    "reward_kind", "score_batch", "score_countdown", "score_math",
 ]

@@ -267,6 +267,16 @@ def first_failure(result: EvaluateResult) -> str:
     return ""
 
 
+def outcome(reason: str) -> str:
+    """What a code score's ``reason`` says happened, in one word: the first failing test's status
+    ("failed", "timeout", "runtime_error", ...) for a program that ran and failed, else the
+    reason's kind ("correct", "no_code", "sandbox_error", ...). The evaluator's verdicts count these."""
+    label, _, failure = reason.partition(": ")
+    if label.startswith("passed_") and failure:
+        return failure.split(":", 1)[0]
+    return label
+
+
 def code_score(passed: int, total: int, status: str, mode: Literal["fraction", "all_pass"],
                failure: str = "") -> Score:
     """One program's reward from its sandbox verdicts; ``failure`` (see :func:`first_failure`)
@@ -284,15 +294,15 @@ def code_score(passed: int, total: int, status: str, mode: Literal["fraction", "
 
 
 def score_code(responses: list[str], records: list[dict], *, mode: Literal["fraction", "all_pass"] = "fraction",
-               client=None, timeout_s: Optional[float] = None) -> list[Score]:
+               client=None, timeout_s: Optional[float] = None, strict: bool = False) -> list[Score]:
     """Score code responses against their records' tests; ``client`` is a SandboxClient (None: a local one).
 
     In ``all_pass`` mode the sandbox stops at a program's first failing test: the rest cannot
     change its reward. A sandbox that cannot be reached scores the batch 0 with the reason. A
     record that cannot be scored (its reference solution fails, its tests are unreadable) scores
     its responses 0 with the reason and the rest of the batch as usual: in training, one bad row
-    must not stop the run (the evaluator, which must not report a number computed without it,
-    scores strictly instead).
+    must not stop the run. With ``strict`` (the evaluator, which must not report a number
+    computed without them) both raise instead: SandboxRequestError, ScoringError, ValueError.
     """
     from lad.sandbox.client import SandboxClient, SandboxRequestError
 
@@ -304,8 +314,10 @@ def score_code(responses: list[str], records: list[dict], *, mode: Literal["frac
     client = client or SandboxClient()
     try:
         ran = run_responses(client, responses, records, timeout_s=timeout_s, stop_on_first_failure=mode == "all_pass",
-                            strict=False)
+                            strict=strict)
     except SandboxRequestError as err:
+        if strict:
+            raise
         return [Score(0.0, "no_code") if last_code_block(r) is None else Score(0.0, f"sandbox_error: {err.status_code}")
                 for r in responses]
     finally:

@@ -7,15 +7,13 @@ Python block for code) and how often its greedy answer is right.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import torch
 from pydantic import BaseModel, Field
 
-from lad.rewards.extract import last_code_block
 from lad.chat import prompt_text
-
+from lad.rewards.extract import last_code_block
 
 
 class HeldoutConfig(BaseModel):
@@ -67,23 +65,10 @@ def formatted(record: dict, response: str) -> bool:
 
 
 def correct(records: list[dict], responses: list[str]) -> list[bool]:
-    """Exact verdicts: math and countdown through ``lad.rewards``, code by its unit tests in the sandbox."""
-    from lad.rewards import score_batch
-    from lad.sandbox.client import SandboxClient
+    """Exact verdicts through ``lad.rewards``' dispatcher, as training scores them; code must pass every test."""
+    from lad.rewards import RewardConfig, score_batch
 
-    verdicts = [False] * len(records)
-    scored = [i for i, r in enumerate(records) if r["ability"] != "code"]
-    for i, s in zip(scored, score_batch([responses[i] for i in scored], [records[i] for i in scored])):
-        verdicts[i] = s.value == 1.0
-    programs = [(i, last_code_block(responses[i])) for i, r in enumerate(records) if r["ability"] == "code"]
-    programs = [(i, p) for i, p in programs if p is not None]
-    if programs:
-        # One program at a time: the in-process executor's evaluate_many is not thread-safe yet.
-        with SandboxClient() as sandbox:
-            for i, program in programs:
-                result = sandbox.evaluate(program, json.loads(records[i]["reward_model"]["ground_truth"]))
-                verdicts[i] = result.status == "ok" and result.passed == result.total
-    return verdicts
+    return [s.value == 1.0 for s in score_batch(responses, records, RewardConfig(code_mode="all_pass"))]
 
 
 def evaluate_heldout(model, tokenizer, cfg: HeldoutConfig) -> dict:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import random
 import time
@@ -36,6 +37,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from lad.advantages import ADVANTAGES, get_advantage
 from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
+from lad.rewards import RewardConfig, Score, score_batch
 from lad.rollout import SamplingParams, build_rollout
 from lad.storage import write_atomic
 from lad.train.checkpoint import resume_latest, save_checkpoint
@@ -97,14 +99,6 @@ class RolloutConfig(BaseModel):
         None, gt=0, description="prompts per seeded generate call; None: all of a rank's prompts in one call. "
         "Set it to make runs with different numbers of processes sample the same completions")
     options: dict[str, Any] = Field({}, description="engine constructor options (hf: max_batch_size; native: max_batch_size, decoder; vllm: gpu_memory_utilization, sleep, dtype, ...)")
-
-
-class RewardConfig(BaseModel):
-    code_mode: Literal["fraction", "all_pass"] = Field("fraction", description="code reward: fraction of tests passed, or all-pass")
-    answer_pattern: Optional[str] = Field(None, description="regex with one group for the answer; None: the last \\boxed{}")
-    format_weight: float = Field(0.0, ge=0, le=1, description="reward = (1 - w) * correctness + w * (an answer was given); 0 disables")
-    sandbox_url: Optional[str] = Field(None, description="sandbox service for code; None: $LAD_SANDBOX_URL, else in-process")
-    code_timeout_s: Optional[float] = Field(None, gt=0, description="per-test time limit of code rewards; None: the sandbox's default")
 
 
 class AlgorithmConfig(BaseModel):
@@ -270,32 +264,9 @@ def step_prompts(n_records: int, prompts_per_step: int, step: int, *, seed: int,
 # --------------------------------------------------------------------------------------------
 
 
-def make_scorer(cfg: RewardConfig) -> Callable[[list[str], list[dict]], list]:
-    """score(responses, records) -> Scores: math/countdown via lad.rewards, code via the sandbox."""
-    from lad.rewards import score_batch
-    from lad.rewards.code import score_code
-    from lad.rewards.math import Score
-
-    def score(responses: list[str], records: list[dict]) -> list:
-        out: list = [None] * len(responses)
-        code = [i for i, r in enumerate(records) if r.get("ability") == "code"]
-        rest = [i for i, r in enumerate(records) if r.get("ability") != "code"]
-        if rest:
-            for i, s in zip(rest, score_batch([responses[i] for i in rest], [records[i] for i in rest], pattern=cfg.answer_pattern)):
-                out[i] = s
-        if code:
-            from lad.sandbox.client import SandboxClient
-
-            with SandboxClient(cfg.sandbox_url) as client:
-                for i, s in zip(code, score_code([responses[i] for i in code], [records[i] for i in code], mode=cfg.code_mode,
-                                                         client=client, timeout_s=cfg.code_timeout_s)):
-                    out[i] = s
-        if cfg.format_weight:
-            w = cfg.format_weight
-            out = [Score((1 - w) * s.value + w * (s.answer is not None), s.reason, s.answer) for s in out]
-        return out
-
-    return score
+def make_scorer(cfg: RewardConfig) -> Callable[[list[str], list[dict]], list[Score]]:
+    """score(responses, records) -> Scores, by lad.rewards' dispatcher under the run's reward settings."""
+    return functools.partial(score_batch, cfg=cfg)
 
 
 # --------------------------------------------------------------------------------------------
