@@ -7,13 +7,12 @@ defaults follow the paper: k = 32 for math (Avg@32 / Pass@32), k = 16 for code.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from lad.data.public import locate
 from lad.evaluation.config import BenchmarkOverrides, EvalConfig, Sampling
@@ -125,7 +124,12 @@ def resolve(over: BenchmarkOverrides, cfg: EvalConfig) -> BenchmarkRun:
 def load_records(run: BenchmarkRun, cfg: EvalConfig) -> list[dict]:
     """The benchmark's canonical records (at most ``limit``), in source order; any bad row is an error."""
     if "records" in run.source:
-        records = _read_records(run.source["records"], run.name)
+        from lad.data.records import DataError, read_records
+
+        try:
+            records = read_records(run.source["records"], f"benchmark {run.name}")
+        except DataError as err:
+            raise BenchmarkError(str(err)) from None
     else:
         records = _prep_records(run, cfg)
     return records[: run.limit] if run.limit else records
@@ -155,44 +159,3 @@ def _prep_records(run: BenchmarkRun, cfg: EvalConfig) -> list[dict]:
         raise BenchmarkError(f"benchmark {run.name}: {len(result.issues)} bad row(s): {shown}")
     return [row.record for row in result.rows]
 
-
-def _read_records(uri: str, name: str) -> list[dict]:
-    """Canonical records from data prep's parquet or a JSONL of records, validated."""
-    from lad.data.schema import Record
-    from lad.storage import StorageError, read_bytes
-
-    try:
-        data = read_bytes(uri)
-    except (StorageError, FileNotFoundError) as err:
-        raise BenchmarkError(f"benchmark {name}: cannot read {uri}: {err}") from None
-    if uri.endswith(".parquet"):
-        import io
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            rows = pq.read_table(io.BytesIO(data)).to_pylist()
-        except pa.ArrowException as err:
-            raise BenchmarkError(f"benchmark {name}: {uri} is not a readable parquet file: {err}") from None
-        where = [f"row {i}" for i in range(len(rows))]
-    else:
-        rows, where = [], []
-        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise BenchmarkError(f"benchmark {name}: {uri}, line {number}: invalid JSON: {err.msg}") from None
-                where.append(f"line {number}")
-    records = []
-    for row, place in zip(rows, where):
-        try:
-            records.append(Record.model_validate(row).model_dump())
-        except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(map(str, first["loc"])) or "(row)"
-            raise BenchmarkError(f"benchmark {name}: {uri}, {place}, field {field}: {first['msg']}") from None
-    if not records:
-        raise BenchmarkError(f"benchmark {name}: {uri} holds no records")
-    return records

@@ -36,6 +36,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from lad.advantages import ADVANTAGES, get_advantage
+from lad.data.records import DataError, read_records
 from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
 from lad.rewards import RewardConfig, Score, score_batch
 from lad.rollout import SamplingParams, build_rollout
@@ -46,7 +47,6 @@ from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
 from lad.train.rl_eval import HeldoutEvalConfig, evaluate_policy
 from lad.train.sft import CheckpointConfig
-from lad.train.sft_data import DataError, read_records
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -227,17 +227,8 @@ def load_prompts(source: PromptSource, tokenizer, max_prompt_len: int, what: str
         s = source.synthetic
         records = [r for task in s.tasks for d in s.difficulties for r in generate(task, s.n_per_task, seed=s.seed, difficulty=d, split=s.split)]
     else:
-        records = []
-        for path in [source.path] if isinstance(source.path, str) else source.path:
-            rows = read_records(path)
-            unit = "line" if path.endswith((".jsonl", ".json")) else "row"
-            for n, r in enumerate(rows, 1):
-                prompt = r.get("prompt")
-                if not isinstance(prompt, list) or not prompt or not all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt):
-                    raise DataError(f"{path}, {unit} {n}: field 'prompt' must be a non-empty list of chat messages")
-                if not isinstance(r.get("reward_model"), dict) or "ground_truth" not in r["reward_model"]:
-                    raise DataError(f"{path}, {unit} {n}: field 'reward_model.ground_truth' is missing")
-            records += rows
+        paths = [source.path] if isinstance(source.path, str) else source.path
+        records = [r for path in paths for r in read_records(path, f"RL {what}")]
     if source.limit is not None:
         records = records[: source.limit]
     lengths = [len(p) for p in prompt_ids(tokenizer, [r["prompt"] for r in records])]

@@ -9,7 +9,6 @@ and the total number of completion tokens the loss is normalised by) without com
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from lad.chat import prompt_text
+from lad.data.records import DataError, read_rows
 
 IGNORE = -100  # label of positions that carry no loss (prompt and padding)
 
@@ -66,10 +66,6 @@ class Example:
         return len(self.input_ids) - self.n_prompt
 
 
-class DataError(ValueError):
-    """Bad SFT input; the message names the file, row and field."""
-
-
 def pair_from_record(record: dict, where: str) -> Pair:
     """The (prompt, response) of one record; ``where`` names it in errors (file and row)."""
     prompt = record.get("prompt")
@@ -99,44 +95,6 @@ def pair_from_record(record: dict, where: str) -> Pair:
     return Pair(messages, response)
 
 
-def read_records(path: str) -> list[dict]:
-    """Rows of a parquet or JSONL file (local or s3://) as dicts."""
-    suffix = Path(path.split("?")[0]).suffix.lower()
-    if suffix not in (".parquet", ".jsonl", ".json"):
-        raise DataError(f"{path}: unsupported SFT data file type {suffix!r}; expected .parquet or .jsonl")
-    if path.startswith("s3://"):
-        from lad.storage import read_bytes
-
-        raw = read_bytes(path)
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise DataError(f"{path}: no such file")
-        raw = p.read_bytes()
-    if suffix == ".parquet":
-        import io
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(io.BytesIO(raw)).to_pylist()
-        except pa.ArrowInvalid as err:
-            raise DataError(f"{path}: not a readable parquet file ({err})") from None
-    rows = []
-    for n, line in enumerate(raw.decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}, line {n}: invalid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
-
-
 def load_pairs(data: SFTData) -> list[Pair]:
     if data.synthetic is not None:
         from lad.data.synthetic import demonstration, generate
@@ -148,9 +106,7 @@ def load_pairs(data: SFTData) -> list[Pair]:
             for d in s.difficulties
             for r in generate(task, s.n_per_task, seed=s.seed, difficulty=d, split="train")
         ]
-    rows = read_records(data.path)
-    unit = "line" if data.path.endswith((".jsonl", ".json")) else "row"
-    return [pair_from_record(r, f"{data.path}, {unit} {i + 1}") for i, r in enumerate(rows)]
+    return [pair_from_record(r, f"SFT data: {data.path}, {place}") for place, r in read_rows(data.path, "SFT data")]
 
 
 def tokenize_pairs(pairs: Iterable[Pair], tokenizer, max_seq_len: int) -> tuple[list[Example], int]:
