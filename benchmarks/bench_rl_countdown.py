@@ -46,7 +46,7 @@ def final_and_start(run_dir: Path) -> tuple[dict, dict]:
 
 
 def metrics_of(rows: list[dict], k: int) -> dict:
-    from lad.train.rl_eval import summarize
+    from lad.evaluation.heldout import summarize
 
     from lad.evaluation.metrics import avg_at_k
 

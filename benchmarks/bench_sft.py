@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lad.modeling import TINY_PREFIX, load_model
-    from lad.train.heldout import evaluate_heldout
+    from lad.evaluation.heldout import evaluate_heldout
     from lad.train.sft import load_config
 
     out = Path(args.output_dir)

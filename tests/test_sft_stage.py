@@ -8,7 +8,7 @@ import yaml
 
 from lad.data.synthetic import demonstration, generate
 from lad.modeling import load_model, read_card
-from lad.train.heldout import correct, formatted
+from lad.evaluation.heldout import correct, formatted
 from lad.train.sft import load_config, train_sft
 
 

@@ -146,7 +146,7 @@ class MathScorer:
         for i, labels in zip(math_idx, group_batched([answers[i] for i in math_idx], equivalent_many)):
             out[i] = labels
         # countdown: an expression is its own answer (spacing aside): two different ones are two answers
-        for i, labels in zip(other_idx, classes_by_key([answers[i] for i in other_idx], _squash)):
+        for i, labels in zip(other_idx, classes_by_key([answers[i] for i in other_idx], squash)):
             out[i] = labels
         return out
 
@@ -155,7 +155,8 @@ class MathScorer:
             self.verifier.close()
 
 
-def _squash(text: str) -> str:
+def squash(text: str) -> str:
+    """Answers that differ only in spacing count as one."""
     return "".join(text.split())
 
 

@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from lad.advantages import ADVANTAGES, get_advantage
 from lad.data.records import DataError, read_records
+from lad.evaluation.heldout import HeldoutEvalConfig, evaluate_policy
 from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
 from lad.rewards import RewardConfig, Score, score_batch
 from lad.rollout import SamplingParams, build_rollout
@@ -45,7 +46,6 @@ from lad.train.checkpoint import resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
-from lad.train.rl_eval import HeldoutEvalConfig, evaluate_policy
 from lad.train.sft import CheckpointConfig
 
 # --------------------------------------------------------------------------------------------

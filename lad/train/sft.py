@@ -25,11 +25,11 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from lad.config import load_yaml_config
+from lad.evaluation.heldout import HeldoutConfig, evaluate_heldout
 from lad.storage import write_atomic
 from lad.tracking import Tracker, TrackingConfig
 from lad.train.checkpoint import resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
-from lad.train.heldout import HeldoutConfig, evaluate_heldout
 from lad.train.sft_data import DataError, SFTData, batch_plan, collate, completion_nll_sum, load_pairs, micro_slice, tokenize_pairs
 
 
