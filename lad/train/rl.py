@@ -22,7 +22,6 @@ DIR/samples/step_*.jsonl and checkpoints under DIR/checkpoints.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import json
@@ -41,11 +40,11 @@ from lad.evaluation.heldout import HeldoutEvalConfig, evaluate_policy
 from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
 from lad.rewards import RewardConfig, Score, score_batch
 from lad.rollout import SamplingParams, build_rollout
-from lad.storage import write_atomic
 from lad.train.checkpoint import resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
+from lad.train.run_log import RunLogger
 from lad.train.sft import CheckpointConfig
 
 # --------------------------------------------------------------------------------------------
@@ -462,11 +461,46 @@ def rollout_metrics(samples: list[Sample], rewards: torch.Tensor, adv_metrics: d
     return metrics
 
 
-def write_samples(path: Path, samples: list[Sample], n: int) -> None:
-    write_atomic(path, "".join(
-        json.dumps({"prompt_index": s.prompt_index, "prompt": s.record["prompt"], "completion": s.text,
-                    "reward": s.reward, "reason": s.reason, "answer": s.answer, "advantage": s.advantage,
-                    "finish_reason": s.finish_reason, "response_tokens": len(s.response_ids)}) + "\n" for s in samples[:n]))
+def sample_rows(samples: list[Sample], n: int) -> list[dict]:
+    """The first ``n`` samples as rows of a samples dump (prompt, completion, reward, ...)."""
+    return [{"prompt_index": s.prompt_index, "prompt": s.record["prompt"], "completion": s.text, "reward": s.reward,
+             "reason": s.reason, "answer": s.answer, "advantage": s.advantage, "finish_reason": s.finish_reason,
+             "response_tokens": len(s.response_ids)} for s in samples[:n]]
+
+
+def rl_step(engine, rollout, score, advantage, records: list[dict], cfg: RLConfig, step: int, ref_model, pad_id: int) -> tuple[list[Sample], dict]:
+    """One step on its prompts: sample (this rank's share), score, gather, group advantages, update.
+    Returns every rank's samples (sorted by prompt) and the step's metrics."""
+    t0 = time.perf_counter()
+    with engine.full_model() as full:
+        rollout.update_weights(full)
+        local = rollout_step(rollout, records, cfg, step, engine.rank, engine.world_size)
+    t1 = time.perf_counter()
+    for s, sc in zip(local, score([s.text for s in local], [s.record for s in local])):
+        s.reward, s.reason, s.answer = sc.value, sc.reason, sc.answer
+    t2 = time.perf_counter()
+    samples = sorted(all_gather(engine, local), key=lambda s: s.prompt_index)
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32).view(len(records), cfg.rollout.n)
+    adv, adv_metrics = advantage(rewards)
+    for s, a in zip(samples, adv.flatten().tolist()):
+        s.advantage = a
+    t3 = time.perf_counter()
+    metrics = policy_update(engine, samples, cfg, step, pad_id, ref_model)
+    t4 = time.perf_counter()
+    tokens = sum(len(s.response_ids) for s in samples)
+    metrics.update(rollout_metrics(samples, rewards, adv_metrics))
+    metrics.update({"time/generate_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t4 - t3,
+                    "time/step_s": t4 - t0, "perf/completion_tokens_per_s": tokens / (t4 - t0), "actor/lr": engine.lr()})
+    return samples, metrics
+
+
+def progress_postfix(metrics: dict, k: int) -> dict[str, str]:
+    """What the progress bar shows after a step."""
+    shown = {"reward": f"{metrics['reward/mean']:.3f}", "acc": f"{metrics['reward/accuracy']:.2f}",
+             "len": f"{metrics['response/length_mean']:.0f}", "tok_s": f"{metrics['perf/completion_tokens_per_s']:.0f}"}
+    if f"eval/avg@{k}" in metrics:
+        shown["eval"] = f"{metrics[f'eval/avg@{k}']:.3f}"
+    return shown
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,10 +510,9 @@ def write_samples(path: Path, samples: list[Sample], n: int) -> None:
 
 def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[[int], None]] = None) -> dict:
     """Run the RL stage; returns the final metrics. ``on_step(step)`` is called after every step."""
-    from tqdm import tqdm
-
     from lad.modeling import load_model, save_model
 
+    # -- setup: model, prompts, engines, reward, and where a resumed run stands
     rank, world, _ = dist_info()
     tc = cfg.train
     if tc.prompts_per_step % world:
@@ -492,13 +525,11 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
     train_records, dropped = load_prompts(cfg.data.train, tokenizer, cfg.data.max_prompt_len, "data.train")
     eval_records = load_prompts(cfg.data.eval, tokenizer, cfg.data.max_prompt_len, "data.eval")[0] if cfg.data.eval else []
     step_prompts(len(train_records), tc.prompts_per_step, 0, seed=tc.seed, shuffle=False)  # fails early on too few prompts
-    ref_model = None
-    if cfg.algorithm.kl_coef > 0:
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.algorithm.kl_coef > 0 else None
     apply_checkpointing(model, cfg.memory)
     grad_accum = cfg.mini_batch() // (world * tc.micro_batch_size)
-    total_updates = tc.max_steps * cfg.optimizer_steps()
-    engine = build_engine(model, cfg.optim, cfg.engine, total_steps=total_updates, grad_accum=grad_accum, micro_batch_size=tc.micro_batch_size)
+    engine = build_engine(model, cfg.optim, cfg.engine, total_steps=tc.max_steps * cfg.optimizer_steps(), grad_accum=grad_accum,
+                          micro_batch_size=tc.micro_batch_size)
     if ref_model is not None:
         ref_model.to(engine.device)
     with engine.full_model() as full:
@@ -506,16 +537,9 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
     score = make_scorer(cfg.reward)
     advantage = get_advantage(cfg.algorithm.advantage)
     out_dir = Path(cfg.output_dir)
-
     root = Path(cfg.checkpoint.dir or out_dir / "checkpoints")
-    step, run_id, history = 0, None, []
-    state = resume_latest(engine, root, cfg.trajectory(), total_steps=tc.max_steps) if resume else None
-    if state is not None:
-        step, run_id, history = state["step"], state.get("mlflow_run_id"), state.get("eval_history", [])
-        if rank == 0:
-            _truncate_steps(out_dir / "steps.jsonl", step)
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    state = (resume_latest(engine, root, cfg.trajectory(), total_steps=tc.max_steps) if resume else None) or {}
+    step, history = state.get("step", 0), state.get("eval_history", [])
 
     def evaluate(at_step: int) -> dict:
         metrics: dict = {}
@@ -523,102 +547,57 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
             if rank == 0 and eval_records:
                 rollout.update_weights(full)
                 metrics, rows = evaluate_policy(rollout, eval_records, cfg.eval, cfg.rollout.max_new_tokens, score)
-                write_atomic(out_dir / "eval" / f"step_{at_step:08d}.json", json.dumps({"step": at_step, "metrics": metrics, "problems": rows}, indent=2, sort_keys=True))
+                log.write_json(f"eval/step_{at_step:08d}.json", {"step": at_step, "metrics": metrics, "problems": rows})
             engine.barrier()
         return {f"eval/{k}": v for k, v in metrics.items()}
 
-    stack = contextlib.ExitStack()
-    run = None
-    if cfg.tracking.enabled and rank == 0:
-        from lad.tracking import TAG_STAGE, Tracker, TrackingConfig as TrackerConfig
+    with RunLogger(_tracker(cfg), out_dir, name=cfg.tracking.run_name or f"{cfg.algorithm.objective}-{out_dir.name}", stage="rl",
+                   config=cfg, rank=rank, total=tc.max_steps, initial=step, desc=f"rl[{cfg.algorithm.objective}]",
+                   run_id=state.get("mlflow_run_id"), parent_run_id=cfg.tracking.parent_run_id, log_every=tc.log_every) as log:
+        log.set_tags({"world_size": world, "dropped_long_prompts": dropped})
+        started = time.perf_counter()
+        if step == 0 and cfg.eval.at_start and eval_records:
+            history.append({"step": 0, **evaluate(0)})
+            log.metrics({k: v for k, v in history[-1].items() if k != "step"}, 0)
 
-        tracker = Tracker(TrackerConfig(tracking_uri=cfg.tracking.tracking_uri, experiment=cfg.tracking.experiment))
-        name = cfg.tracking.run_name or f"{cfg.algorithm.objective}-{out_dir.name}"
-        if run_id is None and cfg.tracking.parent_run_id is not None:
-            run = stack.enter_context(tracker.stage(name, config=cfg, parent_run_id=cfg.tracking.parent_run_id))
-        else:
-            fresh = run_id is None
-            run = stack.enter_context(tracker.run(name, config=cfg if fresh else None, run_id=run_id, tags={TAG_STAGE: "rl"} if fresh else None))
-        run.set_tags({"world_size": world, "dropped_long_prompts": dropped})
+        # -- the loop: one rollout step after another, until max_steps or the time budget
+        last = step >= tc.max_steps
+        while not last:
+            idx = step_prompts(len(train_records), tc.prompts_per_step, step, seed=tc.seed, shuffle=cfg.data.shuffle)
+            samples, metrics = rl_step(engine, rollout, score, advantage, [train_records[i] for i in idx], cfg, step, ref_model,
+                                       tokenizer.pad_token_id)
+            step += 1
+            over = tc.time_budget_min is not None and time.perf_counter() - started > 60 * tc.time_budget_min
+            last = step == tc.max_steps or engine.all_reduce_sum(float(over)) > 0  # every rank stops at the same step
+            metrics["data/epoch"] = step * tc.prompts_per_step / len(train_records)
+            if (cfg.eval.every_steps and step % cfg.eval.every_steps == 0) or (last and eval_records):
+                metrics.update(evaluate(step))
+                history.append({"step": step, **{k: v for k, v in metrics.items() if k.startswith("eval/")}})
+            log.step(step, metrics, postfix=progress_postfix(metrics, cfg.eval.k), last=last)
+            if tc.samples_every and step % tc.samples_every == 0:
+                log.write_jsonl(f"samples/step_{step:08d}.jsonl", sample_rows(samples, tc.samples_per_dump), artifact_dir="samples")
+            if step % cfg.checkpoint.every_steps == 0 and not last:
+                save_checkpoint(engine, root, step, {"trajectory": cfg.trajectory(), "eval_history": history, "mlflow_run_id": log.run_id},
+                                keep_last=cfg.checkpoint.keep_last)
+            if on_step is not None:
+                on_step(step)
 
-    started = time.perf_counter()
-    bar = tqdm(total=tc.max_steps, initial=step, desc=f"rl[{cfg.algorithm.objective}]", disable=rank != 0, dynamic_ncols=True)
-    with stack:
-        try:
-            if step == 0 and cfg.eval.at_start and eval_records:
-                history.append({"step": 0, **evaluate(0)})
-                if run:
-                    run.log_metrics({k: v for k, v in history[-1].items() if k != "step"}, 0)
-            last = step >= tc.max_steps
-            while not last:
-                t0 = time.perf_counter()
-                idx = step_prompts(len(train_records), tc.prompts_per_step, step, seed=tc.seed, shuffle=cfg.data.shuffle)
-                records = [train_records[i] for i in idx]
-                with engine.full_model() as full:
-                    rollout.update_weights(full)
-                    local = rollout_step(rollout, records, cfg, step, rank, world)
-                t1 = time.perf_counter()
-                for s, sc in zip(local, score([s.text for s in local], [s.record for s in local])):
-                    s.reward, s.reason, s.answer = sc.value, sc.reason, sc.answer
-                t2 = time.perf_counter()
-                samples = sorted(all_gather(engine, local), key=lambda s: s.prompt_index)
-                rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32).view(tc.prompts_per_step, cfg.rollout.n)
-                adv, adv_metrics = advantage(rewards)
-                for s, a in zip(samples, adv.flatten().tolist()):
-                    s.advantage = a
-                t3 = time.perf_counter()
-                metrics = policy_update(engine, samples, cfg, step, tokenizer.pad_token_id, ref_model)
-                t4 = time.perf_counter()
-                step += 1
-                over = tc.time_budget_min is not None and time.perf_counter() - started > 60 * tc.time_budget_min
-                last = step == tc.max_steps or engine.all_reduce_sum(float(over)) > 0  # every rank stops at the same step
-                tokens = sum(len(s.response_ids) for s in samples)
-                metrics.update(rollout_metrics(samples, rewards, adv_metrics))
-                metrics.update({"time/generate_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t4 - t3,
-                                "time/step_s": t4 - t0, "perf/completion_tokens_per_s": tokens / (t4 - t0),
-                                "actor/lr": engine.lr(), "data/epoch": step * tc.prompts_per_step / len(train_records)})
-                if (cfg.eval.every_steps and step % cfg.eval.every_steps == 0) or (last and eval_records):
-                    metrics.update(evaluate(step))
-                    history.append({"step": step, **{k: v for k, v in metrics.items() if k.startswith("eval/")}})
-                bar.update(1)
-                bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['reward/accuracy']:.2f}",
-                                len=f"{metrics['response/length_mean']:.0f}", tok_s=f"{metrics['perf/completion_tokens_per_s']:.0f}",
-                                **({"eval": f"{metrics[f'eval/avg@{cfg.eval.k}']:.3f}"} if f"eval/avg@{cfg.eval.k}" in metrics else {}))
-                if run and (step % tc.log_every == 0 or last):
-                    run.log_metrics(metrics, step)
-                if rank == 0:
-                    with (out_dir / "steps.jsonl").open("a") as f:
-                        f.write(json.dumps({"step": step, **metrics}) + "\n")
-                if rank == 0 and tc.samples_every and step % tc.samples_every == 0:
-                    path = out_dir / "samples" / f"step_{step:08d}.jsonl"
-                    write_samples(path, samples, tc.samples_per_dump)
-                    if run:
-                        run.log_artifact(path, "samples")
-                if step % cfg.checkpoint.every_steps == 0 and not last:
-                    save_checkpoint(engine, root, step, {"trajectory": cfg.trajectory(), "eval_history": history,
-                                                         "mlflow_run_id": run.run_id if run else None},
-                                    keep_last=cfg.checkpoint.keep_last)
-                if on_step is not None:
-                    on_step(step)
-            bar.close()
-
-            results = {"train/steps": step, "data/train_prompts": len(train_records), "data/dropped_long_prompts": dropped,
-                       "eval_history": history}
-            with engine.full_model() as full:
-                if rank == 0:
-                    card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(), "metrics": history[-1] if history else {}}
-                    save_model(full, tokenizer, out_dir / "model", card)
-                    write_atomic(out_dir / "metrics.json", json.dumps(results, indent=2, sort_keys=True))
-                    if run:
-                        run.log_artifact(out_dir / "metrics.json")
-                engine.barrier()
-            return results
-        finally:
-            bar.close()
+        # -- the end: the model with its card, the final metrics
+        results = {"train/steps": step, "data/train_prompts": len(train_records), "data/dropped_long_prompts": dropped,
+                   "eval_history": history}
+        with engine.full_model() as full:
+            if rank == 0:
+                card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(), "metrics": history[-1] if history else {}}
+                save_model(full, tokenizer, out_dir / "model", card)
+                log.write_json("metrics.json", results, artifact_dir="")
+            engine.barrier()
+        return results
 
 
-def _truncate_steps(path: Path, last_step: int) -> None:
-    """Drop the step logs a killed run wrote after its last checkpoint (the resume redoes those steps)."""
-    if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-        write_atomic(path, "".join(line + "\n" for line in lines))
+def _tracker(cfg: RLConfig):
+    """The run's MLflow tracker (None when tracking is off)."""
+    if not cfg.tracking.enabled:
+        return None
+    from lad.tracking import Tracker, TrackingConfig as TrackerConfig
+
+    return Tracker(TrackerConfig(tracking_uri=cfg.tracking.tracking_uri, experiment=cfg.tracking.experiment))

@@ -15,8 +15,6 @@ checkpoints under ``DIR/checkpoints`` (or ``checkpoint.dir``).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,10 +24,10 @@ from pydantic import BaseModel, Field, model_validator
 
 from lad.config import load_yaml_config
 from lad.evaluation.heldout import HeldoutConfig, evaluate_heldout
-from lad.storage import write_atomic
 from lad.tracking import Tracker, TrackingConfig
 from lad.train.checkpoint import resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
+from lad.train.run_log import RunLogger
 from lad.train.sft_data import DataError, SFTData, batch_plan, collate, completion_nll_sum, load_pairs, micro_slice, tokenize_pairs
 
 
@@ -95,28 +93,8 @@ def load_config(path: str | Path, **overrides) -> SFTConfig:
     return load_yaml_config(path, SFTConfig, overrides)
 
 
-def _open_run(stack: contextlib.ExitStack, cfg: SFTConfig, rank: int, run_id: Optional[str]):
-    """The MLflow run of this stage on rank 0 (None elsewhere or when disabled): the checkpoint's
-    run when resuming, else a new run, nested under ``parent_run_id`` when one is given."""
-    t = cfg.tracking
-    if not t.enabled or rank != 0:
-        return None
-    tracker = Tracker(t)
-    if run_id is not None:
-        return stack.enter_context(tracker.run(t.run_name, run_id=run_id))
-    if t.parent_run_id is not None:
-        run = stack.enter_context(tracker.stage(t.run_name, config=cfg, parent_run_id=t.parent_run_id))
-    else:
-        run = stack.enter_context(tracker.run(t.run_name, config=cfg))
-    if cfg.data.path is not None:
-        run.log_dataset(cfg.data.path, name="sft", context="train")
-    return run
-
-
 def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callable[[int], None]] = None) -> dict:
     """Run the SFT stage; returns the final metrics. ``on_step(step)`` is called after every update."""
-    from tqdm import tqdm
-
     from lad.modeling import load_model, save_model
 
     rank, world, _ = dist_info()
@@ -139,12 +117,14 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
     if state is not None:
         step, tokens_seen, run_id = state["step"], state["tokens_seen"], state.get("mlflow_run_id")
 
-    with contextlib.ExitStack() as stack:
-        run = _open_run(stack, cfg, rank, run_id)
-        if run is not None:
-            run.set_tags({"sft.examples": len(examples), "sft.dropped_over_max_len": dropped, "sft.global_batch": global_batch,
-                          "sft.world_size": world, "sft.total_steps": total_steps})
-        bar = stack.enter_context(tqdm(total=total_steps, initial=step, desc="sft", disable=rank != 0, dynamic_ncols=True))
+    t = cfg.tracking
+    with RunLogger(Tracker(t) if t.enabled else None, cfg.output_dir, name=t.run_name, stage="sft", config=cfg, rank=rank,
+                   total=total_steps, initial=step, desc="sft", run_id=run_id, parent_run_id=t.parent_run_id,
+                   log_every=tc.log_every, step_log=False) as log:
+        if log.fresh and cfg.data.path is not None:
+            log.log_dataset(cfg.data.path, name="sft", context="train")
+        log.set_tags({"sft.examples": len(examples), "sft.dropped_over_max_len": dropped, "sft.global_batch": global_batch,
+                      "sft.world_size": world, "sft.total_steps": total_steps})
         plan, plan_epoch = None, -1
         last_loss = float("nan")
         while step < total_steps:
@@ -171,20 +151,17 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
             last_loss = nll / n_tokens
             dt = time.perf_counter() - t0
             lr = engine.lr()
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{seen / dt:.0f}")
-            if run is not None and (step % tc.log_every == 0 or step == total_steps):
-                metrics = {"train/loss": last_loss, "train/lr": lr, "train/tokens_per_s": seen / dt, "train/epoch": step / steps_per_epoch}
-                if update and update["grad_norm"] is not None:
-                    metrics["train/grad_norm"] = update["grad_norm"]
-                run.log_metrics(metrics, step)
+            metrics = {"train/loss": last_loss, "train/lr": lr, "train/tokens_per_s": seen / dt, "train/epoch": step / steps_per_epoch}
+            if update and update["grad_norm"] is not None:
+                metrics["train/grad_norm"] = update["grad_norm"]
+            log.step(step, metrics, postfix={"loss": f"{last_loss:.4f}", "lr": f"{lr:.2e}", "tok_s": f"{seen / dt:.0f}"},
+                     last=step == total_steps)
             if step % cfg.checkpoint.every_steps == 0 and step < total_steps:
                 trainer_state = {"tokens_seen": tokens_seen, "epoch": epoch, "batch_in_epoch": index + 1,
-                                 "trajectory": cfg.trajectory(), "mlflow_run_id": run.run_id if run else None}
+                                 "trajectory": cfg.trajectory(), "mlflow_run_id": log.run_id}
                 save_checkpoint(engine, root, step, trainer_state, keep_last=cfg.checkpoint.keep_last)
             if on_step is not None:
                 on_step(step)
-        bar.close()
 
         results = {"train/final_loss": last_loss, "train/steps": step, "train/tokens_seen": tokens_seen,
                    "data/examples": len(examples), "data/dropped_over_max_len": dropped}
@@ -193,9 +170,8 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
                 results.update(evaluate_heldout(full, tokenizer, cfg.heldout))
                 card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(mode="json"), "metrics": results}
                 save_model(full, tokenizer, Path(cfg.output_dir) / "model", card)
-                write_atomic(Path(cfg.output_dir) / "metrics.json", json.dumps(results, indent=2, sort_keys=True))
-                if run is not None:
-                    run.log_metrics(results, step)
-                    run.log_dict(results, "sft_metrics.json")
+                log.write_json("metrics.json", results)
+                log.metrics(results, step)
+                log.log_dict(results, "sft_metrics.json")
             engine.barrier()
         return results
