@@ -20,10 +20,10 @@ import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Annotated, Any, Iterable, Optional
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 HUB_SCHEME = "hf://"
 S3_SCHEME = "s3://"
@@ -209,10 +209,15 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-def check_model_ref(ref: str) -> None:
+def check_model_ref(ref: str) -> str:
     """Refuse at config time what can be refused without loading anything (an unknown tiny preset)."""
     if ref.startswith(TINY_PREFIX) and ref[len(TINY_PREFIX):] not in TINY_PRESETS:
         raise ModelError(f"model {ref!r}: unknown tiny preset; expected one of {sorted(TINY_PRESETS)}")
+    return ref
+
+
+# A config field holding a model reference, checked as the config loads.
+ModelRef = Annotated[str, AfterValidator(check_model_ref)]
 
 
 def packaged_gguf(name: str) -> Path:

@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field, model_validator
 from lad.advantages import ADVANTAGES, get_advantage
 from lad.data.records import DataError, read_records
 from lad.evaluation.heldout import HeldoutEvalConfig, evaluate_policy
+from lad.modeling import ModelRef
 from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
 from lad.rewards import RewardConfig, Score, score_batch
 from lad.rollout import SamplingParams, build_rollout
@@ -163,7 +164,7 @@ class RLTracking(BaseModel):
 class RLConfig(BaseModel):
     """The whole RL stage, as read from YAML (see configs/train/)."""
 
-    model: str = Field("tiny:1m", description="a model reference (lad.modeling.load_model): tiny:<preset>, a model directory (e.g. the SFT output), a .gguf file, s3:// URI, smollm2-135m-instruct or hf://org/name")
+    model: ModelRef = Field("tiny:1m", description="a model reference (lad.modeling.load_model): tiny:<preset>, a model directory (e.g. the SFT output), a .gguf file, s3:// URI, smollm2-135m-instruct or hf://org/name")
     output_dir: str = Field("out/rl")
     data: RLData
     rollout: RolloutConfig = RolloutConfig()
@@ -181,9 +182,6 @@ class RLConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "RLConfig":
-        from lad.modeling import check_model_ref
-
-        check_model_ref(self.model)
         t = self.train
         total = t.prompts_per_step * self.rollout.n
         if self.train.mini_batch_size is not None and total % self.train.mini_batch_size:

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from lad.config import load_yaml_config
 from lad.evaluation.heldout import HeldoutConfig, evaluate_heldout
+from lad.modeling import ModelRef
 from lad.tracking import Tracker, TrackingConfig
 from lad.train.checkpoint import resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
@@ -60,7 +61,7 @@ class SFTTracking(TrackingConfig):
 class SFTConfig(BaseModel):
     """The whole SFT stage, as read from YAML (see configs/sft/tiny.yaml)."""
 
-    model: str = Field("tiny:1m", description="a model reference (lad.modeling.load_model): tiny:<preset> (built here), a model directory, a .gguf file, s3:// URI, smollm2-135m-instruct or hf://org/name")
+    model: ModelRef = Field("tiny:1m", description="a model reference (lad.modeling.load_model): tiny:<preset> (built here), a model directory, a .gguf file, s3:// URI, smollm2-135m-instruct or hf://org/name")
     output_dir: str = Field("out/sft", description="where model/, metrics.json and checkpoints/ go")
     data: SFTData
     train: SFTTrainConfig = SFTTrainConfig()
@@ -71,14 +72,6 @@ class SFTConfig(BaseModel):
     tracking: SFTTracking = SFTTracking()
 
     model_config = {"extra": "forbid"}
-
-    @model_validator(mode="after")
-    def _known_preset(self) -> "SFTConfig":
-        from lad.modeling import check_model_ref
-
-        check_model_ref(self.model)
-        return self
-
     def checkpoint_root(self) -> Path:
         return Path(self.checkpoint.dir or Path(self.output_dir) / "checkpoints")
 
