@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 from lad.evaluation.metrics import normalize_program
-from lad.rewards import RewardConfig, Score, reward_kind, score_batch
+from lad.rewards import MathVerifier, RewardConfig, Score, extract_answer, reward_kind, score_batch
 from lad.rewards.code import outcome
 
 
@@ -117,14 +117,10 @@ class MathScorer:
     """math-verify through lad.rewards (countdown: exact check); answers grouped by math-verify."""
 
     def __init__(self, verifier=None, *, owned: bool = False):
-        from lad.rewards import MathVerifier
-
         self.verifier = verifier or MathVerifier()
         self._owned = owned or verifier is None
 
     def score(self, responses: list[str], records: list[dict]) -> list[Verdict]:
-        from lad.rewards import extract_answer
-
         prepared = []
         for response, record in zip(responses, records):
             unit = (record.get("extra_info") or {}).get("unit")
@@ -193,8 +189,6 @@ class CodeScorer:
 
 
 def _math_scorer(cfg) -> MathScorer:
-    from lad.rewards import MathVerifier
-
     return MathScorer(MathVerifier(workers=cfg.verifier_workers), owned=True)
 
 
