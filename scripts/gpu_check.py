@@ -8,7 +8,8 @@ Steps alternate GRPO / LAD on one engine; the first step of each is warm-up. Pri
 split, completion tokens/s, MFU and the LAD / GRPO update-time ratio, for each rollout engine
 asked for (``--engines hf,native``), and how far the rollout's log-probs are from the trainer's.
 
-    python3 scripts/gpu_check.py [--engines hf,native --steps 3 --prompts 16 --group 8 --prompt-len 256 --response-len 512]
+    python3 scripts/gpu_check.py [--engines hf,native --steps 3 --prompts 16 --group 8 --prompt-len 256 --response-len 512
+                                  --checkpointing --chunk 512]
 
 Imports only what the trainer needs (torch, transformers, deepspeed, pydantic, pyyaml); no MLflow.
 """
@@ -31,6 +32,7 @@ from lad.rollout import SamplingParams  # noqa: E402
 from lad.rollout.hf import HFRollout  # noqa: E402
 from lad.rollout.native import NativeRollout  # noqa: E402
 from lad.train.engine import EngineConfig, OptimConfig, build_engine  # noqa: E402
+from lad.train.memory import apply_checkpointing  # noqa: E402
 from lad.train.rl import RLConfig, policy_update  # noqa: E402
 from lad.train.rl_batch import Sample  # noqa: E402
 
@@ -67,6 +69,8 @@ def main() -> None:
     parser.add_argument("--micro", type=int, default=16, help="sequences per forward/backward")
     parser.add_argument("--minibatches", type=int, default=2, help="optimizer steps per rollout")
     parser.add_argument("--zero", type=int, default=2)
+    parser.add_argument("--checkpointing", action="store_true", help="memory.gradient_checkpointing")
+    parser.add_argument("--chunk", type=int, default=None, help="memory.logprob_chunk_size; default: whole logits")
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the GPU; default from its name")
     parser.add_argument("--cpu-smoke", action="store_true", help="a 2-layer, small-vocabulary model in fp32 on CPU, to check the script itself")
     args = parser.parse_args()
@@ -99,20 +103,25 @@ def main() -> None:
         "algorithm": {"objective": obj},
         "train": {"prompts_per_step": args.prompts, "mini_batch_size": b // args.minibatches, "micro_batch_size": args.micro},
         "engine": {"name": "deepspeed", "zero_stage": args.zero, "precision": precision}, "tracking": {"enabled": False},
+        "memory": {"gradient_checkpointing": args.checkpointing, "logprob_chunk_size": args.chunk},
     }) for obj in ("grpo", "lad")}
     cfg0 = cfgs["grpo"]
+    apply_checkpointing(model, cfg0.memory)
     engine = build_engine(model, OptimConfig(lr=1e-6, warmup_steps=0, min_lr_ratio=1.0), EngineConfig(name="deepspeed", zero_stage=args.zero, precision=precision),
                           total_steps=10 * args.steps * cfg0.optimizer_steps(), grad_accum=cfg0.mini_batch() // args.micro,
                           micro_batch_size=args.micro)
     advantage = get_advantage("grpo")
     print(f"{name}: {'Qwen2.5-0.5B-shaped' if not args.cpu_smoke else 'smoke-test'} model, {n_params / 1e6:.0f}M parameters, DeepSpeed ZeRO-{args.zero} {precision}; "
           f"P={args.prompts} G={args.group} prompt {args.prompt_len} + response {args.response_len} tokens (fixed length); "
-          f"{args.minibatches} optimizer steps per rollout, micro-batch {args.micro}", flush=True)
+          f"{args.minibatches} optimizer steps per rollout, micro-batch {args.micro}; gradient checkpointing "
+          f"{'on' if args.checkpointing else 'off'}, log-prob chunk {args.chunk or 'none (whole logits)'}", flush=True)
     for engine_name in engines:
         with engine.full_model() as full:
             rollout = (HFRollout if engine_name == "hf" else NativeRollout)(full, IdTokenizer(), max_batch_size=b)
         print(f"\nrollout engine {engine_name}:", flush=True)
         check(args, engine, rollout, cfgs, advantage, sync, shape, n_params, peak, name, b)
+    if cuda:
+        print(f"peak GPU memory allocated by torch: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
 
 
 def check(args, engine, rollout, cfgs, advantage, sync, shape, n_params, peak, name, b) -> None:

@@ -1,7 +1,6 @@
 """Memory settings change what is kept for backward, never what is computed: chunked log-probs
 and entropies against their closed forms, and log-probs, gradients and a whole RL update with
-gradient checkpointing and chunking against the plain path (float64), on the tiny model and on
-SmolLM2-135M-Instruct."""
+gradient checkpointing and chunking against the plain path (float64), on the tiny model."""
 
 import copy
 
@@ -169,4 +168,102 @@ def test_memory_settings_are_validated_and_left_out_of_the_trajectory(tmp_path):
     assert on.memory == MemoryConfig(gradient_checkpointing=True, logprob_chunk_size=64)
     # the same computation up to rounding: a run may resume with other memory settings
     assert on.trajectory() == off.trajectory()
+
+
+
+def test_zero_stage_defaults_to_2_on_gpu_and_offload_is_validated():
+    from pydantic import ValidationError
+
+    from lad.train.engine import EngineConfig, OptimConfig, deepspeed_config
+
+    def zero(device: str, **engine) -> dict:
+        return deepspeed_config(OptimConfig(), EngineConfig(**engine), device=torch.device(device), precision="bf16",
+                                micro_batch_size=4, grad_accum=2)["zero_optimization"]
+
+    assert zero("cuda") == {"stage": 2}
+    assert zero("cpu") == {"stage": 0}
+    assert zero("cuda", zero_stage=1) == {"stage": 1}
+    offload = {"device": "cpu", "pin_memory": True}
+    assert zero("cuda", zero_stage=3, offload_optimizer=True, offload_params=True) == {
+        "stage": 3, "offload_optimizer": offload, "offload_param": offload}
+    assert zero("cpu", zero_stage=2, offload_optimizer=True) == {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": False}}
+    for engine, message in [({"name": "torch", "zero_stage": 2}, "zero_stage needs engine name 'deepspeed'"),
+                            ({"offload_optimizer": True}, "offload_optimizer needs engine name 'deepspeed' and zero_stage 1, 2 or 3"),
+                            ({"name": "torch", "offload_optimizer": True}, "offload_optimizer needs engine name 'deepspeed' and zero_stage 1, 2 or 3"),
+                            ({"zero_stage": 2, "offload_params": True}, "offload_params needs engine name 'deepspeed' and zero_stage 3")]:
+        with pytest.raises(ValidationError, match=message):
+            EngineConfig(**engine)
+
+
+def test_memory_estimate_counts_the_parameters_and_shards_the_states_as_zero_does(tiny):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from lad.modeling import parameter_count
+    from lad.train.memory_estimate import ModelShape, peak_bytes, state_bytes
+
+    assert ModelShape.from_config(tiny[0].config.to_dict()).params == parameter_count(tiny[0])
+    untied = Qwen2ForCausalLM(Qwen2Config(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                                          num_key_value_heads=2, intermediate_size=24, tie_word_embeddings=False))
+    assert ModelShape.from_config(untied.config.to_dict()).params == parameter_count(untied)
+    n = 1000
+    # bf16 weights 2 + bf16 gradients 2 + fp32 master weights and moments 12, per parameter
+    assert [state_bytes(n, zero_stage=s, world=8) for s in range(4)] == [16000, 2000 + 2000 + 1500, 2000 + 250 + 1500, 2000]
+    assert state_bytes(n, zero_stage=2, world=8, offload_optimizer=True) == 2250
+    assert state_bytes(n, zero_stage=3, world=8, offload_optimizer=True, offload_params=True) == 250
+    shape = ModelShape(params=10, hidden=8, layers=2, intermediate=16, vocab=100)
+    # states + 2 layers x (10 h + 4 f) values x 2 bytes x 3 tokens + 4 float32 rows of V per response token
+    plain = peak_bytes(shape, micro_batch=1, seq_len=3, response_len=2, zero_stage=0, world=1, checkpointing=False, logprob_chunk=None)
+    assert plain == 160 + 2 * (80 + 64) * 2 * 3 + 4 * 4 * 2 * 100
+    # checkpointing: each layer's input, one layer's activations; a chunk of one position's logits
+    ckpt = peak_bytes(shape, micro_batch=1, seq_len=3, response_len=2, zero_stage=0, world=1, checkpointing=True, logprob_chunk=1)
+    assert ckpt == 160 + (2 * 8 + 80 + 64) * 2 * 3 + 4 * 4 * 1 * 100
+    # the AdamW step's temporary (4 bytes per parameter) when it outgrows activations and logits
+    assert peak_bytes(ModelShape(params=10**6, hidden=8, layers=2, intermediate=16, vocab=100), micro_batch=1, seq_len=3,
+                      response_len=2, zero_stage=0, world=1, checkpointing=True, logprob_chunk=1) == 20 * 10**6
+
+
+OFFLOAD_CHILD = """
+import copy, sys
+sys.path.insert(0, {tests!r})
+from test_rl import cfg, samples, small_model
+from lad.train.engine import DeepSpeedEngine, TorchEngine
+from lad.train.rl import policy_update
+
+def update(engine_cfg, make):
+    c = cfg(**{{"engine": engine_cfg, "train.mini_batch_size": 8, "train.micro_batch_size": 4}})
+    engine = make(copy.deepcopy(base), c)
+    policy_update(engine, samples(seed=1), c, step=0, pad_id=0, ref_model=None)
+    return engine.module
+
+base = small_model()
+want = update({{"name": "torch"}}, lambda m, c: TorchEngine(m, c.optim, c.engine, total_steps=4, grad_accum=2))
+got = update({{"name": "deepspeed", "zero_stage": 2, "offload_optimizer": True}},
+             lambda m, c: DeepSpeedEngine(m, c.optim, c.engine, total_steps=4, grad_accum=2, micro_batch_size=4))
+moved = max(float((p - q).detach().abs().max()) for p, q in zip(want.parameters(), base.parameters()))
+diff = max(float((p - q).detach().abs().max()) for p, q in zip(got.parameters(), want.parameters()))
+print("RESULT", moved, diff)
+"""
+
+
+def test_zero2_with_the_optimizer_offloaded_updates_as_the_torch_engine_does():
+    import sys
+    from pathlib import Path
+
+    from training_runs import run
+
+    proc = run([sys.executable, "-c", OFFLOAD_CHILD.format(tests=str(Path(__file__).parent))])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    moved, diff = proc.stdout.split("RESULT")[-1].split()
+    assert float(moved) > 1e-3  # two AdamW steps at lr 1e-2 did move the weights
+    # torch's AdamW on DeepSpeed's offloaded fp32 partition: the torch engine's update
+    assert float(diff) < 1e-6
+
+
+@pytest.mark.parametrize("preset", ["paper_math.yaml", "paper_code.yaml"])
+def test_the_7b_gpu_presets_checkpoint_chunk_and_shard_the_weights(preset):
+    from pathlib import Path
+
+    c = load_config(Path(__file__).resolve().parents[1] / "configs" / "train" / preset)
+    assert c.memory == MemoryConfig(gradient_checkpointing=True, logprob_chunk_size=512)
+    assert (c.engine.name, c.engine.zero_stage, c.engine.precision) == ("deepspeed", 3, "bf16")
 

@@ -13,7 +13,7 @@ one process with accumulation and several processes without it compute the same 
 
 Optimizer and learning-rate schedule are built here (AdamW, linear warm-up, cosine decay) and
 handed to the engine, so both engines step the very same torch objects. Under DeepSpeed a torch
-optimizer also avoids compiling DeepSpeed's CPU Adam extension.
+optimizer also avoids compiling DeepSpeed's CPU Adam extension (ZeRO-Offload included).
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ class EngineConfig(BaseModel):
     """Which engine runs the optimisation, and how."""
 
     name: Literal["deepspeed", "torch"] = Field("deepspeed", description="deepspeed (any world size) or torch (one process)")
-    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
+    zero_stage: Optional[int] = Field(
+        None, ge=0, le=3, description="DeepSpeed ZeRO stage: 1 shards optimizer states, 2 also gradients, 3 also weights; "
+        "None: 2 on GPU, 0 on CPU")
+    offload_optimizer: bool = Field(False, description="ZeRO-Offload: optimizer states and the Adam step in CPU memory (zero_stage 1-3)")
+    offload_params: bool = Field(False, description="weights in CPU memory between uses (zero_stage 3; with offload_optimizer: ZeRO-Infinity)")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     dist_backend: Optional[str] = Field(None, description="torch.distributed backend; default nccl on GPU, gloo on CPU")
 
@@ -55,7 +59,43 @@ class EngineConfig(BaseModel):
     def _zero_needs_deepspeed(self) -> "EngineConfig":
         if self.name == "torch" and self.zero_stage:
             raise ValueError("zero_stage needs engine name 'deepspeed'")
+        if self.offload_optimizer and not self.zero_stage:
+            raise ValueError("offload_optimizer needs engine name 'deepspeed' and zero_stage 1, 2 or 3")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs engine name 'deepspeed' and zero_stage 3")
         return self
+
+
+def resolve_zero_stage(stage: Optional[int], device: torch.device) -> int:
+    # ZeRO-2 shards gradients and optimizer states at the cost of no extra communication over
+    # plain data parallelism; on CPU (one process, tests) there is nothing to shard.
+    if stage is None:
+        return 2 if device.type == "cuda" else 0
+    return stage
+
+
+def deepspeed_config(optim: OptimConfig, engine: EngineConfig, *, device: torch.device, precision: str,
+                     micro_batch_size: int, grad_accum: int) -> dict:
+    """The DeepSpeed config dict of ``engine`` on ``device``."""
+    zero: dict = {"stage": resolve_zero_stage(engine.zero_stage, device)}
+    # Pinned host memory speeds up the GPU <-> CPU copies; there are none on CPU.
+    offload = {"device": "cpu", "pin_memory": device.type == "cuda"}
+    if engine.offload_optimizer:
+        zero["offload_optimizer"] = offload
+    if engine.offload_params:
+        zero["offload_param"] = offload
+    return {
+        # Offloaded, the states are stepped by the same torch AdamW on the CPU (foreach kernels);
+        # DeepSpeed's faster CPU Adam would compile a C++ extension at first use (minutes).
+        "zero_force_ds_cpu_optimizer": False,
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": optim.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
 
 
 def lr_multiplier(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -240,18 +280,11 @@ class DeepSpeedEngine(TrainEngine):
         self.precision = resolve_precision(engine.precision, self.device)
         optimizer = build_optimizer(model, optim)
         scheduler = build_scheduler(optimizer, optim, total_steps)
-        config = {
-            "train_micro_batch_size_per_gpu": micro_batch_size,
-            "gradient_accumulation_steps": grad_accum,
-            "gradient_clipping": optim.max_grad_norm,
-            "zero_optimization": {"stage": engine.zero_stage},
-            "bf16": {"enabled": self.precision == "bf16"},
-            "steps_per_print": 1 << 30,
-            "wall_clock_breakdown": False,
-        }
+        config = deepspeed_config(optim, engine, device=self.device, precision=self.precision,
+                                  micro_batch_size=micro_batch_size, grad_accum=grad_accum)
         self.ds, _, _, self.scheduler = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
         self.ds.train()
-        self.zero_stage = engine.zero_stage
+        self.zero_stage = config["zero_optimization"]["stage"]
 
     @property
     def module(self) -> torch.nn.Module:
