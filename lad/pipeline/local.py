@@ -33,7 +33,7 @@ SUMMARY_FILE = "run_summary.json"
 # step (no DeepSpeed launcher), the native rollout engine, and the local sandbox.
 DEMO_TRAIN_PROBLEMS = 6000
 DEMO = {
-    "sft_steps": 1000, "sft_batch_size": 64, "sft_problems": 6000, "sft_lr": 3e-3, "sft_heldout_problems": 0,
+    "sft_steps": 500, "sft_batch_size": 64, "sft_problems": 6000, "sft_lr": 3e-3, "sft_heldout_problems": 0,
     "sft_data": "synthetic:countdown",
     "steps": 350, "prompts_per_step": 16, "group_size": 8, "mini_batch_size": 64, "micro_batch_size": 32, "lr": 2e-4,
     "max_new_tokens": 24, "train_eval_prompts": 0,
