@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from lad.storage import atomic_path
+
 # name -> "module:function" of each pipeline. The Kubeflow layer is built on this library, so it is
 # imported here by name when a pipeline is compiled or run, never when this module loads.
 PIPELINES = {"training": "lad.kubeflow.pipelines.training:training", "retraining": "lad.kubeflow.pipelines.retraining:retraining"}
@@ -29,16 +31,14 @@ def compile_pipeline(name: str, path: Path) -> Path:
     """Write pipeline ``name`` as KFP YAML at ``path`` (replaced atomically)."""
     from kfp import compiler
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.yaml")
-    compiler.Compiler().compile(load(name), str(tmp))
-    # KFP's comment header lists struct defaults in hash order, which changes between runs;
-    # the spec below it is deterministic, so the header is replaced by a fixed one.
-    lines = tmp.read_text().splitlines(keepends=True)
-    body = lines[next(i for i, line in enumerate(lines) if not line.startswith("#")):]
-    module = PIPELINES[name].split(":")[0].removeprefix("lad.kubeflow.").replace(".", "/")
-    tmp.write_text(f"# {name}: compiled from {module}.py by `lad pipeline compile`; do not edit.\n" + "".join(body))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        compiler.Compiler().compile(load(name), str(tmp))
+        # KFP's comment header lists struct defaults in hash order, which changes between runs;
+        # the spec below it is deterministic, so the header is replaced by a fixed one.
+        lines = tmp.read_text().splitlines(keepends=True)
+        body = lines[next(i for i, line in enumerate(lines) if not line.startswith("#")):]
+        module = PIPELINES[name].split(":")[0].removeprefix("lad.kubeflow.").replace(".", "/")
+        tmp.write_text(f"# {name}: compiled from {module}.py by `lad pipeline compile`; do not edit.\n" + "".join(body))
     return path
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 from lad.study.config import StudyConfig
 from lad.study.grid import Arm
-from lad.study.publish import publish
+from lad.storage import write_atomic
 from lad.study.stats import paired_bootstrap, seed_interval
 from lad.study.worker import PAIRED, RESULT, TEST_METRICS
 
@@ -178,7 +178,7 @@ def _curve_panel(ax, arm: Arm, runs: dict[int, dict]) -> None:
 def write_report(cfg: StudyConfig, arms: list[Arm], out: Path) -> list[Path]:
     results = load_results(out, arms)
     summary = summarise(cfg, arms, results)
-    publish(out / "study.json", json.dumps(summary, indent=2))
-    publish(out / "study.md", markdown(summary))
+    write_atomic(out / "study.json", json.dumps(summary, indent=2))
+    write_atomic(out / "study.md", markdown(summary))
     return [out / "study.md", out / "study.json", *figures(summary, arms, results, out)]
 

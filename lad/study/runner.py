@@ -27,7 +27,7 @@ import yaml
 from lad.config import ConfigError, apply_overrides, read_yaml_mapping
 from lad.study.config import StudyConfig, load_study_config
 from lad.study.grid import Arm, Run, expand, rl_run_config, runs_of
-from lad.study.publish import publish
+from lad.storage import write_atomic
 from lad.study.splits import write_splits
 from lad.study.worker import RESULT
 
@@ -83,7 +83,7 @@ def warm_start(cfg: StudyConfig, out: Path, notice: Notice) -> str:
         raw["output_dir"] = str(folder)
         raw["tracking"] = {"enabled": False}
         config = out / "warm_start.yaml"
-        publish(config, yaml.safe_dump(raw))
+        write_atomic(config, yaml.safe_dump(raw))
         notice(f"warm start: SFT ({cfg.warm_start.sft}) into {folder}")
         # alone on the machine: it gets the threads the runs will share
         proc = launch(["lad.cli", "sft", str(config), "--resume"], out / "warm_start.log", threads=cfg.max_parallel)
@@ -111,8 +111,8 @@ def prepare_run(run: Run, cfg: StudyConfig, base: dict, model: str, validation: 
                         "temperature": ev.temperature, "top_p": ev.top_p,
                         "max_new_tokens": ev.max_new_tokens or rl.rollout.max_new_tokens}],
     }
-    publish(folder / "train.yaml", yaml.safe_dump(raw, sort_keys=False))
-    publish(folder / "run.json", json.dumps({"arm": run.arm.name, "seed": run.seed, "test": test_cfg}, indent=2))
+    write_atomic(folder / "train.yaml", yaml.safe_dump(raw, sort_keys=False))
+    write_atomic(folder / "run.json", json.dumps({"arm": run.arm.name, "seed": run.seed, "test": test_cfg}, indent=2))
     return folder
 
 

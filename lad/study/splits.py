@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from lad.study.config import Splits
-from lad.study.publish import publish
+from lad.storage import write_atomic
 
 
 def draw_splits(splits: Splits) -> tuple[list[dict], list[dict]]:
@@ -32,5 +32,5 @@ def write_splits(splits: Splits, folder: Path) -> tuple[Path, Path]:
     paths = folder / "validation.jsonl", folder / "test.jsonl"
     if not all(p.is_file() for p in paths):
         for path, records in zip(paths, draw_splits(splits)):
-            publish(path, "".join(json.dumps(r) + "\n" for r in records))
+            write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
     return paths

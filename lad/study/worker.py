@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from statistics import fmean
 
-from lad.study.publish import publish
+from lad.storage import write_atomic
 
 RESULT = "result.json"
 TEST_METRICS = ("avg@8", "pass@1", "pass@4", "pass@16", "maj@8", "distinct_correct", "dist-3", "dist-4", "response_len")
@@ -38,7 +38,7 @@ def run_one(run_dir: Path) -> dict:
     summary = run_eval(eval_cfg)
     result = {"arm": spec["arm"], "seed": spec["seed"], **train_record(run_dir),
               "test": test_record(eval_cfg, summary), "last_attempt_s": time.perf_counter() - started}
-    publish(run_dir / RESULT, json.dumps(result, indent=2, sort_keys=True))
+    write_atomic(run_dir / RESULT, json.dumps(result, indent=2, sort_keys=True))
     return result
 
 
