@@ -24,7 +24,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lad.data.public import read_text
-from lad.local_server import free_port, wait_until_healthy
+from lad.local_server import free_port, stop_process_group, wait_until_healthy
 from lad.sandbox.client import SandboxClient
 
 DATA_FILE = "humanevalplus.jsonl"  # bundled with lad (lad.data.public)
@@ -222,8 +221,7 @@ def main() -> None:
                 rounds.append(evalplus_round(args.evalplus_python, tasks, work)
                               + lad_round(client, tasks, 2 * args.workers, service))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+        stop_process_group(proc)
         service.remove()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -16,7 +16,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from rich.console import Console
 from rich.table import Table
 
-from lad.local_server import free_port, wait_until_healthy
+from lad.local_server import free_port, stop_process_group, wait_until_healthy
 from lad.sandbox.client import SandboxClient
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.isolation import host_user
@@ -168,8 +167,7 @@ def main() -> None:
         after = client_cpu(), _cpu(proc.pid)[0]
         client.close()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+        stop_process_group(proc)
 
     best_service, best_naive = max(service), max(naive)
     table = Table(title=f"Trivial programs per second, {args.threads} client threads, {args.programs} per round, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -30,3 +32,16 @@ def wait_until_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> st
             pass
         time.sleep(0.5)
     return f"did not answer {url} within {timeout_s:g} s"
+
+
+def stop_process_group(proc: subprocess.Popen | None, grace_s: float = 20) -> None:
+    """SIGTERM the process group of a server started with ``start_new_session=True`` (so its
+    workers go with it), then SIGKILL what is still there after ``grace_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -13,7 +13,6 @@ Fixtures for other test modules: import them (``from servers import s3_server, s
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lad.local_server import free_port, wait_until_healthy
+from lad.local_server import free_port, stop_process_group, wait_until_healthy
 
 _CREDS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -183,14 +182,7 @@ class MlflowServer:
         return self
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        stop_process_group(self.proc)
 
 
 # --------------------------------------------------------------------------------------------

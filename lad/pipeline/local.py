@@ -12,7 +12,6 @@ import inspect
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from lad.local_server import free_port, wait_until_healthy
+from lad.local_server import free_port, stop_process_group, wait_until_healthy
 from lad.pipeline.console import StageConsole, captured, display_names
 from lad.storage import put_bytes
 
@@ -119,13 +118,7 @@ class LocalSandbox:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_group(self.proc)
 
 
 @dataclass
