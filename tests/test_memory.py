@@ -1,6 +1,7 @@
 """Memory settings change what is kept for backward, never what is computed: chunked log-probs
 and entropies against their closed forms, and log-probs, gradients and a whole RL update with
-gradient checkpointing and chunking against the plain path (float64), on the tiny model."""
+gradient checkpointing and chunking against the plain path (float64), on the tiny model and on the
+real SmolLM2-135M-Instruct (small shapes)."""
 
 import copy
 
@@ -129,6 +130,22 @@ def test_gradient_checkpointing_gives_the_plain_gradients_on_the_tiny_model(tiny
     assert shared_prompt_kwarg(model) is None
     assert_same(grads_of(model, plain), want, 1e-10)
     assert_same(grads_of(model, plain, head=logprob_head(model, MemoryConfig(logprob_chunk_size=3))), want, 1e-10)
+
+
+def test_checkpointing_and_chunking_give_the_plain_gradients_on_the_real_model(smollm2_dir):
+    """SmolLM2-135M (Llama, GQA, tied embeddings: the LM head's gradient arrives from both ends) in
+    float64: log-probs, entropies and every parameter's gradient as the plain path's (1e-10)."""
+    from lad.modeling import load_model
+
+    model = load_model(smollm2_dir)[0].double().train()
+    ss = grouped_samples([(5, [4, 2]), (3, [6])])
+    plain = collate(ss, 0, CPU)
+    want = grads_of(model, plain)
+    apply_checkpointing(model, MemoryConfig(gradient_checkpointing=True))
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    got = grads_of(model, plain, head=logprob_head(model, MemoryConfig(logprob_chunk_size=3)))
+    assert len(got[2]) == len(want[2]) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert_same(got, want, 1e-10)
 
 
 def update_cfg(memory: dict) -> RLConfig:
