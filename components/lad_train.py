@@ -11,7 +11,8 @@ def lad_train(
     init_model: Input[Model], data: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
     objective: str, divergence: str, kappa: float, group_size: int, lr: float, steps: int, prompts_per_step: int,
     mini_batch_size: int, micro_batch_size: int, max_new_tokens: int, rollout_engine: str, engine: str, eval_prompts: int,
-    eval_k: int, seed: int, preset: str = "", overrides: dict = {}, sandbox_url: str = "", experiment: str = "lad-pipeline",
+    eval_k: int, seed: int, reward_functions: dict, checkpoint_every: int, preset: str = "", overrides: dict = {}, sandbox_url: str = "",
+    experiment: str = "lad-pipeline",
     num_nodes: int = 1, gpus_per_node: int = 1, gpu_type: str = "nvidia.com/gpu", node_selector: dict = {},
     tolerations: list = [], s3_secret: str = "lad-s3", mlflow_secret: str = "lad-mlflow", trainer_image: str = "",
     pipeline_run_id: str = "", pipeline_run_name: str = "", stage: str = "train",
@@ -22,22 +23,28 @@ def lad_train(
         objective, divergence, kappa, group_size, lr, steps, prompts_per_step, mini_batch_size, micro_batch_size,
             max_new_tokens, rollout_engine, engine, eval_k, seed: RL settings (lad.pipeline.settings.RL_PARAMETERS);
             one at its RLConfig default (0 where that is None) leaves the preset's value.
+        reward_functions: custom rewards, data_source (or "*") -> "module:function" or "path/to/file.py:function"
+            (lad.rewards.custom); {}: the built-in ones.
+        checkpoint_every: steps between checkpoints, published under s3://<artifact bucket>/lad-checkpoints/<run id>/<stage>
+            when the pipeline root is in S3; a retry of this step resumes from the newest one published.
         eval_prompts: held-out prompts (data's eval.parquet) scored before and after; 0: none.
         preset: a name of configs/train/*.yaml, or a path or s3:// URI of an RL config YAML, under the settings above.
         overrides: any RL setting by its dotted RLConfig name, over everything else, e.g. {"algorithm.kl_coef": 0.01}.
         num_nodes: above 1, train as a PyTorchJob across that many nodes (DeepSpeed under torchrun).
-        gpus_per_node, gpu_type, node_selector, tolerations, s3_secret, mlflow_secret: the PyTorchJob's pods' settings.
+        gpus_per_node: GPUs of the pod (of each pod of the PyTorchJob); above 1, one training process per GPU under torchrun.
+        gpu_type, node_selector, tolerations, s3_secret, mlflow_secret: the PyTorchJob's pods' settings.
         trainer_image: image of the PyTorchJob's pods; empty: this step's own image.
         pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under (marked
             FAILED or KILLED when this step fails or is stopped); empty: a run of its own.
         stage: name of the MLflow stage run (one per trained model of a pipeline run).
     """
-    from lad.pipeline.steps import pipeline_step, train
+    from lad.pipeline.steps import checkpoint_prefix, pipeline_step, train
 
     with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, stage) as parent_run_id:
         settings = dict(objective=objective, divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, steps=steps,
                         prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size, micro_batch_size=micro_batch_size,
                         max_new_tokens=max_new_tokens, rollout_engine=rollout_engine, engine=engine, eval_k=eval_k, seed=seed,
+                        reward_functions=reward_functions, checkpoint_every=checkpoint_every,
                         preset=preset, overrides=overrides, eval_prompts=eval_prompts, sandbox_url=sandbox_url,
                         experiment=experiment, parent_run_id=parent_run_id, stage=stage)
         if num_nodes > 1:
@@ -47,7 +54,8 @@ def lad_train(
                               tolerations=tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, image=trainer_image)
             results = run_multinode(job, init_model.path, data.path, model.path, model.uri, settings)
         else:
-            results = train(init_model.path, data.path, model.path, **settings)
+            results = train(init_model.path, data.path, model.path, **settings, processes=gpus_per_node,
+                            checkpoint_uri=checkpoint_prefix(model.uri, pipeline_run_id, stage))
     for key, value in results.items():
         if isinstance(value, (int, float)):
             metrics.log_metric(key, float(value))

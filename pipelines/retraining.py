@@ -41,6 +41,8 @@ def retraining(
     train_eval_prompts: int = 0,
     train_preset: str = "",
     train_overrides: dict = {},
+    reward_functions: dict = RL["reward.functions"],
+    checkpoint_every: int = RL["checkpoint.every_steps"],
     eval_benchmarks: str = "synthetic_countdown,synthetic_code",
     eval_k: int = 0,
     eval_limit: int = 0,
@@ -82,6 +84,10 @@ def retraining(
         train_eval_prompts: held-out prompts (data prep's eval rows) scored before and after RL; 0: none.
         train_preset: RL settings under the parameters above: a name of configs/train/*.yaml, or a path or s3:// URI
             of an RL config YAML; empty: RLConfig's defaults. A parameter left at its default keeps the preset's value.
+        reward_functions: custom rewards for RL: data_source (or "*": every other) -> "module:function" or
+            "path/to/file.py:function" with verl's compute_score signature; {}: the built-in rewards.
+        checkpoint_every: RL steps between checkpoints; with an S3 pipeline root they are published under
+            s3://<bucket>/lad-checkpoints/<run id>/<task>, and a retried (pre-empted) training step resumes from the newest.
         train_overrides: any RL setting by its RLConfig name, over the preset and the parameters.
         eval_benchmarks: comma-separated benchmarks both models are evaluated on.
         eval_k: samples per problem; 0: each benchmark's registered k (and RLConfig's eval.k in RL).
@@ -112,6 +118,7 @@ def retraining(
         group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size,
         micro_batch_size=micro_batch_size, max_new_tokens=max_new_tokens,
         rollout_engine=rollout_engine, preset=train_preset, overrides=train_overrides, engine=train_engine,
+        reward_functions=reward_functions, checkpoint_every=checkpoint_every,
         eval_prompts=train_eval_prompts, eval_k=eval_k,
         sandbox_url=sandbox_url, seed=seed, experiment=mlflow_experiment,
         num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=gpu_node_selector,

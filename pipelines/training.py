@@ -67,6 +67,8 @@ def training(
     train_eval_prompts: int = 0,
     train_preset: str = "",
     train_overrides: dict = {},
+    reward_functions: dict = RL["reward.functions"],
+    checkpoint_every: int = RL["checkpoint.every_steps"],
     eval_benchmarks: str = "synthetic_countdown,synthetic_code",
     eval_k: int = 0,
     eval_limit: int = 0,
@@ -117,6 +119,10 @@ def training(
         train_preset: RL settings under the parameters above: a name of configs/train/*.yaml (e.g. paper_math), or a
             path or s3:// URI of an RL config YAML; empty: RLConfig's defaults. A parameter left at its default keeps
             the preset's value.
+        reward_functions: custom rewards for RL: data_source (or "*": every other) -> "module:function" or
+            "path/to/file.py:function" with verl's compute_score signature; {}: the built-in rewards.
+        checkpoint_every: RL steps between checkpoints; with an S3 pipeline root they are published under
+            s3://<bucket>/lad-checkpoints/<run id>/<task>, and a retried (pre-empted) training step resumes from the newest.
         train_overrides: any RL setting by its RLConfig name, over the preset and the parameters, e.g.
             {"algorithm.kl_coef": 0.01, "algorithm.advantage": "rloo", "algorithm.loss_params.clip_high": 0.28}.
         eval_benchmarks: comma-separated benchmarks (lad eval list), e.g. math500,aime24,humanevalplus.
@@ -148,6 +154,7 @@ def training(
     common = dict(data=prep.outputs["data"], divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, steps=steps,
                   prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size, micro_batch_size=micro_batch_size,
                   max_new_tokens=max_new_tokens, rollout_engine=rollout_engine, preset=train_preset, overrides=train_overrides,
+                  reward_functions=reward_functions, checkpoint_every=checkpoint_every,
                   engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k, sandbox_url=sandbox_url, seed=seed,
                   experiment=mlflow_experiment, num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type,
                   node_selector=gpu_node_selector, tolerations=gpu_tolerations, s3_secret=s3_secret,

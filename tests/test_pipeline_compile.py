@@ -13,7 +13,7 @@ TRAINING_PARAMETERS = {
     "base_model", "datasets", "sft_steps", "sft_data", "sft_lr", "sft_batch_size", "sft_problems", "sft_heldout_problems", "objective",
     "compare_objective", "divergence", "kappa", "group_size", "lr", "steps", "prompts_per_step", "mini_batch_size",
     "micro_batch_size", "max_new_tokens", "rollout_engine", "train_engine",
-    "train_eval_prompts", "train_preset", "train_overrides", "eval_benchmarks", "eval_k", "eval_limit", "eval_max_new_tokens", "eval_temperature", "registered_model_name",
+    "train_eval_prompts", "train_preset", "train_overrides", "reward_functions", "checkpoint_every", "eval_benchmarks", "eval_k", "eval_limit", "eval_max_new_tokens", "eval_temperature", "registered_model_name",
     "promotion_metric", "promotion_margin", "sandbox_url", "benchmarks_dir", "mlflow_experiment", "seed", "num_nodes",
     "gpus_per_node", "gpu_type", "gpu_node_selector", "gpu_tolerations", "s3_secret", "mlflow_secret",
 }

@@ -1,11 +1,12 @@
 """What the SFT and RL resume tests share: running a stage in a clean child process, killing it
-at a step, and comparing the saved weights."""
+at a step, and comparing the saved weights; and the inputs of a pipeline training step."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import textwrap
+from pathlib import Path
 
 from safetensors.torch import load_file
 
@@ -42,3 +43,21 @@ def final_weights(out_dir) -> dict:
 def max_weight_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def step_inputs(folder: Path) -> tuple[Path, Path]:
+    """(starting model, data prep output) for ``steps.train``: the tiny model and 40 countdown prompts."""
+    from lad.modeling import build_tiny_model
+    from lad.pipeline.steps import prep
+
+    model, tok = build_tiny_model("1m", seed=0)
+    model.save_pretrained(folder / "init")
+    tok.save_pretrained(folder / "init")
+    prep([{"name": "synthetic/countdown", "role": "train", "synthetic": {"task": "countdown", "n": 40, "seed": 0},
+           "decontaminate": False}], folder / "data")
+    return folder / "init", folder / "data"
+
+
+def step_weights(model_out) -> dict:
+    """The weights a training step wrote into its output folder."""
+    return load_file(str(Path(model_out) / "model.safetensors"))

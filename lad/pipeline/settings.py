@@ -31,6 +31,7 @@ RL_PARAMETERS = {
     "rollout_engine": "rollout.engine", "lr": "optim.lr", "steps": "train.max_steps",
     "prompts_per_step": "train.prompts_per_step", "mini_batch_size": "train.mini_batch_size",
     "micro_batch_size": "train.micro_batch_size", "engine": "engine.name", "eval_k": "eval.k", "seed": "train.seed",
+    "reward_functions": "reward.functions", "checkpoint_every": "checkpoint.every_steps",
 }
 LAD_ONLY = {"divergence", "kappa"}
 # Run parameters of the SFT stage -> SFTConfig fields (steps and data are the step's own: 0 steps

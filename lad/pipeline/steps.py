@@ -9,7 +9,11 @@ bodies, lets the same code run in a cluster pod, in KFP's local runner and in pl
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -170,14 +174,16 @@ def sft(
 def rl_config(
     init_model: str, train_path: str, eval_path: Optional[str], output_dir: str, *, preset: str = "",
     overrides: Optional[dict] = None, eval_prompts: int = 0, sandbox_url: str = "", experiment: str = "lad-pipeline",
-    parent_run_id: str = "", stage: str = "train", **parameters,
+    parent_run_id: str = "", stage: str = "train", checkpoint_uri: str = "", **parameters,
 ):
     """The RL stage's config (see :mod:`lad.pipeline.settings` for the layers): RLConfig's
     defaults, the ``preset``, the run's ``parameters`` that are set (RL_PARAMETERS: objective,
     lr, steps, ...), the ``overrides`` (any RLConfig setting by its dotted name), then this step's
     own: the model, data prep's train.parquet and, with ``eval_prompts`` > 0, that many of its
     eval rows scored before and after (0: none, as RLData has by default); under
-    ``parent_run_id`` its MLflow run is the stage ``stage``."""
+    ``parent_run_id`` its MLflow run is the stage ``stage``. With ``checkpoint_uri`` (see
+    :func:`checkpoint_prefix`) every ``checkpoint.every_steps`` steps' checkpoint is published
+    there; without it the step keeps none (its output folder is scratch)."""
     from lad.pipeline.settings import LAD_ONLY, RL_PARAMETERS, SettingsError, check_field, chosen, flatten, layered, read_preset
     from lad.train.rl import RLConfig
 
@@ -201,8 +207,10 @@ def rl_config(
         "tracking": {"experiment": experiment, "run_name": stage if parent_run_id else f"{objective}-{stage}",
                      "parent_run_id": parent_run_id or None},
         **({"reward.sandbox_url": sandbox_url} if sandbox_url else {}),
-        # the output folder is scratch of which only the model is kept: no rollout samples, one checkpoint
-        "train.samples_every": 0, "checkpoint.every_steps": max(steps, 1),
+        # the output folder is scratch of which only the model is kept: no rollout samples, and checkpoints only
+        # where they outlive the pod
+        "train.samples_every": 0,
+        **({"checkpoint.remote": checkpoint_uri} if checkpoint_uri else {"checkpoint.every_steps": max(steps, 1)}),
     }
     # ~100 points per curve: a metric write per step to a sqlite store costs more than a tiny model's step
     raw = layered({"train.log_every": max(1, steps // 100)}, given, knobs, overrides, own)
@@ -212,18 +220,71 @@ def rl_config(
         raise StepError(f"RL settings: {format_validation(err)}") from None
 
 
-def train(init_model: str | Path, data_dir: str | Path, model_out: str | Path, **settings) -> dict:
+CHECKPOINTS_PREFIX = "lad-checkpoints"
+
+
+def checkpoint_prefix(artifact_uri: str, run_id: str, task: str) -> str:
+    """Where training task ``task`` of pipeline run ``run_id`` publishes its checkpoints:
+    ``s3://<bucket of the artifact store>/lad-checkpoints/<run id>/<task>``, the same for every
+    attempt of the task, so a retry finds what the attempt before it published. "" (no remote
+    checkpoints) outside a pipeline run or where the artifacts are local files (the local runner)."""
+    for scheme in ("s3://", "minio://"):
+        if run_id and artifact_uri.startswith(scheme):
+            bucket = artifact_uri[len(scheme):].split("/", 1)[0]
+            return f"s3://{bucket}/{CHECKPOINTS_PREFIX}/{run_id}/{task}"
+    return ""
+
+
+def _torchrun(cfg, processes: int, work: Path) -> dict:
+    """``cfg`` trained by ``processes`` processes of this machine, one per GPU: torchrun running
+    the pipeline's worker, in a session of its own that is ended with the step (a failure, a
+    SIGTERM), so no process outlives it; their output goes to this step's log."""
+    config = work / "rl_config.json"
+    config.write_text(cfg.model_dump_json())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+           "-m", "lad.pipeline.worker", "--config", str(config)]
+    print(f"training with {processes} processes: {' '.join(cmd[1:])}", flush=True)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if code != 0:
+        raise StepError(f"training: torchrun with {processes} processes exited with status {code} (its processes' errors are above)")
+    return json.loads((work / "metrics.json").read_text())
+
+
+def train(init_model: str | Path, data_dir: str | Path, model_out: str | Path, *, processes: int = 1, **settings) -> dict:
     """RL (see :func:`rl_config` for the settings) from ``init_model`` on data prep's
-    train.parquet into ``model_out``; returns the trainer's final metrics."""
+    train.parquet into ``model_out``; returns the trainer's final metrics. With
+    ``checkpoint_uri`` the run resumes from the newest checkpoint published there (a retried or
+    pre-empted step goes on where its last attempt's checkpoint stands). ``processes`` > 1:
+    data-parallel over that many processes of this machine (one per GPU of the pod; gloo on CPU),
+    launched by torchrun."""
     from lad.train.rl import train_rl
 
+    if processes < 1:
+        raise StepError(f"parameter gpus_per_node: expected >= 1, got {processes}")
     data_dir, dest = Path(data_dir), Path(model_out)
     if not (data_dir / TRAIN_FILE).is_file():
         raise StepError(f"input data: {data_dir} has no {TRAIN_FILE} (is it the output of data prep?)")
     eval_path = str(data_dir / EVAL_FILE) if (data_dir / EVAL_FILE).is_file() else None
     with _workdir(dest) as work:
         cfg = rl_config(str(init_model), str(data_dir / TRAIN_FILE), eval_path, work, **settings)
-        results = train_rl(cfg, on_step=lambda step: progress(step, cfg.train.max_steps))
+        if processes > 1:
+            if cfg.engine.name != "deepspeed":
+                raise StepError(f"parameter train_engine: {cfg.engine.name!r} trains in one process; "
+                                f"{processes} processes (gpus_per_node) need 'deepspeed'")
+            results = _torchrun(cfg, processes, Path(work))
+        else:
+            results = train_rl(cfg, resume=cfg.checkpoint.remote is not None,
+                               on_step=lambda step: progress(step, cfg.train.max_steps))
         last = json.loads((Path(work) / "steps.jsonl").read_text().splitlines()[-1])
         _move_into(Path(work) / "model", dest)
     figure(f"step {last['step']}: reward {last['reward/mean']:.3f}, accuracy {last['reward/accuracy']:.2f}")

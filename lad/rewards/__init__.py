@@ -4,16 +4,19 @@
 reward, held-out evaluation during training, the evaluation stage): code records run in the
 sandbox (``lad.rewards.code``: the response's program completed with the starter code,
 "Class.method" tests routed through a module function), math in a pool of verifier processes,
-countdown checked exactly. It returns one ``Score`` (value, reason, judged answer) per response.
+countdown checked exactly, and a data_source named in ``reward.functions`` by the user's own
+function (``lad.rewards.custom``). It returns one ``Score`` (value, reason, judged answer, extra
+metrics) per response.
 """
 
 from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from lad.rewards.countdown import score_countdown
+from lad.rewards.custom import RewardFunctionError, function_for, load_function, score_custom
 from lad.rewards.extract import extract_answer, last_boxed, last_code_block
 from lad.rewards.math import MathVerifier, Score, default_verifier, score_math
 
@@ -30,6 +33,21 @@ class RewardConfig(BaseModel):
     format_weight: float = Field(0.0, ge=0, le=1, description="reward = (1 - w) * correctness + w * (an answer was given); 0 disables")
     sandbox_url: Optional[str] = Field(None, description="sandbox service for code; None: $LAD_SANDBOX_URL, else in-process")
     code_timeout_s: Optional[float] = Field(None, gt=0, description="per-test time limit of code rewards; None: the sandbox's default")
+    functions: dict[str, str] = Field(
+        {}, description="custom rewards: data_source (or '*': every source not named) -> 'module:function' or "
+        "'path/to/file.py:function', called as verl's compute_score(data_source, solution_str, ground_truth, extra_info) "
+        "and returning a number or a dict with 'score' (its other numbers are logged); over the built-in rewards")
+    function_timeout_s: float = Field(10.0, gt=0, description="time limit of one custom reward call; past it the item scores 0 (timeout)")
+
+    @field_validator("functions")
+    @classmethod
+    def _loadable(cls, functions: dict[str, str]) -> dict[str, str]:
+        for source, ref in functions.items():
+            try:
+                load_function(ref)
+            except RewardFunctionError as err:
+                raise ValueError(f"data_source {source!r}: {err}") from None
+        return functions
 
 
 def reward_kind(record: dict) -> str:
@@ -56,7 +74,7 @@ def score_batch(
 
     A math record's ``extra_info.answer_fallback`` (set by data prep from its source's
     ``answer_fallback``) is the answer regex for responses without a \\boxed{}. ``verifier``: the
-    math-verify pool (None: the shared default one); ``sandbox``: a SandboxClient for code (None:
+    reward worker pool, where math-verify and custom functions run (None: the shared default one); ``sandbox``: a SandboxClient for code (None:
     one for this call at ``cfg.sandbox_url``, started only when a response has code to run).
     ``strict`` (the evaluator's mode): a code record that cannot be scored, or a sandbox that
     cannot be reached, raises instead of scoring 0 with the reason, so no number is reported
@@ -67,9 +85,16 @@ def score_batch(
     cfg = cfg or RewardConfig()
     if len(responses) != len(records):
         raise ValueError(f"{len(responses)} responses for {len(records)} records")
-    kinds = [reward_kind(r) for r in records]
-    truths = [r["reward_model"]["ground_truth"] for r in records]
+    refs = [function_for(cfg.functions, r.get("data_source", "")) for r in records]
+    kinds = ["custom" if ref else reward_kind(r) for r, ref in zip(records, refs)]
     scores: list[Score | None] = [None] * len(responses)
+    custom_idx = [i for i, k in enumerate(kinds) if k == "custom"]
+    if custom_idx:
+        custom_scores = score_custom([responses[i] for i in custom_idx], [records[i] for i in custom_idx],
+                                     [refs[i] for i in custom_idx], verifier or default_verifier(), cfg.function_timeout_s)
+        for i, s in zip(custom_idx, custom_scores):
+            scores[i] = s
+    truths = [r["reward_model"]["ground_truth"] if k != "custom" else None for r, k in zip(records, kinds)]
     math_idx = [i for i, k in enumerate(kinds) if k == "math"]
     if math_idx:
         math_scores = (verifier or default_verifier()).score(
@@ -96,13 +121,14 @@ def score_batch(
                 sandbox.close()
         for i, s in zip(code_idx, code_scores):
             scores[i] = s
-    if cfg.format_weight:
+    if cfg.format_weight:  # a custom function's score is its own
         w = cfg.format_weight
-        scores = [Score((1 - w) * s.value + w * (s.answer is not None), s.reason, s.answer) for s in scores]
+        scores = [s if k == "custom" else Score((1 - w) * s.value + w * (s.answer is not None), s.reason, s.answer)
+                  for s, k in zip(scores, kinds)]
     return scores
 
 
 __all__ = [
-    "KINDS", "MathVerifier", "RewardConfig", "SOURCE_KINDS", "Score", "extract_answer", "last_boxed", "reason_label",
+    "KINDS", "MathVerifier", "RewardConfig", "RewardFunctionError", "SOURCE_KINDS", "Score", "extract_answer", "last_boxed", "reason_label",
     "reward_kind", "score_batch", "score_countdown", "score_math",
 ]

@@ -16,19 +16,23 @@ import multiprocessing as mp
 import re
 import threading
 import time
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, TypeVar
 
 from lad.rewards.extract import extract_answer
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class Score:
-    """One scored response: value in [0, 1], why, and the answer that was judged."""
+    """One scored response: value (built-in rewards: in [0, 1]), why, the answer that was judged,
+    and the extra numbers a custom reward function returned with it (logged as metrics)."""
 
     value: float
     reason: str
     answer: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _as_latex(answer: str) -> str:
@@ -104,7 +108,8 @@ def _worker(args: tuple[str, str, int]) -> tuple[bool, str]:
 
 
 class MathVerifier:
-    """A pool of verifier processes with per-item timeouts.
+    """A pool of verifier processes with per-item timeouts: the reward worker pool, where math
+    answers are checked and custom reward functions run (``run_many``).
 
     workers: processes (forked lazily on first use). timeout_s: math-verify's own per-item bound;
     the batch deadline adds slack for queueing behind other items.
@@ -130,22 +135,27 @@ class MathVerifier:
 
     def equivalent_many(self, pairs: list[tuple[str, str]]) -> list[tuple[bool, str]]:
         """(answer, reference) pairs -> (equivalent, reason) each, in order."""
-        if not pairs:
+        # Each item's bound: timeout_s for each of parse, parse and verify, plus slack.
+        return self.run_many(_worker, [(a, g, self.timeout_s) for a, g in pairs], 3 * self.timeout_s + 2, (False, "timeout"))
+
+    def run_many(self, worker: Callable[[Any], R], items: list, per_item_s: float, on_timeout: R) -> list[R]:
+        """``worker(item)`` for each item in the pool's processes, in order; an item not done by
+        its deadline gets ``on_timeout`` and the pool is replaced. ``worker`` must be a module-level
+        function and must not raise. Items queue behind each other, so the deadline of the whole
+        batch is ``per_item_s`` times (1 + the queue length per worker)."""
+        if not items:
             return []
         with self._lock:
             pool = self._get_pool()
-            pending = [pool.apply_async(_worker, ((a, g, self.timeout_s),)) for a, g in pairs]
-            # Each item gets its own bound (timeout_s for parse, parse and verify) plus slack;
-            # items queue behind each other, so the batch deadline scales with the queue length.
-            per_item = 3 * self.timeout_s + 2
-            deadline = time.monotonic() + per_item * (1 + math.ceil(len(pairs) / self.workers))
-            results: list[tuple[bool, str]] = []
+            pending = [pool.apply_async(worker, (item,)) for item in items]
+            deadline = time.monotonic() + per_item_s * (1 + math.ceil(len(items) / self.workers))
+            results: list[R] = []
             stalled = False
             for res in pending:
                 try:
                     results.append(res.get(timeout=max(0.0, deadline - time.monotonic())))
                 except mp.TimeoutError:
-                    results.append((False, "timeout"))
+                    results.append(on_timeout)
                     stalled = True
             if stalled:
                 # A stuck or dead worker: replace the whole pool so the next batch starts clean.

@@ -11,6 +11,11 @@ Layout under the checkpoint root::
 A checkpoint only appears under its final name once every rank has finished writing it, by one
 rename, so a process killed at any moment leaves either the previous complete checkpoint or the
 new one, never a half one that ``--resume`` would load.
+
+A run may also publish each checkpoint under a remote prefix (``s3://...``, or a folder) that
+outlives its machine: ``<remote>/step_00000020/`` through ``lad.storage.put_dir``, files first
+and the manifest last, so a publish cut short is never taken; a resume on a fresh machine fetches
+the newest published one first (``fetch_published``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from lad.train.engine import TrainEngine
+from lad.storage import MANIFEST_NAME, delete, get_dir, is_published, join_uri, list_uri, put_dir
+from lad.train.engine import TrainEngine, dist_info
 
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^step_(\d{8})$")
@@ -133,3 +139,46 @@ def resume_latest(engine: TrainEngine, root: str | Path, trajectory: dict, *, to
     if engine.rank == 0:
         print(f"resuming from {ckpt} (step {state['step']} of {total_steps})")
     return state
+
+
+def published_checkpoints(remote: str) -> list[tuple[int, str]]:
+    """Checkpoints published in full under ``remote`` as (step, uri), oldest first."""
+    steps = set()
+    for uri in list_uri(remote):
+        parent, _, name = uri.rpartition("/")
+        folder = parent.rpartition("/")[2]
+        m = _NAME.match(folder)
+        if name == MANIFEST_NAME and m and uri == join_uri(join_uri(remote, folder), MANIFEST_NAME):
+            steps.add(int(m.group(1)))
+    found = [(step, join_uri(remote, checkpoint_name(step))) for step in sorted(steps)]
+    return [(step, uri) for step, uri in found if is_published(uri)]
+
+
+def publish_checkpoint(path: str | Path, remote: str, *, keep_last: int) -> str:
+    """Publish the complete checkpoint ``path`` under ``remote``; keep the newest ``keep_last`` there.
+    Returns its URI."""
+    path = Path(path)
+    uri = join_uri(remote, path.name)
+    put_dir(path, uri)
+    for _, old in published_checkpoints(remote)[:-keep_last]:
+        delete(join_uri(old, MANIFEST_NAME))  # unpublished first: never taken while half deleted
+        delete(old)
+    return uri
+
+
+def fetch_published(engine: TrainEngine, remote: str, root: str | Path) -> Optional[int]:
+    """Put the newest checkpoint published under ``remote`` into ``root`` (by each machine's first
+    process, the others wait), unless ``root`` already holds it or a newer one; its step, or None
+    when nothing is published. A collective call."""
+    root = Path(root)
+    found = published_checkpoints(remote)
+    if found and dist_info()[2] == 0:
+        step, uri = found[-1]
+        local = list_checkpoints(root)
+        if not local or local[-1][0] < step:
+            if (root / checkpoint_name(step)).exists():  # a stale copy without its state file
+                shutil.rmtree(root / checkpoint_name(step))
+            get_dir(uri, root / checkpoint_name(step))
+            print(f"fetched checkpoint {uri} into {root}", flush=True)
+    engine.barrier()
+    return found[-1][0] if found else None

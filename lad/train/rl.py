@@ -41,7 +41,7 @@ from lad.modeling import ModelRef
 from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
 from lad.rewards import RewardConfig, Score, score_batch
 from lad.rollout import SamplingParams, build_rollout
-from lad.train.checkpoint import resume_latest, save_checkpoint
+from lad.train.checkpoint import fetch_published, publish_checkpoint, resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
 from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
@@ -151,6 +151,12 @@ class RLTrainConfig(BaseModel):
     samples_per_dump: int = Field(16, gt=0, description="completions written per dump")
 
 
+class RLCheckpointConfig(CheckpointConfig):
+    remote: Optional[str] = Field(
+        None, description="an s3:// prefix (or a folder) every checkpoint is also published to, with a manifest, by rank 0; "
+        "--resume without a newer local checkpoint first fetches the newest one published there. None: local only")
+
+
 class RLTracking(BaseModel):
     """Where the stage's params and metrics go (lad.tracking; MLflow)."""
 
@@ -175,7 +181,7 @@ class RLConfig(BaseModel):
     engine: EngineConfig = EngineConfig()
     memory: MemoryConfig = MemoryConfig()
     eval: HeldoutEvalConfig = HeldoutEvalConfig()
-    checkpoint: CheckpointConfig = CheckpointConfig(every_steps=20)
+    checkpoint: RLCheckpointConfig = RLCheckpointConfig(every_steps=20)
     tracking: RLTracking = RLTracking()
 
     model_config = {"extra": "forbid"}
@@ -456,6 +462,12 @@ def rollout_metrics(samples: list[Sample], rewards: torch.Tensor, adv_metrics: d
     }
     for reason, count in reasons.items():
         metrics[f"reward/reason/{reason}"] = count / len(samples)
+    extra: dict[str, list[float]] = {}
+    for s in samples:
+        for name, value in s.reward_metrics.items():
+            extra.setdefault(name, []).append(value)
+    for name, values in extra.items():  # mean over the samples whose function returned it
+        metrics[f"reward/extra/{name}"] = fmean(values)
     return metrics
 
 
@@ -475,7 +487,7 @@ def rl_step(engine, rollout, score, advantage, records: list[dict], cfg: RLConfi
         local = rollout_step(rollout, records, cfg, step, engine.rank, engine.world_size)
     t1 = time.perf_counter()
     for s, sc in zip(local, score([s.text for s in local], [s.record for s in local])):
-        s.reward, s.reason, s.answer = sc.value, sc.reason, sc.answer
+        s.reward, s.reason, s.answer, s.reward_metrics = sc.value, sc.reason, sc.answer, sc.metrics
     t2 = time.perf_counter()
     samples = sorted(all_gather(engine, local), key=lambda s: s.prompt_index)
     rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32).view(len(records), cfg.rollout.n)
@@ -536,6 +548,8 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
     advantage = get_advantage(cfg.algorithm.advantage)
     out_dir = Path(cfg.output_dir)
     root = Path(cfg.checkpoint.dir or out_dir / "checkpoints")
+    if resume and cfg.checkpoint.remote:
+        fetch_published(engine, cfg.checkpoint.remote, root)
     state = (resume_latest(engine, root, cfg.trajectory(), total_steps=tc.max_steps) if resume else None) or {}
     step, history = state.get("step", 0), state.get("eval_history", [])
 
@@ -575,8 +589,10 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
             if tc.samples_every and step % tc.samples_every == 0:
                 log.write_jsonl(f"samples/step_{step:08d}.jsonl", sample_rows(samples, tc.samples_per_dump), artifact_dir="samples")
             if step % cfg.checkpoint.every_steps == 0 and not last:
-                save_checkpoint(engine, root, step, {"trajectory": cfg.trajectory(), "eval_history": history, "mlflow_run_id": log.run_id},
-                                keep_last=cfg.checkpoint.keep_last)
+                path = save_checkpoint(engine, root, step, {"trajectory": cfg.trajectory(), "eval_history": history,
+                                                            "mlflow_run_id": log.run_id}, keep_last=cfg.checkpoint.keep_last)
+                if cfg.checkpoint.remote and rank == 0:
+                    publish_checkpoint(path, cfg.checkpoint.remote, keep_last=cfg.checkpoint.keep_last)
             if on_step is not None:
                 on_step(step)
 

@@ -37,6 +37,7 @@ class Sample:
     reward: float = 0.0
     reason: str = ""
     answer: Optional[str] = None
+    reward_metrics: dict[str, float] = field(default_factory=dict)  # a custom reward's extra numbers
     advantage: float = 0.0
     old_logprobs: Optional[list[float]] = field(default=None, repr=False)
     ref_logprobs: Optional[list[float]] = field(default=None, repr=False)
