@@ -36,15 +36,6 @@ VARIANTS = {
 }
 MODEL = "smollm2-135m-instruct"
 
-# The Qwen2.5 shapes (their config.json files' fields) for the per-preset estimate.
-QWEN25 = {
-    "Qwen2.5-0.5B-Instruct": {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-                              "intermediate_size": 4864, "vocab_size": 151936, "tie_word_embeddings": True, "model_type": "qwen2"},
-    "Qwen2.5-1.5B-Instruct": {"hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
-                              "intermediate_size": 8960, "vocab_size": 151936, "tie_word_embeddings": True, "model_type": "qwen2"},
-    "Qwen2.5-7B": {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-                   "intermediate_size": 18944, "vocab_size": 152064, "tie_word_embeddings": False, "model_type": "qwen2"},
-}
 # (model, ZeRO stage, GPUs) rows of the estimate; micro-batch 4 of 2048 prompt + 8192 response tokens
 ESTIMATE_ROWS = [("Qwen2.5-0.5B-Instruct", 2, 1), ("Qwen2.5-0.5B-Instruct", 2, 8), ("Qwen2.5-1.5B-Instruct", 2, 8),
                  ("Qwen2.5-7B", 2, 8), ("Qwen2.5-7B", 3, 8), ("Qwen2.5-7B", 3, 16)]
@@ -52,7 +43,7 @@ ESTIMATE_ROWS = [("Qwen2.5-0.5B-Instruct", 2, 1), ("Qwen2.5-0.5B-Instruct", 2, 8
 
 def print_estimate(micro_batch: int = 4, prompt_len: int = 2048, response_len: int = 8192, chunk: int = 512) -> None:
     """The formula's peak GPU memory per process for the Qwen2.5 presets (bf16 DeepSpeed)."""
-    from lad.train.memory_estimate import ModelShape, peak_bytes, state_bytes
+    from lad.train.memory_estimate import SHAPES, ModelShape, peak_bytes, state_bytes
 
     gib = 2**30
     print(f"estimated peak GPU memory per process (GiB): bf16, micro-batch {micro_batch} x ({prompt_len} + {response_len}) tokens, "
@@ -60,7 +51,7 @@ def print_estimate(micro_batch: int = 4, prompt_len: int = 2048, response_len: i
     print(f"| model | params | ZeRO | GPUs | states | plain | checkpointing | checkpointing + chunked |")
     print("|---|---|---|---|---|---|---|---|")
     for name, stage, gpus in ESTIMATE_ROWS:
-        shape = ModelShape.from_config(QWEN25[name])
+        shape = ModelShape.from_config(SHAPES[name])
         kw = {"micro_batch": micro_batch, "seq_len": prompt_len + response_len, "response_len": response_len, "zero_stage": stage, "world": gpus}
         peaks = [peak_bytes(shape, checkpointing=c, logprob_chunk=k, **kw) / gib for c, k in ((False, None), (True, None), (True, chunk))]
         states = state_bytes(shape.params, zero_stage=stage, world=gpus) / gib

@@ -4,6 +4,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from servers import s3, s3_server  # noqa: F401
 from typer.testing import CliRunner
 
@@ -375,6 +376,27 @@ def test_unreachable_hub_name_is_a_clear_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_source_that_cannot_be_read_takes_its_fallback_and_the_report_says_why(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({"output": str(tmp_path / "out"), "sources": [
+        {"name": "dapo", "role": "train", "uri": "hf://datasets/nobody/no-such-set:train", "fields": {"problem": "prompt.0.content"},
+         "fallback": {"uri": "lad://aime24.jsonl", "adapter": "aime24"}}]}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "lad.cli", "data", "prep", str(config)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    source = report["sources"]["dapo"]
+    assert (source["uri"], source["adapter"], source["kept"]) == ("lad://aime24.jsonl", "aime24", 30)
+    assert source["fallback_reason"].startswith("hf://datasets/nobody/no-such-set:train: could not load dataset from the Hugging Face hub")
+    rows = _rows(tmp_path / "out" / "train.parquet")
+    assert {r["data_source"] for r in rows} == {"dapo"}  # the source's own name: rewards dispatch the same way
+
+
 @pytest.mark.parametrize(
     "adapter,row,field,reason",
     [
@@ -384,9 +406,16 @@ def test_unreachable_hub_name_is_a_clear_error(tmp_path):
         ("minerva_math", {"problem": "p", "answer": "9.6"}, "answer", "expected list, got str"),
         ("codecontests", {"problem": "p", "tests": {"inputs": ["1"], "outputs": []}}, "tests", "1 inputs but 0 outputs"),
         ("livecodebench", {"problem": "p", "starter_code": "", "tests": [{"input": "1", "output": "2", "testtype": "x"}]},
-         "tests[0].testtype", "expected 'stdin' or 'functional', got 'x'"),
+         "tests[0].testtype", "expected 'stdin', 'stdin_stdout' or 'functional', got 'x'"),
         ("livecodebench", {"problem": "p", "starter_code": "", "tests": [{"input": "1", "output": "2", "testtype": "functional"}]},
-         "starter_code", "functional tests need a class with a method in the starter code"),
+         "starter_code", "functional tests need a class with a method in the starter code, or a function name"),
+        ("deepcoder", {"problem": "p", "tests": '{"inputs": [[1]], "outputs": [[2]], "fn_name": "f"}'},
+         "tests.fn_name", "TACO function-call tests are not supported (stdin tests only)"),
+        ("deepcoder", {"problem": "p", "tests": "[{"}, "tests", "not JSON: Expecting property name enclosed in double quotes: line 1 column 3 (char 2)"),
+        ("deepcoder", {"problem": "p", "tests": '[{"input": "[1]", "output": "[2]", "type": "function_call", "fn_name": "f"}]'},
+         "tests[0].type", "'function_call' tests are not supported (stdin tests only)"),
+        ("deepcoder", {"problem": "p", "tests": '[{"input": "[1]", "output": "2", "testtype": "functional"}]'},
+         "starter_code", "functional tests need a class with a method in the starter code, or a function name"),
         ("humanevalplus", {"task_id": "t", "prompt": "def f(x):\n", "entry_point": "f", "canonical_solution": "  return x\n",
                            "atol": 0, "base_input": [1], "plus_input": []}, "base_input[0]", "expected a list of arguments, got int"),
         ("generic", {"problem": "p"}, "answer", "missing"),
@@ -408,3 +437,38 @@ def test_olympiadbench_context_and_multiple_answers():
     p = ADAPTERS["olympiadbench"](row, FieldMap())
     assert (p.problem, p.ground_truth) == ("Let x be real.\n\nFind all x.", "x=1, x=2")
     assert p.extra == {"unit": "cm", "answer_type": "Expression", "is_multiple_answer": "true", "source_id": "7"}
+
+
+def test_deepcoder_rows_in_each_of_its_test_layouts():
+    from lad.data.adapters import ADAPTERS, FieldMap
+
+    adapt = ADAPTERS["deepcoder"]
+    # primeintellect / lcbv5: a JSON list of LiveCodeBench-style tests; the function name in a test's metadata
+    p = adapt({"problem": "Add them.", "tests": json.dumps([
+        {"input": "1\n2", "output": "3", "testtype": "functional", "metadata": {"func_name": "add"}},
+        {"input": "5\n-5", "output": "0", "testtype": "functional", "metadata": {"func_name": "add"}}])}, FieldMap())
+    assert (p.entry_point, p.test_type, p.starter_code) == ("add", "call", None)
+    assert p.tests == [{"type": "call", "entry_point": "add", "args": [1, 2], "expected": 3, "atol": 0.0},
+                       {"type": "call", "entry_point": "add", "args": [5, -5], "expected": 0, "atol": 0.0}]
+    # or in the row's metadata (JSON text); a starter class decides the entry point
+    p = adapt({"problem": "p", "starter_code": "class Solution:\n    def add(self, a, b):\n", "metadata": '{"func_name": "x"}',
+               "tests": [{"input": "1\n2", "output": "3", "testtype": "functional"}]}, FieldMap())
+    assert p.entry_point == "Solution.add" and p.starter_code.startswith("class Solution")
+    # stdin_stdout, and TACO's {inputs, outputs}
+    p = adapt({"problem": "p", "tests": '[{"input": "1 2\\n", "output": "3\\n", "testtype": "stdin_stdout"}]'}, FieldMap())
+    assert p.tests == [{"type": "stdin", "input": "1 2\n", "output": "3\n"}] and p.test_type == "stdin"
+    p = adapt({"problem": "p", "tests": '{"inputs": ["1\\n", "2\\n"], "outputs": ["2\\n", "4\\n"]}'}, FieldMap())
+    assert p.tests == [{"type": "stdin", "input": "1\n", "output": "2\n"}, {"type": "stdin", "input": "2\n", "output": "4\n"}]
+    # PrimeIntellect's list, as Python-literal text
+    p = adapt({"problem": "p", "tests": "[{'input': '3\\n', 'output': '9\\n', 'type': 'stdin_stdout'}]"}, FieldMap())
+    assert p.tests == [{"type": "stdin", "input": "3\n", "output": "9\n"}]
+
+
+def test_a_generic_path_indexes_lists():
+    from lad.data.adapters import ADAPTERS, FieldMap
+
+    row = {"prompt": [{"role": "user", "content": "What is 6 x 7?"}], "reward_model": {"ground_truth": "42"}}
+    p = ADAPTERS["generic"](row, FieldMap(problem="prompt.0.content", answer="reward_model.ground_truth"))
+    assert (p.problem, p.ground_truth) == ("What is 6 x 7?", "42")
+    with pytest.raises(Exception, match="missing"):
+        ADAPTERS["generic"](row, FieldMap(problem="prompt.1.content", answer="reward_model.ground_truth"))

@@ -149,7 +149,7 @@ def test_a_baseline_ignores_lads_parameters_and_lad_takes_them():
     ({"overrides": {"algorithm.kl_coeff": 0.1}}, "RL settings: 'algorithm.kl_coeff' is not a setting of RLConfig: algorithm has ["),
     ({"overrides": {"optim.lr": -1.0}}, "RL settings: optim.lr: Input should be greater than 0"),
     ({"overrides": {"algorithm.loss_params": {"kapa": 2}}}, "RL settings: algorithm"),
-    ({"preset": "no_such"}, "RL settings: preset 'no_such': no configs/train/no_such.yaml; presets: paper_code, paper_math, tiny_cpu"),
+    ({"preset": "no_such"}, "RL settings: preset 'no_such': no configs/train/no_such.yaml; presets: paper_code, paper_math, qwen2.5-0.5b-instruct, qwen2.5-1.5b-instruct, smollm2-135m-cpu, tiny_cpu"),
     ({"temperature": 0.5}, "RL settings: rl settings: unknown parameter(s) ['temperature']; expected some of"),
 ])
 def test_bad_settings_name_what_is_wrong(settings, message):

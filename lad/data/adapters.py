@@ -9,6 +9,7 @@ the field names given in the config.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -29,7 +30,7 @@ class RowError(ValueError):
 
 
 class FieldMap(BaseModel):
-    """Field names of a ``generic`` source (dotted paths reach into nested objects)."""
+    """Field names of a ``generic`` source (dotted paths reach into nested objects, numbers into lists)."""
 
     ability: Literal["math", "code"] = Field("math", description="ability of every row of the source")
     problem: str = Field("problem", description="the problem statement")
@@ -50,14 +51,20 @@ _MISSING = object()
 
 
 def _get(row: dict, path: str) -> Any:
-    """The value at a dotted path; _MISSING when a key (or a null object on the way) is absent.
-    A value on the way that is not an object is an error that says so: "meta.final" of a row whose
-    meta is 5 is not missing, the row is malformed."""
+    """The value at a dotted path; _MISSING when a key (or a null object on the way) is absent. A
+    number indexes a list ("prompt.0.content": the first chat message's text). A value on the way
+    that is not an object is an error that says so: "meta.final" of a row whose meta is 5 is not
+    missing, the row is malformed."""
     value: Any = row
     parts = path.split(".")
     for i, part in enumerate(parts):
         if value is None:
             return _MISSING
+        if isinstance(value, list) and part.isdigit():
+            if int(part) >= len(value):
+                return _MISSING
+            value = value[int(part)]
+            continue
         if not isinstance(value, dict):
             shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
             holder = ".".join(parts[:i]) or "the row"
@@ -253,14 +260,11 @@ _METHOD = re.compile(r"^\s*def\s+(\w+)\s*\(\s*self\b", re.M)
 _CLASS = re.compile(r"^class\s+(\w+)", re.M)
 
 
-def livecodebench(row: dict, fields: FieldMap) -> Problem:
-    """stdin tests map to stdin/stdout; functional tests (LeetCode style) to calls of Class.method.
-
-    A functional test's input is one JSON value per line (the arguments) and its output one JSON value.
-    """
-    problem = _text(row, "problem")
-    starter = _require(row, "starter_code", str)
-    raw_tests = _require(row, "tests", list)
+def _io_tests(raw_tests: list, starter: str, func_name: Optional[str] = None) -> tuple[list[dict], Optional[str]]:
+    """LiveCodeBench-style tests ({testtype, input, output}) in the sandbox format, and the entry
+    point of the call tests: stdin tests map to stdin/stdout; functional ones to calls, with one
+    JSON value per input line (the arguments) and one JSON output, of Class.method when the starter
+    code has a class, else of ``func_name``."""
     if not raw_tests:
         raise RowError("tests", "no test cases")
     tests = []
@@ -272,14 +276,17 @@ def livecodebench(row: dict, fields: FieldMap) -> Problem:
         kind, given, wanted = t.get("testtype"), t.get("input"), t.get("output")
         if not isinstance(given, str) or not isinstance(wanted, str):
             raise RowError(where, "input and output must be strings")
-        if kind == "stdin":
+        if kind in ("stdin", "stdin_stdout"):
             tests.append({"type": "stdin", "input": given, "output": wanted})
         elif kind == "functional":
             if entry is None:
                 cls, method = _CLASS.search(starter), _METHOD.search(starter)
-                if not cls or not method:
-                    raise RowError("starter_code", "functional tests need a class with a method in the starter code")
-                entry = f"{cls.group(1)}.{method.group(1)}"
+                if cls and method:
+                    entry = f"{cls.group(1)}.{method.group(1)}"
+                elif func_name:
+                    entry = func_name
+                else:
+                    raise RowError("starter_code", "functional tests need a class with a method in the starter code, or a function name")
             try:
                 args = [json.loads(line) for line in given.split("\n") if line.strip()]
                 expected = json.loads(wanted)
@@ -287,7 +294,71 @@ def livecodebench(row: dict, fields: FieldMap) -> Problem:
                 raise RowError(where, f"functional test is not JSON: {err}") from None
             tests.append({"type": "call", "entry_point": entry, "args": args, "expected": expected, "atol": 0.0})
         else:
-            raise RowError(f"{where}.testtype", f"expected 'stdin' or 'functional', got {kind!r}")
+            raise RowError(f"{where}.testtype", f"expected 'stdin', 'stdin_stdout' or 'functional', got {kind!r}")
+    return tests, entry
+
+
+def livecodebench(row: dict, fields: FieldMap) -> Problem:
+    """stdin tests map to stdin/stdout; functional tests (LeetCode style) to calls of Class.method.
+
+    A functional test's input is one JSON value per line (the arguments) and its output one JSON value.
+    """
+    problem = _text(row, "problem")
+    starter = _require(row, "starter_code", str)
+    tests, entry = _io_tests(_require(row, "tests", list), starter)
+    return Problem(
+        ability="code", problem=problem, ground_truth="", tests=tests, entry_point=entry,
+        starter_code=starter if starter.strip() else None, test_type=row_test_type(tests),
+    )
+
+
+def _json_field(row: dict, path: str, kind: type | tuple[type, ...]) -> Any:
+    """A field that may hold its value, or the value as JSON or Python-literal text."""
+    value = _get(row, path)
+    if value is _MISSING or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                raise RowError(path, f"not JSON: {err}") from None
+    if not isinstance(value, kind):
+        raise RowError(path, f"expected {_kind_name(kind)} (or its JSON), got {type(value).__name__}")
+    return value
+
+
+def deepcoder(row: dict, fields: FieldMap) -> Problem:
+    """DeepCoder-Preview (agentica-org/DeepCoder-Preview-Dataset; the paper's code training set):
+    ``tests`` (JSON or Python-literal text) is a LiveCodeBench-style list ({testtype: stdin |
+    functional, input, output, metadata.func_name}: lcbv5), PrimeIntellect's list ({type:
+    stdin_stdout | function_call, input, output, fn_name}) or TACO's {inputs, outputs[, fn_name]}.
+    Stdin tests and LiveCodeBench's functional ones map to the sandbox's; the function-call form
+    of TACO and PrimeIntellect is refused (its arguments' wrapping is not one convention), so such
+    rows are quarantined. The function name may also be in the row's ``metadata``."""
+    problem = _text(row, "problem")
+    starter = _get(row, "starter_code")
+    starter = starter if isinstance(starter, str) else ""
+    raw = _json_field(row, "tests", (list, dict))
+    if raw is None:
+        raise RowError("tests", "missing")
+    if isinstance(raw, dict):
+        if raw.get("fn_name"):
+            raise RowError("tests.fn_name", "TACO function-call tests are not supported (stdin tests only)")
+        inputs, outputs = raw.get("inputs"), raw.get("outputs")
+        if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs):
+            raise RowError("tests", "expected {inputs: [...], outputs: [...]} of equal length")
+        raw = [{"testtype": "stdin", "input": i, "output": o} for i, o in zip(inputs, outputs)]
+    for i, t in enumerate(raw):
+        if isinstance(t, dict) and "testtype" not in t and "type" in t:  # PrimeIntellect's
+            if t["type"] != "stdin_stdout":
+                raise RowError(f"tests[{i}].type", f"{t['type']!r} tests are not supported (stdin tests only)")
+            raw[i] = {**t, "testtype": "stdin"}
+    metas = [_json_field(t, "metadata", dict) if isinstance(t, dict) else None for t in raw]
+    names = [(m or {}).get("func_name") for m in metas + [_json_field(row, "metadata", dict)]]
+    tests, entry = _io_tests(raw, starter, next((n for n in names if n), None))
     return Problem(
         ability="code", problem=problem, ground_truth="", tests=tests, entry_point=entry,
         starter_code=starter if starter.strip() else None, test_type=row_test_type(tests),
@@ -362,5 +433,6 @@ ADAPTERS: dict[str, Adapter] = {
     "humanevalplus": humanevalplus,
     "livecodebench": livecodebench,
     "codecontests": codecontests,
+    "deepcoder": deepcoder,
     "generic": generic,
 }

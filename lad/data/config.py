@@ -39,6 +39,25 @@ class SyntheticSpec(BaseModel):
         return v
 
 
+class FallbackSource(BaseModel):
+    """Where a source's rows come from when its own ``uri`` cannot be read (offline, a hub name
+    that cannot be loaded, a missing file): another file read through its own adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(description="local path, lad://<bundled file>, s3:// URI or hub name")
+    format: Format = Field("auto", description="as the source's format")
+    adapter: str = Field("generic", description=f"field mapping: one of {sorted(ADAPTERS)}")
+    fields: FieldMap = Field(default_factory=FieldMap, description="field names, for the generic adapter")
+    hf_split: Optional[str] = Field(None, description="split of a Hugging Face DatasetDict or hub dataset")
+    limit: Optional[int] = Field(None, ge=1, description="read only the first N rows")
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, v: str) -> str:
+        return SourceConfig._known_adapter(v)
+
+
 class SourceConfig(BaseModel):
     """One input set: a file, folder, hub name or s3:// URI read through an adapter, or a synthetic task."""
 
@@ -60,6 +79,8 @@ class SourceConfig(BaseModel):
         description="check this training source against the eval prompts (off for templated sets whose splits are "
         "disjoint by construction, such as the synthetic tasks: their shared phrasing would flag most rows)",
     )
+    fallback: Optional[FallbackSource] = Field(
+        None, description="read this instead when uri cannot be read (the report says so and why); None: fail")
     answer_fallback: Optional[str] = Field(
         None,
         description="math: a regex with one group, such as 'The answer is (.+)', that the reward reads when a response "
@@ -90,7 +111,14 @@ class SourceConfig(BaseModel):
     def _one_origin(self) -> "SourceConfig":
         if (self.uri is None) == (self.synthetic is None):
             raise ValueError("give exactly one of uri and synthetic")
+        if self.fallback is not None and self.synthetic is not None:
+            raise ValueError("a fallback replaces a uri; a synthetic source has none")
         return self
+
+    def on_fallback(self) -> "SourceConfig":
+        """This source read from its fallback (same name, role and data_source)."""
+        assert self.fallback is not None
+        return self.model_copy(update={**self.fallback.model_dump(), "fields": self.fallback.fields, "fallback": None})
 
 
 class PrepConfig(BaseModel):

@@ -94,6 +94,7 @@ class _SourceResult:
     issues: list[RowIssue] = field(default_factory=list)
     quarantined: list[dict] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
+    fallback_reason: str = ""  # why the source's own uri could not be read, when its fallback was
 
 
 def policy(src: SourceConfig, cfg: PrepConfig) -> str:
@@ -239,6 +240,7 @@ def _report(cfg: PrepConfig, results: list[_SourceResult], status: str, outputs:
             "uri": r.config.uri,
             "adapter": "synthetic" if r.config.synthetic else r.config.adapter,
             "on_bad_row": policy(r.config, cfg),
+            **({"fallback_reason": r.fallback_reason} if r.fallback_reason else {}),
             **asdict(r.counts),
         }
         for r in results
@@ -283,7 +285,14 @@ def run_prep(cfg: PrepConfig, *, progress: Optional[Callable[[str, int], None]] 
             try:
                 results.append(read_source(src, cfg, work, tick))
             except SourceError as err:
-                raise PrepError(f"source {src.name}: {err}") from None
+                if src.fallback is None:
+                    raise PrepError(f"source {src.name}: {err}") from None
+                print(f"data prep: source {src.name}: {err}; reading its fallback {src.fallback.uri}", flush=True)
+                try:
+                    results.append(read_source(src.on_fallback(), cfg, work, tick))
+                except SourceError as fallback_err:
+                    raise PrepError(f"source {src.name}: {err}; its fallback: {fallback_err}") from None
+                results[-1].fallback_reason = str(err)
         if any(r.issues and policy(r.config, cfg) == "fail" for r in results):
             report = _report(cfg, results, "failed", {}, 0)
             total = report["errors_total"]

@@ -102,3 +102,36 @@ def peak_bytes(shape: ModelShape, *, micro_batch: int, seq_len: int, response_le
         + logit_bytes(shape, micro_batch=micro_batch, response_len=response_len, logprob_chunk=logprob_chunk)
     step = 0.0 if offload_optimizer else STEP_TEMP * shape.params / (world if zero_stage >= 1 else 1)
     return states + max(work, step)
+
+
+# config.json fields of the models the presets train (configs/train/), by model name.
+SHAPES: dict[str, dict] = {
+    "Qwen2.5-0.5B-Instruct": {"hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+                              "intermediate_size": 4864, "vocab_size": 151936, "tie_word_embeddings": True, "model_type": "qwen2"},
+    "Qwen2.5-1.5B-Instruct": {"hidden_size": 1536, "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+                              "intermediate_size": 8960, "vocab_size": 151936, "tie_word_embeddings": True, "model_type": "qwen2"},
+    "Qwen2.5-7B": {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                   "intermediate_size": 18944, "vocab_size": 152064, "tie_word_embeddings": False, "model_type": "qwen2"},
+    # Qwen2.5-Math-7B's shape, which the R1 distillation keeps
+    "DeepSeek-R1-Distill-Qwen-7B": {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28,
+                                    "num_key_value_heads": 4, "intermediate_size": 18944, "vocab_size": 152064,
+                                    "tie_word_embeddings": False, "model_type": "qwen2"},
+    "smollm2-135m-instruct": {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+                              "intermediate_size": 1536, "vocab_size": 49152, "tie_word_embeddings": True, "model_type": "llama"},
+}
+
+
+def preset_peak_bytes(cfg, processes: int) -> float:
+    """Peak memory of one of ``processes`` training processes of an RLConfig ``cfg`` whose model is
+    in SHAPES: its longest micro-batch (max_prompt_len + max_new_tokens) under its engine and
+    memory settings; bf16 DeepSpeed on GPU (:func:`peak_bytes`, ZeRO-2 when unset), or float32
+    on CPU (weights and Adam's moments, 12 bytes per parameter, plus :func:`update_bytes`)."""
+    shape = ModelShape.from_config(SHAPES[cfg.model.rstrip("/").rsplit("/", 1)[-1]])
+    sizes = {"micro_batch": cfg.train.micro_batch_size, "seq_len": cfg.data.max_prompt_len + cfg.rollout.max_new_tokens,
+             "response_len": cfg.rollout.max_new_tokens, "checkpointing": cfg.memory.gradient_checkpointing,
+             "logprob_chunk": cfg.memory.logprob_chunk_size}
+    if cfg.engine.precision == "fp32":
+        return 12.0 * shape.params + update_bytes(shape, **sizes)
+    stage = 2 if cfg.engine.zero_stage is None else cfg.engine.zero_stage
+    return peak_bytes(shape, zero_stage=stage, world=processes, offload_optimizer=cfg.engine.offload_optimizer,
+                      offload_params=cfg.engine.offload_params, **sizes)
