@@ -23,7 +23,7 @@ def lad_train(
         objective, divergence, kappa, group_size, lr, steps, prompts_per_step, mini_batch_size, micro_batch_size,
             max_new_tokens, rollout_engine, engine, eval_k, seed: RL settings (lad.pipeline.settings.RL_PARAMETERS);
             one at its RLConfig default (0 where that is None) leaves the preset's value.
-        reward_functions: custom rewards, data_source (or "*") -> "module:function" or "path/to/file.py:function"
+        reward_functions: custom rewards, data_source (or "*") -> "module:function" or "[s3://]path/file.py:function"
             (lad.rewards.custom); {}: the built-in ones.
         checkpoint_every: steps between checkpoints, published under s3://<artifact bucket>/lad-checkpoints/<run id>/<stage>
             when the pipeline root is in S3; a retry of this step resumes from the newest one published.

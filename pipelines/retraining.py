@@ -85,7 +85,7 @@ def retraining(
         train_preset: RL settings under the parameters above: a name of configs/train/*.yaml, or a path or s3:// URI
             of an RL config YAML; empty: RLConfig's defaults. A parameter left at its default keeps the preset's value.
         reward_functions: custom rewards for RL: data_source (or "*": every other) -> "module:function" or
-            "path/to/file.py:function" with verl's compute_score signature; {}: the built-in rewards.
+            "s3://bucket/file.py:function" (or a path in the image) with verl's compute_score signature; {}: the built-in rewards.
         checkpoint_every: RL steps between checkpoints; with an S3 pipeline root they are published under
             s3://<bucket>/lad-checkpoints/<run id>/<task>, and a retried (pre-empted) training step resumes from the newest.
         train_overrides: any RL setting by its RLConfig name, over the preset and the parameters.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from servers import s3, s3_server  # noqa: F401
 
 from lad.config import ConfigError
 from lad.data.synthetic import generate
@@ -190,3 +191,21 @@ def test_the_pipeline_parameter_reaches_the_rl_config_and_a_bad_one_stops_the_st
         rl_config("tiny:1m", "data/train.parquet", None, "out", reward_functions={"*": f"{tmp_path}/gone.py:f"})
     assert str(err.value) == (f"RL settings: reward.functions: Value error, data_source '*': '{tmp_path}/gone.py:f': "
                               f"no file {tmp_path}/gone.py")
+
+
+def test_a_function_file_in_s3_is_fetched_and_a_missing_one_named(s3, rewards_file, tmp_path, monkeypatch):
+    from lad import storage
+
+    monkeypatch.setenv("LAD_CACHE_DIR", str(tmp_path / "cache"))
+    uri = f"{s3.root}/rewards/shared_rewards.py"
+    storage.put_file(rewards_file, uri)
+    cfg = RewardConfig(functions={"mine": f"{uri}:plain"})
+    assert len(list((tmp_path / "cache" / "rewards").rglob("shared_rewards.py"))) == 1
+    pool = MathVerifier(workers=1)  # forked with the S3 settings, as a run's pool is
+    try:
+        (s,) = score_batch(["7"], [ROWS["mine"]], cfg, verifier=pool)
+    finally:
+        pool.close()
+    assert (s.value, s.reason) == (1.0, "custom")
+    with pytest.raises(ValueError, match=rf"data_source 'mine': '{s3.root}/rewards/gone.py:plain': cannot read {s3.root}/rewards/gone.py: "):
+        RewardConfig(functions={"mine": f"{s3.root}/rewards/gone.py:plain"})

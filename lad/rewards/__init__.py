@@ -35,7 +35,7 @@ class RewardConfig(BaseModel):
     code_timeout_s: Optional[float] = Field(None, gt=0, description="per-test time limit of code rewards; None: the sandbox's default")
     functions: dict[str, str] = Field(
         {}, description="custom rewards: data_source (or '*': every source not named) -> 'module:function' or "
-        "'path/to/file.py:function', called as verl's compute_score(data_source, solution_str, ground_truth, extra_info) "
+        "'path/to/file.py:function' (local or s3://), called as verl's compute_score(data_source, solution_str, ground_truth, extra_info) "
         "and returning a number or a dict with 'score' (its other numbers are logged); over the built-in rewards")
     function_timeout_s: float = Field(10.0, gt=0, description="time limit of one custom reward call; past it the item scores 0 (timeout)")
 

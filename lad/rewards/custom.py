@@ -2,7 +2,8 @@
 
 ``reward.functions`` maps a data_source (or ``"*"``: every source not named) to a reference,
 ``package.module:function`` (importable where training runs) or ``path/to/file.py:function``
-(relative paths from the working directory). The function is called with verl's keywords,
+(relative paths from the working directory; an ``s3://`` file is downloaded into the storage
+cache first, so a pipeline's pods need nothing baked into their image). The function is called with verl's keywords,
 ``compute_score(data_source=, solution_str=, ground_truth=, extra_info=)``, and returns a number
 or a dict holding ``score`` and, optionally, more numbers, which are logged as metrics.
 
@@ -43,6 +44,20 @@ class RewardFunctionError(ValueError):
     """A reference that names no usable reward function; the message says which and why."""
 
 
+def _local_file(ref: str, target: str) -> Path:
+    """``target`` as a local path; an s3:// file is downloaded into the storage cache."""
+    from lad.storage import StorageConfig, StorageError, get_file, is_s3
+
+    if not is_s3(target):
+        return Path(target)
+    digest = hashlib.sha256(target.encode()).hexdigest()[:16]
+    dest = StorageConfig().resolved_cache_dir() / "rewards" / digest / target.rsplit("/", 1)[-1]
+    try:
+        return get_file(target, dest)
+    except StorageError as err:
+        raise RewardFunctionError(f"{ref!r}: cannot read {target}: {err}") from None
+
+
 def _module_from_file(ref: str, path: Path):
     if not path.is_file():
         raise RewardFunctionError(f"{ref!r}: no file {path}")
@@ -75,7 +90,7 @@ def load_function(ref: str) -> Callable[..., Any]:
     target, sep, name = ref.rpartition(":")
     if not sep or not target or not name:
         raise RewardFunctionError(f"{ref!r}: expected module:function or path/to/file.py:function")
-    module = _module_from_file(ref, Path(target)) if target.endswith(".py") else _module(ref, target)
+    module = _module_from_file(ref, _local_file(ref, target)) if target.endswith(".py") else _module(ref, target)
     fn = getattr(module, name, None)
     if fn is None:
         raise RewardFunctionError(f"{ref!r}: {target} has no attribute {name!r}")
