@@ -472,3 +472,32 @@ def test_a_generic_path_indexes_lists():
     assert (p.problem, p.ground_truth) == ("What is 6 x 7?", "42")
     with pytest.raises(Exception, match="missing"):
         ADAPTERS["generic"](row, FieldMap(problem="prompt.1.content", answer="reward_model.ground_truth"))
+
+
+def test_deepcoder_rows_become_records_the_sandbox_runs(tmp_path):
+    from lad.sandbox.client import SandboxClient
+
+    rows = [
+        {"problem": "Print the sum of two numbers.", "tests": json.dumps([
+            {"input": "1 2\n", "output": "3\n", "testtype": "stdin"}, {"input": "5 5\n", "output": "10\n", "testtype": "stdin"}])},
+        {"problem": "Return twice x.", "starter_code": "class Solution:\n    def twice(self, x):\n",
+         "tests": json.dumps([{"input": "4", "output": "8", "testtype": "functional", "metadata": {"func_name": "twice"}}])},
+        {"problem": "Echo the line.", "tests": json.dumps({"inputs": ["hi\n"], "outputs": ["hi\n"]})},
+        {"problem": "Call f.", "tests": json.dumps({"inputs": [[1]], "outputs": [[1]], "fn_name": "f"})},  # quarantined
+    ]
+    src = tmp_path / "deepcoder.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = run_prep(_cfg(tmp_path, [{"name": "deepcoder", "role": "train", "adapter": "deepcoder", "uri": str(src),
+                                       "on_bad_row": "skip", "decontaminate": False}], shuffle=False))
+    assert (report["sources"]["deepcoder"]["kept"], report["sources"]["deepcoder"]["rejected"]) == (3, 1)
+    records = _rows(tmp_path / "out" / "train.parquet")
+    assert [r["extra_info"]["test_type"] for r in records] == ["stdin", "call", "stdin"]
+    solutions = ["a, b = map(int, input().split())\nprint(a + b)\n",
+                 "class Solution:\n    def twice(self, x):\n        return 2 * x\n", "print(input())\n"]
+    from lad.rewards.code import assemble_program, method_shim, record_tests
+
+    with SandboxClient() as sandbox:
+        for record, solution in zip(records, solutions):
+            code, tests = method_shim(assemble_program(solution, record["extra_info"]), record_tests(record))
+            result = sandbox.evaluate(code, tests)
+            assert (result.passed, result.total) == (len(tests), len(tests)), (record["prompt"], result)
