@@ -2,8 +2,11 @@
 one worker (lad.pipeline.worker) per GPU. On CPU, 2 gloo processes through the step function
 itself train exactly as one process with the same global batch does."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from training_runs import clean_env, max_weight_diff, step_inputs, step_weights
@@ -62,3 +65,39 @@ def test_several_processes_need_the_deepspeed_engine(inputs, tmp_path):
     with pytest.raises(StepError, match=r"^parameter gpus_per_node: expected >= 1, got 0$"):
         train(init, data, tmp_path / "m", processes=0, **SETTINGS)
 
+
+
+def processes_holding(text: str) -> list[int]:
+    """Pids of this machine's processes whose command line mentions ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_sigterm_ends_the_step_and_every_training_process(inputs, tmp_path, env):
+    init, data = inputs
+    code = (f"from lad.pipeline.steps import train; "
+            f"train({str(init)!r}, {str(data)!r}, {str(tmp_path / 'm')!r}, processes=2, **{SETTINGS!r})")
+    step = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for line in step.stdout:  # the workers are up once they report on their model
+            if "training with 2 processes" in line:
+                break
+        deadline = time.monotonic() + 120
+        while len(processes_holding(str(tmp_path))) < 3 and time.monotonic() < deadline:  # torchrun and its 2 workers
+            time.sleep(0.2)
+        assert len(processes_holding(str(tmp_path))) >= 3
+        step.send_signal(signal.SIGTERM)
+        assert step.wait(timeout=60) == 143
+    finally:
+        if step.poll() is None:
+            step.kill()
+    assert processes_holding(str(tmp_path)) == []
+    assert not (tmp_path / "m").exists()

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -235,6 +236,10 @@ def checkpoint_prefix(artifact_uri: str, run_id: str, task: str) -> str:
     return ""
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def _torchrun(cfg, processes: int, work: Path) -> dict:
     """``cfg`` trained by ``processes`` processes of this machine, one per GPU: torchrun running
     the pipeline's worker, in a session of its own that is ended with the step (a failure, a
@@ -244,6 +249,10 @@ def _torchrun(cfg, processes: int, work: Path) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
            "-m", "lad.pipeline.worker", "--config", str(config)]
     print(f"training with {processes} processes: {' '.join(cmd[1:])}", flush=True)
+    # SIGTERM must reach the cleanup below: where no handler turns it into an exception (a step
+    # outside a pipeline run), one does for the wait, and the step ends with status 143.
+    own = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if own else None
     proc = subprocess.Popen(cmd, start_new_session=True)
     try:
         code = proc.wait()
@@ -255,6 +264,8 @@ def _torchrun(cfg, processes: int, work: Path) -> dict:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if own:
+            signal.signal(signal.SIGTERM, previous)
     if code != 0:
         raise StepError(f"training: torchrun with {processes} processes exited with status {code} (its processes' errors are above)")
     return json.loads((work / "metrics.json").read_text())
