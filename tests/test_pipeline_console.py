@@ -58,3 +58,25 @@ def test_progress_drives_a_bar_on_a_terminal_and_verbose_shows_everything(tmp_pa
     console.write("\n".join(KFP_LINES) + "\n")
     console.close()
     assert all(line in loud.getvalue() for line in KFP_LINES)
+
+
+def test_the_closing_table_puts_the_models_side_by_side_with_their_gain():
+    from lad.pipeline.local import results_table
+
+    def run(avg, ci, pass_k, distinct, dist3):
+        return {"k": 8, "avg@k": avg, "avg@k_ci95": ci, "pass@k": pass_k, "maj@k": 0.0, "distinct_correct": distinct,
+                "dist-3": dist3, "dist-4": None}
+
+    compared = {"runs": ["warm start", "lad", "grpo"], "benchmarks": {
+        "synthetic_countdown": {"warm start": run(0.0137, [0.009, 0.019], 0.082, 0.1, 0.4123),
+                                "lad": run(0.0947, [0.078, 0.112], 0.351, 0.4, None),
+                                "grpo": run(0.12, [0.1, 0.14], 0.3, 0.25, 0.25)},
+        "humaneval": {"lad": run(0.5, [0.25, 0.75], 1.0, 2.0, 0.5)}}}
+    assert results_table(compared) == [
+        "synthetic_countdown, k = 8          Avg@k [95% CI]    gain   Pass@k  distinct correct  dist-3",
+        "  warm start                     1.37 [0.90, 1.90]             8.20              0.10   0.412",
+        "  lad                           9.47 [7.80, 11.20]   +8.10    35.10              0.40       –",
+        "  grpo                        12.00 [10.00, 14.00]  +10.63    30.00              0.25   0.250",
+        "humaneval, k = 8                    Avg@k [95% CI]    gain   Pass@k  distinct correct  dist-3",
+        "  lad                         50.00 [25.00, 75.00]           100.00              2.00   0.500",
+    ]

@@ -32,10 +32,12 @@ def _restore_mlflow_uris():
     mlflow.set_registry_uri(registry)
 
 
-def run_cli(tmp_path: Path, extra: list[str], env: dict | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}")]
-    cmd = [sys.executable, "-m", "lad.cli", "pipeline", "run", "--local", "--output", str(tmp_path / "out"),
-           *sets, *extra]
+def run_cli(tmp_path: Path, extra: list[str], env: dict | None = None, ok: bool = True,
+            pipeline: str = "training") -> subprocess.CompletedProcess:
+    tiny = {key: value for key, value in TINY.items() if pipeline == "training" or not key.startswith("sft_")}
+    sets = [arg for key, value in tiny.items() for arg in ("--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}")]
+    cmd = [sys.executable, "-m", "lad.cli", "pipeline", "run", "--local", "--pipeline", pipeline,
+           "--output", str(tmp_path / "out"), *sets, *extra]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
     assert (done.returncode == 0) == ok, done.stdout[-4000:] + done.stderr[-4000:]
     return done
@@ -97,6 +99,26 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert len(runs) == 6 and sorted(stages) == ["evaluate", "evaluate-warm-start", "register", "sft", "train"]
     assert stages["evaluate"].data.metrics["all/avg_k"] == summary["aggregate"]["all"]["avg@k"]
     assert stages["train"].data.params["algorithm.objective"] == "lad" and champion.run_id == stages["register"].info.run_id
+    # the closing table: every model on every benchmark, the gain over the warm start
+    table = done.stdout.split("\n\n")[1].splitlines()
+    assert [line.split()[0] for line in table] == ["synthetic_countdown,", "warm", "lad", "humaneval,", "warm", "lad"]
+    gain = table[2].split("]")[1].split()[0]
+    assert float(gain) == pytest.approx(run["metrics"]["trained"]["synthetic_countdown/avg@k"]
+                                        - run["metrics"]["warm_start"]["synthetic_countdown/avg@k"], abs=0.011)
+
+    # The retraining run right after, on the same store: the champion is retrained, challenger and
+    # champion are evaluated on the same problems, and the gate's decision is printed and recorded.
+    again = run_cli(tmp_path, [], env=env, pipeline="retraining")
+    table = again.stdout.split("\n\n")[1].splitlines()
+    assert [line.split()[0] for line in table] == ["synthetic_countdown,", "champion", "challenger", "humaneval,",
+                                                    "champion", "challenger"]
+    run = json.loads((out / "run_summary.json").read_text())
+    assert run["pipeline"] == "lad-retraining" and run["registered"]["version"] == "2"
+    assert sorted(run["metrics"]) == ["challenger", "champion"]
+    challenger = tracker.client.get_model_version("lad-policy", "2")
+    assert run["gate"] == {"decision": challenger.tags["promotion.decision"], "reason": challenger.tags["promotion.reason"]}
+    assert printed(again.stdout, "registered model:") == (
+        f"registered model: lad-policy v2 (alias {run['registered']['alias']}; {run['gate']['reason']})")
 
 
 def test_compare_run_trains_the_baseline_objective_from_the_same_warm_start(tmp_path):

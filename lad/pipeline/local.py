@@ -131,11 +131,15 @@ class LocalResult:
     seconds: float
     log: Path
     summary_path: Path
+    results: list[str]  # the models side by side (results_table)
 
     def describe(self) -> str:
         reg = self.registration
         alias = "champion" if reg["promoted"] else "challenger"
         return "\n".join([
+            "",
+            *self.results,
+            "",
             f"pipeline finished in {self.seconds:.0f} s; artifacts under {self.artifacts}",
             f"evaluation report: {self.report} (the data and plots beside it)",
             f"run summary: {self.summary_path}; step logs: {self.log}",
@@ -221,24 +225,19 @@ def run_local(
                 raise LocalRunError(f"the pipeline failed at {where}; log: {console.log_path}") from None
     outputs = task.outputs
     registration = json.loads(outputs["registration"])
-    # The HTML artifacts are copies; the folders next to them hold the reports with their plots and data.
-    if "comparison" in outputs:
-        folder = Path(outputs["comparison"].removeprefix("file://"))  # local runs have local artifact URIs
-        report, runs = folder / "compare.html", _compared_runs(folder / "compare.json")
-    else:
-        evals = {role: Path(outputs[f"{role}_report"].path).parent / "results" for role in ("challenger", "champion")}
-        report, runs = evals["challenger"] / "report.html", {r: _avg_at_k(json.loads((f / "summary.json").read_text()))
-                                                           for r, f in evals.items()}
+    report, compared, keys = _compared_models(outputs)
     result = LocalResult(artifacts=root, report=report, decision=Path(outputs["decision"].path), registration=registration,
                          tracking_uri=tracking_uri, seconds=time.monotonic() - start, log=console.log_path,
-                         summary_path=output / SUMMARY_FILE)
+                         summary_path=output / SUMMARY_FILE, results=results_table(compared))
     summary = {
         "pipeline": chosen.name, "wall_s": round(result.seconds, 1),
         "stages": {name: {"wall_s": st["wall_s"], "figure": st.get("figure")} for name, st in console.stages.items() if "wall_s" in st},
         "registered": {"name": registration["name"], "version": registration["version"],
                        "alias": "champion" if registration["promoted"] else "challenger"},
-        "metrics": runs,
-        "gate": {"decision": "promoted" if registration["promoted"] else "not promoted", "reason": registration["reason"]},
+        "metrics": {key: {f"{name}/avg@k": _pct(per_run[label]["avg@k"])
+                          for name, per_run in compared["benchmarks"].items() if label in per_run}
+                    for key, label in zip(keys, compared["runs"])},
+        "gate": {"decision": "promoted" if registration["promoted"] else "refused", "reason": registration["reason"]},
     }
     put_bytes(json.dumps(summary, indent=2).encode(), str(result.summary_path))
     return result
@@ -249,16 +248,44 @@ def _pct(value: float) -> float:
     return round(100 * value, 2)
 
 
-def _avg_at_k(summary: dict) -> dict[str, float]:
-    """``<benchmark>/avg@k`` of an evaluation summary, in percent."""
-    return {f"{name}/avg@k": _pct(b[f"avg@{b['k']}"]) for name, b in summary["benchmarks"].items()}
+def _compared_models(outputs: dict) -> tuple[Path, dict, list[str]]:
+    """The report to open, the run's models side by side (the shape of
+    :func:`lad.evaluation.report.comparison`) and each model's key in the run summary.
+
+    The training pipeline compares its models itself (warm start, the trained model, a baseline
+    when one was trained); the retraining run has the challenger's and the champion's evaluations."""
+    from lad.evaluation.report import comparison
+
+    if "comparison" in outputs:
+        folder = Path(outputs["comparison"].removeprefix("file://"))  # local runs have local artifact URIs
+        compared = json.loads((folder / "compare.json").read_text())
+        return folder / "compare.html", compared, ["warm_start", "trained", *compared["runs"][2:]]
+    # The HTML artifacts are copies; the folders next to them hold the reports with their plots and data.
+    results = {role: Path(outputs[f"{role}_report"].path).parent / "results" for role in ("champion", "challenger")}
+    compared = comparison([(role, json.loads((folder / "summary.json").read_text())) for role, folder in results.items()])
+    return results["challenger"] / "report.html", compared, list(results)
 
 
-def _compared_runs(path: Path) -> dict[str, dict[str, float]]:
-    """compare.json's runs as ``{warm_start | trained | <baseline objective>: {<benchmark>/avg@k: percent}}``;
-    the trained model is the comparison's second run, the warm start its first."""
-    data = json.loads(path.read_text())
-    keys = ["warm_start", "trained", *data["runs"][2:]]
-    return {key: {f"{name}/avg@k": _pct(per_run[label]["avg@k"])
-                  for name, per_run in data["benchmarks"].items() if label in per_run}
-            for key, label in zip(keys, data["runs"])}
+def results_table(compared: dict) -> list[str]:
+    """The run's models side by side, a block per benchmark: Avg@k with its 95% CI, its gain over
+    the first model (the warm start, or the champion), Pass@k, distinct correct answers per problem
+    and dist-3, in the report's units (percent, points)."""
+    titles = {name: f"{name}, k = {'/'.join(str(k) for k in sorted({v['k'] for v in per_run.values()}))}"
+              for name, per_run in compared["benchmarks"].items()}
+    width = max([len(t) for t in titles.values()] + [len(label) + 2 for label in compared["runs"]])
+    lines = []
+    for name, per_run in compared["benchmarks"].items():
+        title = titles[name]
+        lines.append(f"{title:<{width}}{'Avg@k [95% CI]':>24}{'gain':>8}{'Pass@k':>9}{'distinct correct':>18}{'dist-3':>8}")
+        first = None
+        for label in compared["runs"]:
+            if label in per_run:
+                v = per_run[label]
+                lo, hi = v["avg@k_ci95"]
+                avg = f"{100 * v['avg@k']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
+                gain = "" if first is None else f"{100 * (v['avg@k'] - first):+.2f}"
+                first = v["avg@k"] if first is None else first
+                dist3 = "–" if v["dist-3"] is None else f"{v['dist-3']:.3f}"
+                lines.append(f"{'  ' + label:<{width}}{avg:>24}{gain:>8}{100 * v['pass@k']:>9.2f}"
+                             f"{v['distinct_correct']:>18.2f}{dist3:>8}")
+    return lines
