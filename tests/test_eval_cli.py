@@ -105,6 +105,36 @@ def test_lad_eval_errors_are_one_line(checkpoint, tmp_path):
     assert result.exit_code == 1 and "summary.json: no such file" in _said(result)
 
 
+def test_temperature_zero_scores_each_engines_greedy_response_once_per_problem(checkpoint, tmp_path):
+    from lad.evaluation.benchmarks import load_records, resolve
+    from lad.evaluation.config import EvalConfig
+    from lad.modeling import load_model
+    from lad.rollout import SamplingParams, build_rollout
+
+    cfg = EvalConfig(model=str(checkpoint), benchmarks=[{"name": "synthetic_arithmetic", "limit": 4}])
+    prompts = [r["prompt"] for r in load_records(resolve(cfg.benchmarks[0], cfg), cfg)]
+    model, tok = load_model(checkpoint)
+    rows = {}
+    for engine in ("hf", "native"):
+        out = tmp_path / engine
+        result = runner.invoke(app, ["eval", "run", "-m", str(checkpoint), "-b", "synthetic_arithmetic", "--temperature", "0",
+                                     "--limit", "4", "--max-new-tokens", "16", "--engine", engine, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "summary.json").read_text())
+        b = summary["benchmarks"]["synthetic_arithmetic"]
+        assert (b["k"], b["problems"], b["samples"]) == (1, 4, 4)
+        assert summary["settings"]["synthetic_arithmetic"]["sampling"]["temperature"] == 0
+        rows[engine] = [(r["problem_id"], r["sample"], r["response"], r["tokens"], r["finish_reason"])
+                        for r in _lines(out / "samples" / "synthetic_arithmetic.jsonl")]
+        # the evaluator's samples are the engine's own greedy decoding of the same prompts
+        greedy = build_rollout(engine, model, tok).generate(prompts, SamplingParams(temperature=0, max_new_tokens=16))
+        assert rows[engine] == [(p, 0, c.text, len(c.token_ids), c.finish_reason) for p, (c,) in enumerate(greedy)]
+    assert rows["hf"] == rows["native"]
+    result = runner.invoke(app, ["eval", "run", "-m", str(checkpoint), "-b", "gsm8k", "--temperature", "0", "--k", "4"])
+    assert result.exit_code == 2 and ("option benchmarks.0: Value error, temperature 0 decodes greedily, so the k = 4 "
+                                      "responses of a problem would be one response repeated; set k to 1") in _said(result)
+
+
 def _config(tmp_path: Path, checkpoint: Path, name: str) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(

@@ -48,6 +48,19 @@ def test_registry_defaults_and_overrides():
     assert resolve(cfg.benchmarks[0], on_s3).source["uri"] == "s3://bucket/bench/math500.jsonl"
 
 
+def test_temperature_zero_is_greedy_with_one_response_per_problem():
+    cfg = _cfg({"name": "gsm8k", "temperature": 0}, {"name": "humanevalplus", "temperature": 0, "k": 1},
+               {"name": "math500", "temperature": 0.0001})
+    gsm8k, hep, math500 = (resolve(b, cfg) for b in cfg.benchmarks)
+    assert (gsm8k.k, gsm8k.sampling.temperature, hep.k, hep.sampling.temperature) == (1, 0, 1, 0)
+    assert math500.k == 32  # any temperature above 0 samples, with the registry's k
+    with pytest.raises(ValueError, match=r"benchmarks\.0\n  Value error, temperature 0 decodes greedily, so the k = 4 "
+                                         r"responses of a problem would be one response repeated; set k to 1"):
+        _cfg({"name": "gsm8k", "temperature": 0, "k": 4})
+    with pytest.raises(ValueError, match=r"temperature\n  Input should be greater than or equal to 0"):
+        _cfg({"name": "gsm8k", "temperature": -1})
+
+
 def test_registry_errors_name_the_benchmark_and_field():
     cfg = _cfg({"name": "math5000"})
     with pytest.raises(BenchmarkError, match=r"unknown benchmark 'math5000'; registered: \['aime24'"):

@@ -8,6 +8,7 @@ import torch
 
 from lad.rollout import ENGINES, Completion, RolloutEngine, SamplingParams, build_rollout
 from lad.chat import prompt_ids
+from lad.rollout.base import left_pad
 from rollout_cases import PROMPTS, eos_biased
 
 
@@ -37,7 +38,8 @@ def test_registry_and_protocol(tiny):
 
 def test_sampling_params_validation():
     with pytest.raises(ValueError, match="temperature"):
-        SamplingParams(temperature=0)
+        SamplingParams(temperature=-0.5)
+    assert SamplingParams(temperature=0).greedy and not SamplingParams(temperature=1e-6).greedy
     with pytest.raises(ValueError, match="stop strings must be non-empty"):
         SamplingParams(stop=[""])
     with pytest.raises(ValueError, match="extra"):
@@ -65,6 +67,28 @@ def test_groups_shapes_and_logprobs_match_a_forward_pass(tiny):
     model.train()
     engine.generate(PROMPTS[:1], SamplingParams(n=1, max_new_tokens=2, seed=0))
     assert model.training
+
+
+@pytest.mark.parametrize("engine_name, options", [("hf", {}), ("native", {"decoder": "fused"}), ("native", {"decoder": "generic"})])
+def test_temperature_zero_is_transformers_greedy_search_in_every_engine(tiny, engine_name, options):
+    model, tok = tiny
+    model.eval()
+    ids = prompt_ids(tok, PROMPTS)
+    input_ids, attention = left_pad(ids, tok.pad_token_id)
+    steps = 12
+    with torch.no_grad():
+        ref = model.generate(input_ids=input_ids, attention_mask=attention, do_sample=False, max_new_tokens=steps,
+                             min_new_tokens=steps, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    expected = ref[:, input_ids.shape[1]:].tolist()
+    engine = build_rollout(engine_name, model, tok, max_batch_size=4, **options)  # 3 x 2 rows in batches of 4 (hf) / 2 prompts (native)
+    # top_p and the seed have no say in greedy decoding
+    for seed, top_p in ((0, 1.0), (5, 0.3)):
+        groups = engine.generate(PROMPTS, SamplingParams(n=2, temperature=0, top_p=top_p, max_new_tokens=steps, ignore_eos=True, seed=seed))
+        assert [[c.token_ids for c in g] for g in groups] == [[row, row] for row in expected]
+        for c in (c for g in groups for c in g):
+            assert c.finish_reason == "length"
+            # the model's own log-probs, softmax(logits) at temperature 1
+            assert torch.allclose(torch.tensor(c.logprobs), teacher_forced(model, c, 1.0), atol=1e-5, rtol=0)
 
 
 def test_seeded_calls_repeat_and_differ_by_seed(tiny):

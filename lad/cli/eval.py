@@ -43,7 +43,7 @@ def run(
     k: Optional[int] = typer.Option(None, help="samples per problem, for every benchmark"),
     limit: Optional[int] = typer.Option(None, help="first N problems of every benchmark"),
     max_new_tokens: Optional[int] = typer.Option(None, help="response budget, for every benchmark"),
-    temperature: Optional[float] = typer.Option(None, help="sampling temperature, for every benchmark"),
+    temperature: Optional[float] = typer.Option(None, help="sampling temperature, for every benchmark; 0: greedy decoding, one response per problem (k 1)"),
     engine: Optional[str] = typer.Option(None, help="rollout engine: hf, native or vllm"),
     seed: Optional[int] = typer.Option(None, help="base sampling seed"),
     restart: bool = typer.Option(False, "--restart", help="discard earlier results in the output folder instead of resuming"),

@@ -116,7 +116,8 @@ def resolve(over: BenchmarkOverrides, cfg: EvalConfig) -> BenchmarkRun:
             raise BenchmarkError(f"benchmark {bench.name}: {err}") from None
         source = {"uri": uri, "adapter": bench.adapter, "data_source": data_source}
     return BenchmarkRun(
-        name=bench.name, ability=bench.ability, scorer=bench.scorer, k=over.k or bench.k, limit=over.limit,
+        name=bench.name, ability=bench.ability, scorer=bench.scorer, k=over.k or (1 if sampling.temperature == 0 else bench.k),
+        limit=over.limit,
         sampling=sampling, source=source,
     )
 

@@ -25,7 +25,7 @@ class Sampling(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float = Field(0.6, gt=0, description="softmax temperature (> 0: the k samples are drawn, not decoded greedily)")
+    temperature: float = Field(0.6, ge=0, description="softmax temperature; 0: greedy decoding, one response per problem (k = 1)")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
     max_new_tokens: int = Field(4096, gt=0, description="response budget; longer responses are cut (finish_reason 'length')")
     stop: list[str] = Field(default_factory=list, description="extra stop strings besides the tokenizer's EOS")
@@ -37,9 +37,11 @@ class BenchmarkOverrides(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, description="a registered benchmark (lad eval list)")
-    k: Optional[int] = Field(None, ge=1, description="samples per problem; Avg@k and Pass@k use this k")
+    k: Optional[int] = Field(
+        None, ge=1, description="samples per problem; Avg@k and Pass@k use this k; None: the registry's, or 1 at temperature 0"
+    )
     limit: Optional[int] = Field(None, ge=1, description="evaluate only the first N problems")
-    temperature: Optional[float] = Field(None, gt=0)
+    temperature: Optional[float] = Field(None, ge=0, description="0: greedy decoding (then k must be 1)")
     top_p: Optional[float] = Field(None, gt=0, le=1)
     max_new_tokens: Optional[int] = Field(None, gt=0)
     stop: Optional[list[str]] = None
@@ -57,6 +59,14 @@ class BenchmarkOverrides(BaseModel):
     def _records_need_uri(self) -> "BenchmarkOverrides":
         if self.records and not self.uri:
             raise ValueError("records: true needs a uri")
+        return self
+
+    @model_validator(mode="after")
+    def _greedy_is_one_sample(self) -> "BenchmarkOverrides":
+        # k greedy responses are one response k times: Avg@k would be Avg@1 and Pass@k no pass at k.
+        if self.temperature == 0 and self.k not in (None, 1):
+            raise ValueError(f"temperature 0 decodes greedily, so the k = {self.k} responses of a problem would be one "
+                             "response repeated; set k to 1 (or a temperature > 0 to sample k)")
         return self
 
 

@@ -14,10 +14,14 @@ class SamplingParams(BaseModel):
     Log-probs returned with a completion are those of the sampled tokens under
     softmax(logits / temperature), before any top-p truncation: the same quantity the trainer
     recomputes, so their difference measures engine numerics and nothing else.
+
+    Temperature 0 is greedy decoding: every token is the argmax of its logits (top-p and the
+    seed play no part, and the n completions of a prompt are the same), and the log-probs are
+    those of the model's own distribution, softmax(logits).
     """
 
     n: int = Field(1, gt=0, description="completions per prompt (the group size G)")
-    temperature: float = Field(1.0, gt=0, description="softmax temperature; must be > 0 (sampling only)")
+    temperature: float = Field(1.0, ge=0, description="softmax temperature; 0: greedy decoding (argmax)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass; 1.0 disables it")
     max_new_tokens: int = Field(256, gt=0, description="completion length cap; a completion that hits it ends with finish_reason 'length'")
     stop: list[str] = Field([], description="stop strings; the completion ends after the token that completes one (kept in text)")
@@ -31,6 +35,10 @@ class SamplingParams(BaseModel):
         if any(s == "" for s in self.stop):
             raise ValueError("stop strings must be non-empty")
         return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
 
 
 @dataclass

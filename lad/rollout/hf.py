@@ -86,10 +86,11 @@ class HFRollout:
 
         tok = self.tokenizer
         input_ids, attention = left_pad(batch, tok.pad_token_id)
-        recorder = _SampledLogprobs(params.temperature)
+        # greedy: transformers' own greedy search, and log-probs under softmax(logits) (T = 1)
+        recorder = _SampledLogprobs(params.temperature or 1.0)
+        sampling = {} if params.greedy else {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
         config = GenerationConfig(
-            do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
-            max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
+            do_sample=not params.greedy, **sampling, max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id, stop_strings=params.stop or None, return_dict_in_generate=True,
         )
         with self._eos_disabled(params.ignore_eos, config):

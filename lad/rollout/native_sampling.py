@@ -6,6 +6,9 @@ tokens outside the nucleus first, and the draw is scaled by the mass left. The u
 drawn for every row of the batch as it was at the start, whether the row is still decoding or
 not, so a row's draws depend only on the seed and its own position in the batch: a row that
 stops early (EOS, stop string) changes nothing in the others.
+
+At temperature 0 a token is the argmax of its row (the first of tied maxima, as torch's argmax and
+transformers' greedy search take it) and no uniform is drawn; its log-prob is under softmax(logits).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ def nucleus_mask(logp: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 class Sampler:
-    """Draws one token per row from softmax(logits / temperature), top-p truncated.
+    """Draws one token per row from softmax(logits / temperature), top-p truncated; temperature 0:
+    the argmax (greedy decoding).
 
     rows: the batch size at the start (one uniform is drawn for each of them every step).
     generator: a seeded torch.Generator, or None for the global RNG.
@@ -46,6 +50,12 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, rows: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens [B], their log-probs under softmax(logits / T) [B]) for logits [B, V]; ``rows``
         names the starting-batch row of each (None: all rows, in order)."""
+        if self.temperature == 0:
+            # argmax of the logits themselves: log_softmax's rounding could tie two that differ
+            logits = logits.float()
+            tokens = logits.argmax(dim=-1)
+            logp = torch.log_softmax(logits, dim=-1)
+            return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         logp = torch.log_softmax(logits.float() / self.temperature, dim=-1)
         probs = logp.exp()
         if self.top_p < 1.0:
