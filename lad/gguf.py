@@ -10,21 +10,36 @@ model card naming the source file and its sha256).
 Bad files are refused before transformers sees them, each with one line naming the file: not a
 GGUF file (wrong magic bytes), corrupt or truncated (the reader cannot map every tensor), an
 architecture transformers cannot build.
+
+A conversion writes inside a work folder ``.partial-*`` of the cache, locked (flock) for as long
+as its process lives, and renames the finished checkpoint out of it. A process killed mid-way
+leaves its work folder behind, unlocked: every later call removes such folders, and never one
+whose lock is held, which is a conversion still running in another process. The kernel drops a
+lock when its process dies, however it dies, so no pid or timeout is guessed at.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
+import os
 import shutil
 import sys
+import tempfile
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from lad.modeling import ModelError, save_model
 
 MAGIC = b"GGUF"
+PARTIAL = ".partial-"
+# what lad before the locked work folders left after a crash (save_model's temp folder, or the
+# unrenamed .partial- folder); no process holds a lock on either
+_LEGACY_PARTIAL = ".." + PARTIAL[1:]
 EXTRAS_HINT = "pip install 'lad[models]' (or: pip install gguf accelerate)"
 
 
@@ -103,6 +118,64 @@ def load_gguf(path: Path):
     return model.eval(), tokenizer
 
 
+def _held_elsewhere(fd: int) -> bool:
+    """Whether another process holds the lock of the open folder ``fd``; if not, it is taken now."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    return False
+
+
+def sweep_partials(root: Path) -> list[Path]:
+    """Remove the work folders that crashed conversions left in ``root``; returns those removed.
+
+    A folder whose lock another process holds is a live conversion and is kept.
+    """
+    removed = []
+    if not root.is_dir():
+        return removed
+    for path in root.iterdir():
+        if not path.name.startswith((PARTIAL, _LEGACY_PARTIAL)) or not path.is_dir():
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:  # finished or removed meanwhile
+            continue
+        try:
+            if not _held_elsewhere(fd):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+@contextlib.contextmanager
+def partial_folder(root: Path, digest: str) -> Iterator[Path]:
+    """A new work folder ``root/.partial-<digest[:12]>-<random>``, locked until the block ends,
+    then removed with whatever is left in it."""
+    root.mkdir(parents=True, exist_ok=True)
+    # Made under another name and locked before it is renamed into view: a sweep never sees a
+    # work folder whose owner has not locked it yet.
+    claim = Path(tempfile.mkdtemp(prefix=f".claim-{digest[:12]}-", dir=root))
+    fd = os.open(claim, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        work = root / f"{PARTIAL}{digest[:12]}-{uuid.uuid4().hex[:8]}"
+        try:
+            claim.rename(work)
+        except OSError:
+            shutil.rmtree(claim, ignore_errors=True)
+            raise
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
 def _complete(entry: Path) -> bool:
     # Entries appear only by rename after a full save, so a present config and weights mean whole.
     return (entry / "config.json").is_file() and (entry / "model.safetensors").is_file()
@@ -118,6 +191,7 @@ def convert_gguf(path: str | Path, *, root: Path | None = None, origin: str | No
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file {path}: no such file")
     root = cache_root() if root is None else root
+    sweep_partials(root)
     digest = sha256_file(path)
     entry = root / digest
     if _complete(entry):
@@ -128,15 +202,13 @@ def convert_gguf(path: str | Path, *, root: Path | None = None, origin: str | No
     model, tokenizer = load_gguf(path)
     card = {"name": f"{path.stem} (converted from GGUF)", "base_model": path.name,
             "source": {"file": path.name, "origin": origin or str(path), "sha256": digest, "format": "gguf", **header}}
-    # Saved under a temporary name, then renamed: a crash leaves only a .partial folder, which no
-    # lookup takes for whole, and a rename never replaces an entry another process put there first.
-    tmp = root / f".partial-{digest[:12]}-{uuid.uuid4().hex[:8]}"
-    try:
-        save_model(model, tokenizer, tmp, card)
-        tmp.rename(entry)
-    except OSError:
-        if not _complete(entry):
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # Saved in a work folder, then renamed: a crash leaves only a .partial folder, which no lookup
+    # takes for whole, and a rename never replaces an entry another process put there first.
+    with partial_folder(root, digest) as work:
+        save_model(model, tokenizer, work / "model", card)
+        try:
+            (work / "model").rename(entry)
+        except OSError:
+            if not _complete(entry):
+                raise
     return entry

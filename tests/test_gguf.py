@@ -88,6 +88,48 @@ def test_gguf_from_s3_converts_to_the_same_checkpoint(s3, smollm2_cache, smollm2
     assert [p.name for p in (smollm2_cache / "gguf").iterdir()] == [smollm2_dir.name]  # the download is gone
 
 
+# A converter stand-in: takes a work folder as convert_gguf does, writes into it, then waits.
+HOLD_PARTIAL = """
+import sys
+from pathlib import Path
+from lad.gguf import partial_folder
+with partial_folder(Path(sys.argv[1]), sys.argv[2]) as work:
+    (work / "model.safetensors").write_bytes(b"half written")
+    print(work, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_killed_conversions_work_folder_is_removed_and_a_live_ones_kept(smollm2_dir, tmp_path):
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    root = tmp_path / "gguf"
+    root.mkdir()
+    (root / smollm2_dir.name).symlink_to(smollm2_dir)  # the converted entry, as a finished conversion left it
+    holders = [subprocess.Popen([sys.executable, "-c", HOLD_PARTIAL, str(root), smollm2_dir.name], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    live, killed = (Path(h.stdout.readline().strip()) for h in holders)
+    assert live.name.startswith(f".partial-{smollm2_dir.name[:12]}-") and (killed / "model.safetensors").is_file()
+    holders[1].send_signal(signal.SIGKILL)
+    assert holders[1].wait() == -signal.SIGKILL
+    legacy = root / f"..partial-{smollm2_dir.name[:12]}-0123abcd.4567cdef.tmp"  # what lad left before these locks
+    legacy.mkdir()
+    try:
+        assert convert_gguf(packaged_gguf(NAME), root=root) == root / smollm2_dir.name
+        assert sorted(p.name for p in root.iterdir()) == sorted([smollm2_dir.name, live.name])
+        assert (live / "model.safetensors").read_bytes() == b"half written"  # still being written: untouched
+        holders[0].send_signal(signal.SIGKILL)
+        assert holders[0].wait() == -signal.SIGKILL
+        assert convert_gguf(packaged_gguf(NAME), root=root) == root / smollm2_dir.name
+        assert [p.name for p in root.iterdir()] == [smollm2_dir.name]
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+
+
 def test_truncated_gguf_is_refused_naming_the_file(tmp_path):
     data = packaged_gguf(NAME).read_bytes()
     for cut in (2_000, len(data) // 2, len(data) - 1):  # in the header, in the tensors, the last byte

@@ -59,11 +59,12 @@ def test_the_fused_decoder_accepts_this_model(smollm2):
 def test_native_greedy_equals_hf_greedy_token_for_token(smollm2, gsm8k_prompts, hf_greedy, decoder, capfd):
     model, tok = smollm2
     expected, margin = hf_greedy
-    # A temperature of 1e-6 is argmax only where the best logit leads by far more than 1e-6 x noise.
+    # The engine's logits differ from transformers' by float rounding (~1e-6): the same argmax
+    # needs the best logit to lead by more than that all along the path.
     assert margin > 1e-4
     assert len({len(p) for p in prompt_ids(tok, gsm8k_prompts)}) == PROMPTS  # every row left-padded differently
     engine = build_rollout("native", model, tok, decoder=decoder)
-    got = engine.generate(gsm8k_prompts, SamplingParams(n=2, temperature=1e-6, max_new_tokens=TOKENS, ignore_eos=True, seed=0))
+    got = engine.generate(gsm8k_prompts, SamplingParams(n=2, temperature=0, max_new_tokens=TOKENS, ignore_eos=True))
     assert [[c.token_ids for c in group] for group in got] == [[row, row] for row in expected]
     said = capfd.readouterr().err
     if decoder == "fused":
