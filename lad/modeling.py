@@ -302,6 +302,17 @@ def load_tokenizer(source: str, *, hub: bool = False):
     return AutoTokenizer.from_pretrained(source, local_files_only=not hub)
 
 
+def load_model_tokenizer(ref: str | Path):
+    """The tokenizer (with its chat template) of any model reference, without loading weights;
+    a GGUF reference is still converted once, as ``load_model`` would."""
+    ref = str(ref)
+    if ref.startswith(TINY_PREFIX):
+        check_model_ref(ref)
+        return train_tokenizer(task_corpus(), vocab_size=TINY_PRESETS[ref[len(TINY_PREFIX):]].vocab_size)
+    source, hub = resolve_model_dir(ref)
+    return load_tokenizer(source, hub=hub)
+
+
 def load_model(ref: str | Path, *, dtype: Optional[torch.dtype] = None, seed: int = 0):
     """(model, tokenizer) for any model reference (see the module's docstring); ``seed`` fixes
     the initial weights of a ``tiny:`` model and is ignored by the others."""

@@ -335,6 +335,39 @@ def test_synthetic_sources_and_template_from_config(tmp_path):
     assert {r["prompt"][0]["content"] for r in train}.isdisjoint(r["prompt"][0]["content"] for r in ev)
 
 
+def test_a_models_chat_template_that_refuses_a_row_makes_it_a_bad_row(tiny, tmp_path):
+    from lad.modeling import save_model
+
+    model, tok = tiny
+    # a template in the style of models without a system role (Gemma's raises on one)
+    tok = type(tok)(tokenizer_object=tok.backend_tokenizer, eos_token=tok.eos_token, pad_token=tok.pad_token, chat_template=(
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"))
+    ckpt = tmp_path / "no-system"
+    save_model(model, tok, ckpt, {"name": "no-system-role"})
+    sources = [{"name": "cd", "synthetic": {"task": "countdown", "n": 3, "seed": 0}, "decontaminate": False}]
+    with pytest.raises(PrepError) as info:
+        run_prep(_cfg(tmp_path, sources, model=str(ckpt)))
+    assert [(e["where"], e["field"], e["reason"]) for e in info.value.report["errors"]] == [
+        (f"row {i}", "prompt", f"the chat template of {ckpt} refuses these messages: System role not supported") for i in range(3)]
+    report = run_prep(_cfg(tmp_path, sources, model=str(ckpt), template={"system": None}))
+    assert report["model_prompts"]["first_prompt"].startswith("<|im_start|>user\nUse the numbers")
+    assert report["model_prompts"]["first_prompt"].endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert report["sources"]["cd"]["prompt_tokens"]["rows"] == 3
+
+
+def test_model_settings_of_data_prep_are_checked(tmp_path):
+    sources = [{"name": "cd", "synthetic": {"task": "countdown", "n": 3}}]
+    with pytest.raises(ValueError, match="max_prompt_tokens counts the tokens of a model: set model too"):
+        _cfg(tmp_path, sources, max_prompt_tokens=64)
+    with pytest.raises(ValueError, match="model 'tiny:3m': unknown tiny preset"):
+        _cfg(tmp_path, sources, model="tiny:3m")
+    with pytest.raises(PrepError, match=f"^model: model '{tmp_path / 'none'}': no such directory or .gguf file"):
+        run_prep(_cfg(tmp_path, sources, model=str(tmp_path / "none")))
+    assert not (tmp_path / "out").exists()
+
+
 def test_s3_source_and_output(s3, tmp_path, monkeypatch):
     from datasets import Dataset
 

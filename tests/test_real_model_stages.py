@@ -30,6 +30,46 @@ def named(smollm2_cache, monkeypatch):
     return NAME
 
 
+def chatml(messages: list[dict]) -> str:
+    """ChatML written out by hand: the format SmolLM2-135M-Instruct's template must produce."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+
+
+def test_data_prep_renders_every_prompt_with_the_models_own_chat_template(named, tmp_path):
+    import pyarrow.parquet as pq
+
+    from lad.data.config import PrepConfig
+    from lad.data.prep import run_prep
+    from lad.modeling import load_model_tokenizer
+    from lad.train.rl import PromptSource, load_prompts
+
+    tok = load_model_tokenizer(named)
+    base = {"model": named, "shuffle": False,
+            "sources": [{"name": "gsm8k", "adapter": "gsm8k", "uri": "lad://gsm8k_test.jsonl", "limit": 40, "decontaminate": False}]}
+    report = run_prep(PrepConfig.model_validate({**base, "output": str(tmp_path / "all")}))
+    rows = pq.read_table(tmp_path / "all" / "train.parquet").to_pylist()
+    lengths = [len(tok(chatml(r["prompt"]), add_special_tokens=False)["input_ids"]) for r in rows]
+    assert len(rows) == 40 and len(set(lengths)) > 10
+    seen = report["model_prompts"]
+    assert seen["first_prompt"] == chatml(rows[0]["prompt"])
+    assert seen["first_prompt"].startswith("<|im_start|>system\nYou are a careful assistant. Think step by step")
+    assert (seen["model"], seen["eos_token"]) == (NAME, "<|im_end|>")
+    assert report["sources"]["gsm8k"]["prompt_tokens"] == {
+        "rows": 40, "min": min(lengths), "mean": round(sum(lengths) / 40, 2), "max": max(lengths)}
+
+    # the longest prompts over a limit become bad rows, named by line; what is kept fits lad train's limit
+    limit = sorted(lengths)[29]
+    report = run_prep(PrepConfig.model_validate({**base, "output": str(tmp_path / "fit"), "max_prompt_tokens": limit,
+                                                 "on_bad_row": "skip"}))
+    too_long = [i for i, n in enumerate(lengths) if n > limit]
+    assert 1 <= len(too_long) <= 10
+    assert [(e["where"], e["field"], e["reason"]) for e in report["errors"]] == [
+        (f"line {i + 1}", "prompt", f"{lengths[i]} tokens with the chat template of {NAME}, over max_prompt_tokens={limit}")
+        for i in too_long]
+    kept, dropped = load_prompts(PromptSource(path=str(tmp_path / "fit" / "train.parquet")), tok, limit, "data.train")
+    assert (len(kept), dropped) == (40 - len(too_long), 0)
+
+
 def test_sft_on_the_real_model_lowers_its_loss(named, tmp_path):
     from mlflow import MlflowClient
 

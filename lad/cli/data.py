@@ -22,6 +22,9 @@ def prep(
     on_bad_row: Optional[str] = typer.Option(None, help="fail or skip (overrides the config)"),
     jsonl: Optional[bool] = typer.Option(None, "--jsonl/--no-jsonl", help="also write JSONL (overrides the config)"),
     report: Optional[Path] = typer.Option(None, "--report", help="also write the report JSON here, on failure too"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="render every prompt with this model's chat template "
+                                        "(any model reference, e.g. smollm2-135m-instruct; overrides the config)"),
+    max_prompt_tokens: Optional[int] = typer.Option(None, help="with a model: longer rendered prompts are bad rows (overrides the config)"),
 ) -> None:
     """Turn the configured sources into train.parquet, eval parquet(s) and report.json."""
     from pydantic import ValidationError
@@ -32,7 +35,8 @@ def prep(
 
     try:
         cfg = load_config(config)
-        overrides = {k: v for k, v in {"output": output, "on_bad_row": on_bad_row, "jsonl": jsonl}.items() if v is not None}
+        overrides = {k: v for k, v in {"output": output, "on_bad_row": on_bad_row, "jsonl": jsonl, "model": model,
+                                       "max_prompt_tokens": max_prompt_tokens}.items() if v is not None}
         if overrides:
             cfg = PrepConfig.model_validate(cfg.model_dump() | overrides)
     except ConfigError as err:
@@ -62,6 +66,9 @@ def prep(
         table.add_row(name, s["role"], *(str(s[c]) for c in columns))
     table.add_row("total", "", *(str(result["totals"][c]) for c in columns), style="bold")
     console.print(table)
+    if result["model_prompts"]:
+        longest = max((s["prompt_tokens"]["max"] or 0 for s in result["sources"].values()), default=0)
+        console.print(f"prompts rendered with the chat template of {result['model_prompts']['model']}: longest {longest} tokens")
     for name, rows in result["outputs"].items():
         console.print(f"wrote {name}: {rows} rows")
     if result["errors_total"]:

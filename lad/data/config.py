@@ -129,6 +129,17 @@ class PrepConfig(BaseModel):
     sources: list[SourceConfig] = Field(min_length=1, description="input sets, in priority order for deduplication")
     output: str = Field("out/data", description="output folder, local or s3://; published with a manifest")
     template: PromptTemplate = Field(default_factory=PromptTemplate, description="chat template, recorded in report.json")
+    model: Optional[str] = Field(
+        None,
+        description="a model reference (as every stage's model:, e.g. smollm2-135m-instruct) whose tokenizer's chat "
+        "template renders every prompt as the model will read it: a row the template refuses is a bad row, and the "
+        "report shows the rendered first prompt and each source's prompt lengths in the model's tokens; None: no model",
+    )
+    max_prompt_tokens: Optional[int] = Field(
+        None, ge=1,
+        description="with model: a row whose rendered prompt is longer is a bad row (lad train would drop it at its "
+        "max_prompt_len); None: no limit",
+    )
     on_bad_row: Literal["fail", "skip"] = Field(
         "fail", description="fail: write nothing and report the bad rows; skip: write them to quarantine.jsonl"
     )
@@ -146,6 +157,19 @@ class PrepConfig(BaseModel):
     show_errors: int = Field(20, ge=0, description="bad rows, and duplicate rows, listed in the report; the rest are counted")
     seed: int = Field(0, description="seed of the training-row shuffle")
     shuffle: bool = Field(True, description="shuffle train.parquet (eval files keep source order)")
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, v: Optional[str]) -> Optional[str]:
+        from lad.modeling import check_model_ref
+
+        return v if v is None else check_model_ref(v)
+
+    @model_validator(mode="after")
+    def _limit_needs_model(self) -> "PrepConfig":
+        if self.max_prompt_tokens is not None and self.model is None:
+            raise ValueError("max_prompt_tokens counts the tokens of a model: set model too")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> "PrepConfig":

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from lad.data.adapters import ADAPTERS, RowError
 from lad.data.config import PrepConfig, SourceConfig
 from lad.data.filters import ContaminationIndex, normalise
+from lad.data.model_prompts import ModelPrompts, length_stats
 from lad.data.readers import RawRow, SourceError, detect_format, fetch, read_rows
 from lad.data.schema import Problem, build_record
 from lad.data.synthetic import problems as synthetic_problems
@@ -84,6 +85,7 @@ class _Row:
     text: str  # the problem as the model reads it, without template
     file: str = ""  # where it was read: the source's display name and the row's place in it
     where: str = ""
+    prompt_tokens: Optional[int] = None  # with PrepConfig.model: the rendered prompt's length
 
 
 @dataclass
@@ -145,8 +147,10 @@ def _quarantine_entry(issue: RowIssue, raw: RawRow) -> dict:
     return entry
 
 
-def read_source(src: SourceConfig, cfg: PrepConfig, workdir: Path, progress: Callable[[str, int], None]) -> _SourceResult:
-    """Every row of one source, validated; bad rows become issues (and quarantine entries)."""
+def read_source(src: SourceConfig, cfg: PrepConfig, workdir: Path, progress: Callable[[str, int], None],
+                model: Optional[ModelPrompts] = None) -> _SourceResult:
+    """Every row of one source, validated (and, with ``model``, rendered with its chat template);
+    bad rows become issues (and quarantine entries)."""
     result = _SourceResult(src)
     name, rows = _raw_problems(src, workdir)
     split = split_of(src.role)
@@ -158,8 +162,11 @@ def read_source(src: SourceConfig, cfg: PrepConfig, workdir: Path, progress: Cal
                 made.extra["answer_fallback"] = src.answer_fallback
             try:
                 record = build_record(made, data_source=src.data_source or src.name, index=raw.position, split=split, template=cfg.template)
-                result.rows.append(_Row(record, made.text(), name, raw.where))
+                tokens = model.tokens(record["prompt"]) if model is not None else None
+                result.rows.append(_Row(record, made.text(), name, raw.where, tokens))
                 continue
+            except RowError as err:
+                made = err
             except ValidationError as err:
                 first = err.errors()[0]
                 made = RowError(".".join(map(str, first["loc"])) or None, first["msg"].removeprefix("Value error, "))
@@ -231,7 +238,8 @@ def _write_table(records: list[dict], path: Path, cfg: PrepConfig) -> None:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def _report(cfg: PrepConfig, results: list[_SourceResult], status: str, outputs: dict, boilerplate: int) -> dict:
+def _report(cfg: PrepConfig, results: list[_SourceResult], status: str, outputs: dict, boilerplate: int,
+            model: Optional[ModelPrompts] = None) -> dict:
     issues = [i for r in results for i in r.issues]
     duplicates = [d for r in results for d in r.duplicates]
     sources = {
@@ -242,9 +250,11 @@ def _report(cfg: PrepConfig, results: list[_SourceResult], status: str, outputs:
             "on_bad_row": policy(r.config, cfg),
             **({"fallback_reason": r.fallback_reason} if r.fallback_reason else {}),
             **asdict(r.counts),
+            **({"prompt_tokens": length_stats([row.prompt_tokens for row in r.rows])} if model is not None else {}),
         }
         for r in results
     }
+    first = next((row.record["prompt"] for r in results for row in r.rows), None)
     totals = {k: sum(s[k] for s in sources.values()) for k in asdict(Counts())}
     return {
         "status": status,
@@ -257,6 +267,7 @@ def _report(cfg: PrepConfig, results: list[_SourceResult], status: str, outputs:
         "duplicates_total": len(duplicates),
         "boilerplate_ngrams_ignored": boilerplate,
         "template": cfg.template.model_dump(mode="json"),
+        "model_prompts": model.summary(first) if model is not None else None,
         "config": cfg.model_dump(mode="json"),
     }
 
@@ -270,12 +281,24 @@ def _check_output(uri: str) -> None:
         raise PrepError(f"output {uri}: exists and is not a data prep output (no {REPORT}); choose an empty or new folder")
 
 
+def _model_prompts(cfg: PrepConfig) -> Optional[ModelPrompts]:
+    if cfg.model is None:
+        return None
+    from lad.modeling import ModelError
+
+    try:
+        return ModelPrompts(cfg.model, cfg.max_prompt_tokens)
+    except (ModelError, FileNotFoundError, ValueError) as err:
+        raise PrepError(f"model: {err}") from None
+
+
 def run_prep(cfg: PrepConfig, *, progress: Optional[Callable[[str, int], None]] = None) -> dict:
     """Run the stage; returns the report. Raises PrepError (with the report) when rows are bad under ``fail``."""
     from lad import storage
 
     _check_output(cfg.output)
     tick = progress or (lambda name, n: None)
+    model = _model_prompts(cfg)
     with tempfile.TemporaryDirectory(prefix="lad-prep-") as tmp:
         work, stage = Path(tmp) / "download", Path(tmp) / "out"
         work.mkdir()
@@ -283,7 +306,7 @@ def run_prep(cfg: PrepConfig, *, progress: Optional[Callable[[str, int], None]] 
         results = []
         for src in cfg.sources:
             try:
-                results.append(read_source(src, cfg, work, tick))
+                results.append(read_source(src, cfg, work, tick, model))
             except SourceError as err:
                 if src.fallback is None:
                     raise PrepError(f"source {src.name}: {err}") from None
@@ -294,7 +317,7 @@ def run_prep(cfg: PrepConfig, *, progress: Optional[Callable[[str, int], None]] 
                     raise PrepError(f"source {src.name}: {err}; its fallback: {fallback_err}") from None
                 results[-1].fallback_reason = str(err)
         if any(r.issues and policy(r.config, cfg) == "fail" for r in results):
-            report = _report(cfg, results, "failed", {}, 0)
+            report = _report(cfg, results, "failed", {}, 0, model)
             total = report["errors_total"]
             shown = "\n".join(f"  {e['message']}" for e in report["errors"])
             more = f"\n  ... and {total - len(report['errors'])} more" if total > len(report["errors"]) else ""
@@ -323,7 +346,7 @@ def run_prep(cfg: PrepConfig, *, progress: Optional[Callable[[str, int], None]] 
                 for q in quarantined:
                     fh.write(json.dumps(q, ensure_ascii=False, default=str) + "\n")
             outputs[QUARANTINE] = len(quarantined)
-        report = _report(cfg, results, "ok", outputs, boilerplate)
+        report = _report(cfg, results, "ok", outputs, boilerplate, model)
         (stage / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False))
         try:
             storage.put_dir(stage, cfg.output)
