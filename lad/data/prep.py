@@ -312,7 +312,7 @@ def run_prep(cfg: PrepConfig, *, progress: Optional[Callable[[str, int], None]] 
                     raise PrepError(f"source {src.name}: {err}") from None
                 print(f"data prep: source {src.name}: {err}; reading its fallback {src.fallback.uri}", flush=True)
                 try:
-                    results.append(read_source(src.on_fallback(), cfg, work, tick))
+                    results.append(read_source(src.on_fallback(), cfg, work, tick, model))
                 except SourceError as fallback_err:
                     raise PrepError(f"source {src.name}: {err}; its fallback: {fallback_err}") from None
                 results[-1].fallback_reason = str(err)
