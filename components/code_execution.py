@@ -10,7 +10,7 @@ from lad.images import BASE_IMAGE
 def code_execution(
     evaluation: Input[Dataset], benchmarks: str, verdicts: Output[Dataset], metrics: Output[Metrics], k: int,
     limit: int, sandbox_url: str = "", benchmarks_dir: str = "", timeout_s: float = 10.0,
-    experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "",
+    experiment: str = "lad-pipeline",
 ):
     """Per-test verdicts of the evaluation's code answers, run by the sandbox service.
 
@@ -18,14 +18,13 @@ def code_execution(
         evaluation: the evaluate step's results (samples of the code benchmarks).
         benchmarks: the evaluated benchmarks; the code ones are executed.
         sandbox_url: the sandbox Service URL; empty: an in-process sandbox.
-        pipeline_run_id, pipeline_run_name: the KFP run's id and name: its MLflow run is marked FAILED or KILLED when
-            this step fails or is stopped.
     """
     import json
 
+    from lad.pipeline.identity import current_run
     from lad.pipeline.steps import code_programs, execute_programs, pipeline_step
 
-    with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, "code_execution"):
+    with pipeline_step(experiment, *current_run(), "code_execution"):
         rows, skipped = code_programs(evaluation.path, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir)
         results, totals = execute_programs(rows, sandbox_url=sandbox_url, timeout_s=timeout_s)
     with open(verdicts.path, "w") as fh:

@@ -12,7 +12,7 @@ from lad.images import BASE_IMAGE
 def compare_evaluations(
     warm_start: Input[Dataset], trained: Input[Dataset], comparison: Output[Dataset], report: Output[HTML],
     report_md: Output[Markdown], trained_label: str = "lad", other: Optional[Input[Dataset]] = None, other_label: str = "",
-    experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "",
+    experiment: str = "lad-pipeline",
 ) -> str:
     """One report of evaluations made the same way: Avg@k with CI, Pass@k curves in one plot,
     distinct correct answers and dist-n, per benchmark. Returns the comparison folder's URI.
@@ -21,17 +21,16 @@ def compare_evaluations(
         warm_start: the evaluation of the model RL started from.
         trained: the evaluation of the trained model, labelled trained_label (its objective).
         other: optionally, the evaluation of a model trained from the same warm start with another objective.
-        pipeline_run_id, pipeline_run_name: the KFP run's id and name: its MLflow run is marked FAILED or KILLED when
-            this step fails or is stopped.
     """
     import shutil
 
+    from lad.pipeline.identity import current_run
     from lad.pipeline.steps import compare, pipeline_step
 
     runs = [("warm start", warm_start.path), (trained_label, trained.path)]
     if other is not None:
         runs.append((other_label, other.path))
-    with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, "compare"):
+    with pipeline_step(experiment, *current_run(), "compare"):
         compare(runs, comparison.path)
     shutil.copyfile(f"{comparison.path}/compare.html", report.path)
     shutil.copyfile(f"{comparison.path}/compare.md", report_md.path)

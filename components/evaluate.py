@@ -11,7 +11,7 @@ def evaluate(
     model: Input[Model], benchmarks: str, results: Output[Dataset], metrics: Output[Metrics],
     report: Output[HTML], report_md: Output[Markdown], k: int, limit: int, max_new_tokens: int, temperature: float,
     seed: int, sandbox_url: str = "", benchmarks_dir: str = "", label: str = "model", experiment: str = "lad-pipeline",
-    stage: str = "evaluate", pipeline_run_id: str = "", pipeline_run_name: str = "",
+    stage: str = "evaluate",
 ):
     """Sample k responses per problem, score them (code in the sandbox), summarise and report.
 
@@ -23,14 +23,13 @@ def evaluate(
         benchmarks_dir: an s3:// prefix or mounted folder of your own copies of the benchmark files; empty: the
             files bundled with lad in the image.
         stage: name of the MLflow stage run (one per evaluated model of a pipeline run).
-        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under (marked
-            FAILED or KILLED when this step fails or is stopped); empty: a run of its own.
     """
     import shutil
 
+    from lad.pipeline.identity import current_run
     from lad.pipeline.steps import evaluate as run, pipeline_step, registry_metrics
 
-    with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, stage) as parent_run_id:
+    with pipeline_step(experiment, *current_run(), stage) as parent_run_id:
         summary = run(model.path, results.path, benchmarks=benchmarks, k=k, limit=limit, max_new_tokens=max_new_tokens,
                       temperature=temperature, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, label=label,
                       seed=seed, experiment=experiment, stage=stage, parent_run_id=parent_run_id)

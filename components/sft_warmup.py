@@ -10,7 +10,7 @@ from lad.images import TRAINER_IMAGE
 def sft_warmup(
     base_model: str, model: Output[Model], metrics: Output[Metrics], steps: int, data: str, lr: float,
     micro_batch_size: int, heldout_problems: int, engine: str, seed: int, problems: int = 0,
-    experiment: str = "lad-pipeline", pipeline_run_id: str = "", pipeline_run_name: str = "",
+    experiment: str = "lad-pipeline",
 ):
     """Fine-tune base_model on demonstrations; writes the model RL starts from.
 
@@ -20,12 +20,11 @@ def sft_warmup(
         data: synthetic:<task>,... or a parquet/JSONL of records with responses.
         problems: distinct synthetic problems per task (repeated over the steps); 0: as many as the steps consume.
         lr, micro_batch_size, heldout_problems, engine, seed: SFT settings (lad.pipeline.settings.SFT_PARAMETERS).
-        pipeline_run_id, pipeline_run_name: the KFP run's id and name: the MLflow run the stage nests under (marked
-            FAILED or KILLED when this step fails or is stopped); empty: a run of its own.
     """
+    from lad.pipeline.identity import current_run
     from lad.pipeline.steps import pipeline_step, sft
 
-    with pipeline_step(experiment, pipeline_run_id, pipeline_run_name, "sft") as parent_run_id:
+    with pipeline_step(experiment, *current_run(), "sft") as parent_run_id:
         results = sft(base_model, model.path, steps=steps, data=data, lr=lr, micro_batch_size=micro_batch_size,
                       heldout_problems=heldout_problems, engine=engine, seed=seed, experiment=experiment,
                       parent_run_id=parent_run_id, problems=problems)

@@ -8,9 +8,11 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Markdown
 
-from lad.kubeflow.components import champion_model, code_execution, data_prep, evaluate, lad_train, register_model
-from lad.kubeflow.pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
-from lad.kubeflow.pipelines.training import DEFAULT_DATASETS, DEFAULT_TOLERATIONS, PIPELINE_RUN, RL, SANDBOX_SERVICE
+from lad.kubeflow.components import (
+    champion_model, code_execution, data_prep, evaluate, lad_train, register_model, training_pod_gpus,
+)
+from lad.kubeflow.pipelines.k8s import apply_cluster_settings
+from lad.kubeflow.pipelines.training import CPU_STEP, DEFAULT_DATASETS, DEFAULT_TOLERATIONS, GATE, GPU_STEP, RL, SANDBOX_SERVICE
 
 
 class Outputs(NamedTuple):
@@ -48,19 +50,31 @@ def retraining(
     eval_limit: int = 0,
     eval_max_new_tokens: int = 0,
     eval_temperature: float = 0.0,
-    promotion_metric: str = "all/avg@k",
-    promotion_margin: float = 0.0,
+    promotion_metric: str = GATE["metric"],
+    promotion_margin: float = GATE["margin"],
+    promotion_min_score: float = GATE["min_score"],
     sandbox_url: str = SANDBOX_SERVICE,
     benchmarks_dir: str = "",
     mlflow_experiment: str = "lad-retraining",
     seed: int = RL["train.seed"],
     num_nodes: int = 1,
+    multinode_job: str = "TrainJob",
     gpus_per_node: int = 1,
     gpu_type: str = "nvidia.com/gpu",
     gpu_node_selector: dict = {},
     gpu_tolerations: list = DEFAULT_TOLERATIONS,
     s3_secret: str = "lad-s3",
     mlflow_secret: str = "lad-mlflow",
+    hf_secret: str = "lad-hf",
+    image_pull_secret: str = "lad-registry",
+    cpu_request: str = CPU_STEP["cpu_request"],
+    cpu_limit: str = CPU_STEP["cpu_limit"],
+    memory_request: str = CPU_STEP["memory_request"],
+    memory_limit: str = CPU_STEP["memory_limit"],
+    gpu_cpu_request: str = GPU_STEP["gpu_cpu_request"],
+    gpu_cpu_limit: str = GPU_STEP["gpu_cpu_limit"],
+    gpu_memory_request: str = GPU_STEP["gpu_memory_request"],
+    gpu_memory_limit: str = GPU_STEP["gpu_memory_limit"],
 ) -> Outputs:
     """Retrain the champion on new data and promote the result only if it beats the champion.
 
@@ -95,24 +109,36 @@ def retraining(
         eval_max_new_tokens: longest evaluated response; 0: each benchmark's registered budget.
         eval_temperature: sampling temperature of the evaluation; 0: each benchmark's registered one.
         promotion_metric: metric the gate compares, e.g. all/avg@k.
-        promotion_margin: improvement over the champion needed for promotion.
+        promotion_margin: improvement over the champion needed for promotion; a tie is never promoted.
+        promotion_min_score: the floor: a version scoring below it on promotion_metric is registered, never promoted.
         sandbox_url: URL of the sandbox Service that runs code.
         benchmarks_dir: where file-based benchmarks (math500, humanevalplus, ...) are read; empty: the files
             bundled with lad in the images; else an s3:// prefix or a folder mounted into the pods with your own copies.
         mlflow_experiment: MLflow experiment of the pipeline run (one run, a nested run per stage).
         seed: seed of every stage (over a preset's).
-        num_nodes: RL training nodes; above 1 runs a PyTorchJob.
+        num_nodes: RL training nodes; above 1 runs a multi-node job (multinode_job) launched from a pod without GPUs.
+        multinode_job: TrainJob (Kubeflow Trainer v2, its torch-distributed runtime) or PyTorchJob (the training
+            operator, for clusters without Trainer v2).
         gpus_per_node: GPUs of each training and evaluation pod.
         gpu_type: accelerator resource name.
         gpu_node_selector: node labels the GPU pods require.
         gpu_tolerations: tolerations of the GPU pods.
         s3_secret: Secret with the S3 credentials.
         mlflow_secret: Secret with MLFLOW_TRACKING_URI and its credentials.
+        hf_secret: optional Secret with HF_TOKEN, for gated Hugging Face models (hf://org/name).
+        image_pull_secret: the image pull secret of a private registry (skipped when the Secret does not exist).
+        cpu_request: CPU request of the CPU steps (champion, data prep, code execution, registration).
+        cpu_limit: CPU limit of the CPU steps.
+        memory_request: memory request of the CPU steps.
+        memory_limit: memory limit of the CPU steps.
+        gpu_cpu_request: CPU request of the GPU steps (training, evaluation).
+        gpu_cpu_limit: CPU limit of the GPU steps.
+        gpu_memory_request: memory request of the GPU steps.
+        gpu_memory_limit: memory limit of the GPU steps.
     """
-    champ = champion_model(name=registered_model_name, fallback_model=base_model, seed=seed, experiment=mlflow_experiment,
-                           **PIPELINE_RUN).set_display_name("champion")
-    prep = data_prep(datasets=datasets, extra_train_uri=new_data_uri, seed=seed, experiment=mlflow_experiment,
-                     **PIPELINE_RUN).set_display_name("data prep")
+    champ = champion_model(name=registered_model_name, fallback_model=base_model, seed=seed, experiment=mlflow_experiment).set_display_name("champion")
+    prep = data_prep(datasets=datasets, extra_train_uri=new_data_uri, seed=seed, experiment=mlflow_experiment).set_display_name("data prep")
+    pod_gpus = training_pod_gpus(num_nodes=num_nodes, gpus_per_node=gpus_per_node).set_display_name("training pod GPUs")
     train = lad_train(
         init_model=champ.outputs["model"], data=prep.outputs["data"], objective=objective, divergence=divergence, kappa=kappa,
         group_size=group_size, lr=lr, steps=steps, prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size,
@@ -122,32 +148,33 @@ def retraining(
         eval_prompts=train_eval_prompts, eval_k=eval_k,
         sandbox_url=sandbox_url, seed=seed, experiment=mlflow_experiment,
         num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type, node_selector=gpu_node_selector,
-        tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, **PIPELINE_RUN,
+        tolerations=gpu_tolerations, s3_secret=s3_secret, mlflow_secret=mlflow_secret, hf_secret=hf_secret,
+        multinode_job=multinode_job,
     ).set_display_name("LAD training")
     evals = {}
     for label, model in (("challenger", train.outputs["model"]), ("champion", champ.outputs["model"])):
         evals[label] = evaluate(model=model, benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
                                 max_new_tokens=eval_max_new_tokens, temperature=eval_temperature, sandbox_url=sandbox_url,
                                 benchmarks_dir=benchmarks_dir,
-                                label=label, seed=seed, experiment=mlflow_experiment, stage=f"evaluate-{label}",
-                                **PIPELINE_RUN).set_display_name(f"evaluate {label}")
+                                label=label, seed=seed, experiment=mlflow_experiment, stage=f"evaluate-{label}").set_display_name(f"evaluate {label}")
     code = code_execution(evaluation=evals["challenger"].outputs["results"], benchmarks=eval_benchmarks, k=eval_k,
-                          limit=eval_limit, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, experiment=mlflow_experiment,
-                          **PIPELINE_RUN).set_display_name("code execution")
+                          limit=eval_limit, sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, experiment=mlflow_experiment).set_display_name("code execution")
     reg = register_model(model=train.outputs["model"], evaluation=evals["challenger"].outputs["results"],
                          champion_evaluation=evals["champion"].outputs["results"], data=prep.outputs["data"],
-                         name=registered_model_name, metric=promotion_metric, margin=promotion_margin, base_model=base_model,
-                         experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("register + gate")
+                         name=registered_model_name, metric=promotion_metric, margin=promotion_margin,
+                         min_score=promotion_min_score, base_model=base_model,
+                         experiment=mlflow_experiment).set_display_name("register + gate")
     reg.after(code)
 
-    tasks = (champ, prep, train, evals["challenger"], evals["champion"], code, reg)
-    for task in tasks:
-        with_credentials(task, s3_secret, mlflow_secret)
-        retried(task)
-    for task in (train, evals["challenger"], evals["champion"]):
-        on_gpus(task, gpu_type, gpus_per_node, gpu_node_selector, gpu_tolerations)
-    for task in (train, evals["challenger"], evals["champion"], code):
-        with_sandbox_token(task)
+    gpu_tasks = [train, evals["challenger"], evals["champion"]]
+    apply_cluster_settings(
+        [champ, prep, pod_gpus, *gpu_tasks, code, reg], gpu=gpu_tasks, sandbox=[*gpu_tasks, code], models=[champ, *gpu_tasks],
+        training=[train], training_gpus=pod_gpus.output,
+        secrets={"s3": s3_secret, "mlflow": mlflow_secret, "hf": hf_secret},
+        placement={"gpu_type": gpu_type, "gpus": gpus_per_node, "node_selector": gpu_node_selector, "tolerations": gpu_tolerations},
+        cpu_resources=(cpu_request, cpu_limit, memory_request, memory_limit),
+        gpu_resources=(gpu_cpu_request, gpu_cpu_limit, gpu_memory_request, gpu_memory_limit), image_pull_secret=image_pull_secret,
+    )
     # The champion and the registry change between runs: never reuse an earlier answer.
     champ.set_caching_options(False)
     reg.set_caching_options(False)

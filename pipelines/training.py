@@ -14,11 +14,13 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Markdown
 
-from lad.kubeflow.components import code_execution, compare_evaluations, data_prep, evaluate, lad_train, register_model, sft_warmup
-from lad.kubeflow.pipelines.k8s import on_gpus, retried, with_credentials, with_sandbox_token
+from lad.kubeflow.components import (
+    code_execution, compare_evaluations, data_prep, evaluate, lad_train, register_model, sft_warmup, training_pod_gpus,
+)
+from lad.kubeflow.pipelines.k8s import apply_cluster_settings
 from lad.pipeline.settings import typed_defaults
 
-RL, SFT = typed_defaults("rl"), typed_defaults("sft")
+RL, SFT, GATE = typed_defaults("rl"), typed_defaults("sft"), typed_defaults("gate")
 
 # Synthetic countdown problems: RL prompts and a held-out split (no files needed anywhere).
 DEFAULT_DATASETS = [
@@ -29,8 +31,10 @@ DEFAULT_DATASETS = [
 DEFAULT_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 # The Service of images/sandbox/sandbox.yaml, deployed in the namespace the pipeline runs in.
 SANDBOX_SERVICE = "http://lad-sandbox"
-# The KFP run, resolved when it starts: its MLflow run, with one nested run per stage, is found by this id.
-PIPELINE_RUN = {"pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "pipeline_run_name": dsl.PIPELINE_JOB_NAME_PLACEHOLDER}
+# CPU and memory (request, limit) of the CPU steps (data prep, code execution, compare, registration) and of the
+# GPU steps (SFT, RL, evaluation: tokenization, rollout buffers, DeepSpeed's host-side optimizer state).
+CPU_STEP = {"cpu_request": "1", "cpu_limit": "4", "memory_request": "4Gi", "memory_limit": "16Gi"}
+GPU_STEP = {"gpu_cpu_request": "8", "gpu_cpu_limit": "32", "gpu_memory_request": "64Gi", "gpu_memory_limit": "256Gi"}
 
 
 class Outputs(NamedTuple):
@@ -75,19 +79,31 @@ def training(
     eval_max_new_tokens: int = 0,
     eval_temperature: float = 0.0,
     registered_model_name: str = "lad-policy",
-    promotion_metric: str = "all/avg@k",
-    promotion_margin: float = 0.0,
+    promotion_metric: str = GATE["metric"],
+    promotion_margin: float = GATE["margin"],
+    promotion_min_score: float = GATE["min_score"],
     sandbox_url: str = SANDBOX_SERVICE,
     benchmarks_dir: str = "",
     mlflow_experiment: str = "lad-pipeline",
     seed: int = RL["train.seed"],
     num_nodes: int = 1,
+    multinode_job: str = "TrainJob",
     gpus_per_node: int = 1,
     gpu_type: str = "nvidia.com/gpu",
     gpu_node_selector: dict = {},
     gpu_tolerations: list = DEFAULT_TOLERATIONS,
     s3_secret: str = "lad-s3",
     mlflow_secret: str = "lad-mlflow",
+    hf_secret: str = "lad-hf",
+    image_pull_secret: str = "lad-registry",
+    cpu_request: str = CPU_STEP["cpu_request"],
+    cpu_limit: str = CPU_STEP["cpu_limit"],
+    memory_request: str = CPU_STEP["memory_request"],
+    memory_limit: str = CPU_STEP["memory_limit"],
+    gpu_cpu_request: str = GPU_STEP["gpu_cpu_request"],
+    gpu_cpu_limit: str = GPU_STEP["gpu_cpu_limit"],
+    gpu_memory_request: str = GPU_STEP["gpu_memory_request"],
+    gpu_memory_limit: str = GPU_STEP["gpu_memory_limit"],
 ) -> Outputs:
     """Train with LAD and register the result.
 
@@ -133,24 +149,37 @@ def training(
             paper's; 1.0 samples as RL does).
         registered_model_name: MLflow registered model that receives the version.
         promotion_metric: metric the gate compares, e.g. all/avg@k, math/pass@k, aime24/avg@k.
-        promotion_margin: improvement over the champion needed for promotion.
+        promotion_margin: improvement over the champion needed for promotion; a tie is never promoted.
+        promotion_min_score: the floor: a version scoring below it on promotion_metric is registered, never promoted.
         sandbox_url: URL of the sandbox Service that runs code.
         benchmarks_dir: where file-based benchmarks (math500, humanevalplus, ...) are read; empty: the files
             bundled with lad in the images; else an s3:// prefix or a folder mounted into the pods with your own copies.
         mlflow_experiment: MLflow experiment of the pipeline run (one run, a nested run per stage).
         seed: seed of every stage (over a preset's).
-        num_nodes: RL training nodes; above 1 runs a PyTorchJob.
+        num_nodes: RL training nodes; above 1 runs a multi-node job (multinode_job) launched from a pod without GPUs.
+        multinode_job: TrainJob (Kubeflow Trainer v2, its torch-distributed runtime) or PyTorchJob (the training
+            operator, for clusters without Trainer v2).
         gpus_per_node: GPUs of each training, SFT and evaluation pod.
         gpu_type: accelerator resource name.
         gpu_node_selector: node labels the GPU pods require, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}.
         gpu_tolerations: tolerations of the GPU pods.
         s3_secret: Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and optional AWS_ENDPOINT_URL).
         mlflow_secret: Secret with MLFLOW_TRACKING_URI (and optional MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN).
+        hf_secret: optional Secret with HF_TOKEN, for gated Hugging Face models (hf://org/name).
+        image_pull_secret: the image pull secret of a private registry (skipped when the Secret does not exist).
+        cpu_request: CPU request of the CPU steps (data prep, code execution, compare, registration).
+        cpu_limit: CPU limit of the CPU steps.
+        memory_request: memory request of the CPU steps.
+        memory_limit: memory limit of the CPU steps.
+        gpu_cpu_request: CPU request of the GPU steps (SFT, training, evaluation).
+        gpu_cpu_limit: CPU limit of the GPU steps.
+        gpu_memory_request: memory request of the GPU steps.
+        gpu_memory_limit: memory limit of the GPU steps.
     """
-    prep = data_prep(datasets=datasets, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("data prep")
+    prep = data_prep(datasets=datasets, seed=seed, experiment=mlflow_experiment).set_display_name("data prep")
     sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, micro_batch_size=sft_batch_size,
                      problems=sft_problems, heldout_problems=sft_heldout_problems, engine=train_engine, seed=seed,
-                     experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("SFT warm-up")
+                     experiment=mlflow_experiment).set_display_name("SFT warm-up")
     common = dict(data=prep.outputs["data"], divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, steps=steps,
                   prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size, micro_batch_size=micro_batch_size,
                   max_new_tokens=max_new_tokens, rollout_engine=rollout_engine, preset=train_preset, overrides=train_overrides,
@@ -158,23 +187,24 @@ def training(
                   engine=train_engine, eval_prompts=train_eval_prompts, eval_k=eval_k, sandbox_url=sandbox_url, seed=seed,
                   experiment=mlflow_experiment, num_nodes=num_nodes, gpus_per_node=gpus_per_node, gpu_type=gpu_type,
                   node_selector=gpu_node_selector, tolerations=gpu_tolerations, s3_secret=s3_secret,
-                  mlflow_secret=mlflow_secret, **PIPELINE_RUN)
+                  mlflow_secret=mlflow_secret, hf_secret=hf_secret, multinode_job=multinode_job)
     scoring = dict(benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit, max_new_tokens=eval_max_new_tokens,
                    temperature=eval_temperature,
-                   sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, seed=seed, experiment=mlflow_experiment, **PIPELINE_RUN)
+                   sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, seed=seed, experiment=mlflow_experiment)
+    pod_gpus = training_pod_gpus(num_nodes=num_nodes, gpus_per_node=gpus_per_node).set_display_name("training pod GPUs")
     train = lad_train(init_model=sft.outputs["model"], objective=objective, **common).set_display_name("LAD training")
     ev = evaluate(model=train.outputs["model"], label=objective, **scoring).set_display_name("evaluate")
     warm = evaluate(model=sft.outputs["model"], label="warm start", stage="evaluate-warm-start",
                     **scoring).set_display_name("evaluate warm start")
     code = code_execution(evaluation=ev.outputs["results"], benchmarks=eval_benchmarks, k=eval_k, limit=eval_limit,
                           sandbox_url=sandbox_url, benchmarks_dir=benchmarks_dir, experiment=mlflow_experiment,
-                          **PIPELINE_RUN).set_display_name("code execution")
+                          ).set_display_name("code execution")
     reg = register_model(model=train.outputs["model"], evaluation=ev.outputs["results"], data=prep.outputs["data"],
                          baseline_evaluation=warm.outputs["results"], name=registered_model_name, metric=promotion_metric,
-                         margin=promotion_margin, base_model=base_model, experiment=mlflow_experiment,
-                         **PIPELINE_RUN).set_display_name("register")
+                         margin=promotion_margin, min_score=promotion_min_score, base_model=base_model,
+                         experiment=mlflow_experiment).set_display_name("register")
     reg.after(code)  # a model whose code answers the sandbox cannot run is not registered
-    tasks = [prep, sft, train, ev, warm, code, reg]
+    tasks = [prep, sft, pod_gpus, train, ev, warm, code, reg]
     gpu_tasks, sandbox_tasks = [sft, train, ev, warm], [train, ev, warm, code]
 
     with dsl.If(compare_objective != "", name="compare-objective"):
@@ -184,21 +214,21 @@ def training(
                           **scoring).set_display_name("evaluate baseline")
         three = compare_evaluations(warm_start=warm.outputs["results"], trained=ev.outputs["results"], trained_label=objective,
                                     other=alt_ev.outputs["results"], other_label=compare_objective,
-                                    experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("compare")
+                                    experiment=mlflow_experiment).set_display_name("compare")
     with dsl.Else(name="no-compare-objective"):
         two = compare_evaluations(warm_start=warm.outputs["results"], trained=ev.outputs["results"], trained_label=objective,
-                                  experiment=mlflow_experiment, **PIPELINE_RUN).set_display_name("compare")
+                                  experiment=mlflow_experiment).set_display_name("compare")
     tasks += [alt, alt_ev, three, two]
     gpu_tasks += [alt, alt_ev]
     sandbox_tasks += [alt, alt_ev]
 
-    for task in tasks:
-        with_credentials(task, s3_secret, mlflow_secret)
-        retried(task)
-    for task in gpu_tasks:
-        on_gpus(task, gpu_type, gpus_per_node, gpu_node_selector, gpu_tolerations)
-    for task in sandbox_tasks:
-        with_sandbox_token(task)
+    apply_cluster_settings(
+        tasks, gpu=gpu_tasks, sandbox=sandbox_tasks, models=gpu_tasks, training=[train, alt], training_gpus=pod_gpus.output,
+        secrets={"s3": s3_secret, "mlflow": mlflow_secret, "hf": hf_secret},
+        placement={"gpu_type": gpu_type, "gpus": gpus_per_node, "node_selector": gpu_node_selector, "tolerations": gpu_tolerations},
+        cpu_resources=(cpu_request, cpu_limit, memory_request, memory_limit),
+        gpu_resources=(gpu_cpu_request, gpu_cpu_limit, gpu_memory_request, gpu_memory_limit), image_pull_secret=image_pull_secret,
+    )
     reg.set_caching_options(False)  # registration changes the registry: never reuse an earlier result
     return Outputs(comparison=dsl.OneOf(three.outputs["Output"], two.outputs["Output"]), decision=reg.outputs["decision"],
                    registration=reg.outputs["Output"])

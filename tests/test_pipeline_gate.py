@@ -70,3 +70,57 @@ def test_register_refuses_an_unknown_metric(model_dir, mlflow_store):
 
     with pytest.raises(StepError, match=r"parameter promotion_metric 'all/bleu': not among the evaluation's metrics"):
         register(model_dir, summary_of([[True, False]]), name="policy", metric="all/bleu")
+
+
+def test_a_version_below_the_floor_is_registered_but_never_promoted(model_dir, mlflow_store):
+    """A model scoring 0 is not the first champion, and the reason is on the version."""
+    from lad.pipeline.steps import register
+    from lad.tracking import Tracker, TrackingConfig
+
+    zero = summary_of([[False, False], [False, False]])
+    result = register(model_dir, zero, name="floored", min_score=0.25, registration_key="run-z")
+    assert (result["version"], result["promoted"], result["champion"]) == ("1", False, None)
+    assert result["reason"] == "refused: v1 all/avg_k=0 is below the floor min_score 0.25"
+    v1 = Tracker(TrackingConfig(tracking_uri=mlflow_store)).get_version("floored", "1")
+    assert list(v1.aliases) == ["challenger"]
+    assert (v1.tags["promotion.decision"], v1.tags["promotion.reason"]) == ("refused", result["reason"])
+
+
+def test_register_refuses_a_negative_floor(model_dir, mlflow_store):
+    from lad.pipeline.steps import StepError, register
+
+    with pytest.raises(StepError, match=r"^parameter promotion_min_score: expected >= 0, got -0.1$"):
+        register(model_dir, summary_of([[True, False]]), name="policy", min_score=-0.1)
+
+
+def test_the_checkpoint_folder_is_logged_as_it_is_and_the_champion_comes_back_from_its_files(model_dir, mlflow_store, tmp_path):
+    """Registration copies the folder (no weights loaded), links the metrics to the LoggedModel,
+    the logged model still serves through pyfunc, and the retraining's champion step gets the
+    same weights back from the logged files."""
+    import mlflow
+    from safetensors.torch import load_file
+
+    from lad.pipeline.steps import champion_model, register
+    from lad.tracking import Tracker, TrackingConfig
+
+    result = register(model_dir, summary_of([[True, False], [True, True]]), name="served", registration_key="run-s")
+    assert result["promoted"] is True
+    tracker = Tracker(TrackingConfig(tracking_uri=mlflow_store))
+    mv = tracker.get_version("served", result["version"])
+    logged = tracker.client.get_logged_model(mv.source.split("/")[1])
+    assert {m.key: m.value for m in logged.metrics}["all/avg_k"] == 0.75, "the metrics are the LoggedModel's too"
+    answers = mlflow.pyfunc.load_model(result["model_uri"]).predict(["1 2 3"], params={"max_new_tokens": 4})
+    assert len(answers) == 1 and isinstance(answers[0], str)
+
+    found = champion_model("served", tmp_path / "champion", fallback="tiny:1m")
+    assert found == {"version": result["version"], "source": f"models:/served/{result['version']}"}
+    ours, theirs = load_file(model_dir / "model.safetensors"), load_file(tmp_path / "champion" / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all((ours[k] == theirs[k]).all() for k in ours)
+    assert {p.name for p in model_dir.iterdir()} <= {p.name for p in (tmp_path / "champion").iterdir()}
+
+
+def test_register_refuses_a_folder_that_is_not_a_model(tmp_path, mlflow_store):
+    from lad.pipeline.steps import StepError, register
+
+    with pytest.raises(StepError, match=r"^input model: .* is not a Hugging Face model folder \(no config.json\)$"):
+        register(tmp_path, summary_of([[True, False]]), name="policy")

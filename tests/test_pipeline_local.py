@@ -19,6 +19,8 @@ TINY = {
     "mini_batch_size": 0, "micro_batch_size": 8, "max_new_tokens": 8,
     "train_eval_prompts": 0, "eval_benchmarks": "synthetic_countdown,humaneval", "eval_k": 2, "eval_limit": 1,
     "eval_max_new_tokens": 8,
+    # one SFT and one RL step of the tiny model score about 0: no floor, so the first version becomes champion
+    "promotion_min_score": 0.0,
 }
 
 
@@ -63,7 +65,8 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     # one line per stage with its wall time and key figure; the executor logs in a file
     stage_lines = [line for line in done.stdout.splitlines() if line.startswith("✓ ")]
     assert sorted(line.split("  ")[0] for line in stage_lines) == sorted(f"✓ {n}" for n in (
-        "SFT warm-up", "evaluate warm start", "data prep", "LAD training", "evaluate", "code execution", "register", "compare"))
+        "SFT warm-up", "evaluate warm start", "data prep", "training pod GPUs", "LAD training", "evaluate", "code execution",
+        "register", "compare"))
     assert "Executing task" not in done.stdout and "Executing task" in (out / "training.log").read_text()
     report = Path(printed(done.stdout, "evaluation report:").split()[2])
     assert report.name == "compare.html" and report.is_relative_to(out / "artifacts")
@@ -91,10 +94,12 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert float(champion.tags["gain.all/avg_k"]) == summary["aggregate"]["all"]["avg@k"] - warm["aggregate"]["all"]["avg@k"]
     logged = tracker.client.get_logged_model(champion.source.split("/")[1])
     assert Path(logged.artifact_location.removeprefix("file://")).is_relative_to(out / "mlartifacts")
-    # One MLflow run named after the KFP local run, one nested run per stage.
+    # One MLflow run for the local run (its id and name reach the steps through the environment, not as
+    # inputs), one nested run per stage.
     runs = tracker.client.search_runs([tracker.experiment_id])
     (top,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert top.info.status == "FINISHED" and (out / "artifacts" / top.info.run_name).is_dir()
+    assert top.info.status == "FINISHED"
+    assert (top.info.run_name, top.data.tags["lad.pipeline_run"]) == (run["run_name"], run["run_id"])
     stages = {r.data.tags["lad.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == top.info.run_id}
     assert len(runs) == 6 and sorted(stages) == ["evaluate", "evaluate-warm-start", "register", "sft", "train"]
     assert stages["evaluate"].data.metrics["all/avg_k"] == summary["aggregate"]["all"]["avg@k"]
@@ -127,7 +132,7 @@ def test_compare_run_trains_the_baseline_objective_from_the_same_warm_start(tmp_
     done = run_cli(tmp_path, ["--set", "compare_objective=grpo"])
     out = tmp_path / "out"
     stages = sorted(line.split("  ")[0][2:] for line in done.stdout.splitlines() if line.startswith("✓ "))
-    assert stages == sorted(["data prep", "SFT warm-up", "LAD training", "baseline training", "evaluate",
+    assert stages == sorted(["data prep", "SFT warm-up", "training pod GPUs", "LAD training", "baseline training", "evaluate",
                              "evaluate warm start", "evaluate baseline", "code execution", "register", "compare"])
     (run_dir,) = (out / "artifacts").glob("lad-training-*")
     folder = run_dir / "compare-evaluations" / "comparison"

@@ -8,13 +8,14 @@ import pytest
 import yaml
 
 from lad.pipeline.compile import PIPELINES, compile_pipeline
-from lad.pipeline.settings import EVAL_PARAMETERS, RL_PARAMETERS, SFT_PARAMETERS, ZERO_IS_DEFAULT, typed_defaults
+from lad.pipeline.settings import EVAL_PARAMETERS, GATE_PARAMETERS, RL_PARAMETERS, SFT_PARAMETERS, ZERO_IS_DEFAULT, typed_defaults
 from lad.pipeline.steps import StepError, rl_config
 
 # component -> (stage, its parameters that set a typed field)
 STAGES = {
     "comp-lad-train": ("rl", RL_PARAMETERS), "comp-sft-warmup": ("sft", SFT_PARAMETERS),
     "comp-evaluate": ("eval", EVAL_PARAMETERS), "comp-code-execution": ("eval", EVAL_PARAMETERS),
+    "comp-register-model": ("gate", GATE_PARAMETERS),
 }
 # A switch, not a setting: empty, the branch that trains a baseline with it does not run.
 SWITCHES = {"compare_objective"}
@@ -67,7 +68,8 @@ def mismatches(spec: dict) -> dict[str, tuple]:
 @pytest.mark.parametrize("name", sorted(PIPELINES))
 def test_compiled_defaults_are_the_typed_configs(compiled, name):
     spec = compiled[name]
-    assert {"objective", "lr", "steps", "prompts_per_step", "max_new_tokens", "group_size", "eval_k", "seed"} <= set(expected_defaults(spec))
+    assert {"objective", "lr", "steps", "prompts_per_step", "max_new_tokens", "group_size", "eval_k", "seed",
+            "promotion_metric", "promotion_margin", "promotion_min_score"} <= set(expected_defaults(spec))
     assert mismatches(spec) == {}
     # the components carry no defaults of their own for these
     for component, (_, fields) in STAGES.items():

@@ -69,8 +69,8 @@ def test_one_parent_run_with_a_nested_run_per_stage_and_retries_add_none(tmp_pat
     assert ev.data.metrics["all/avg_k"] == done["summary"]["aggregate"]["all"]["avg@k"]
     assert sorted(a.path for a in tracker.client.list_artifacts(ev.info.run_id, "evaluation")) == [
         "evaluation/report.html", "evaluation/report.md", "evaluation/summary.json"]
-    assert stages["register"].data.params == {"name": "policy", "metric": "all/avg@k", "margin": "0.0", "base_model": "",
-                                              "return_full_text": "False"}  # the last: logged by MLflow with the model
+    assert stages["register"].data.params == {"name": "policy", "metric": "all/avg@k", "margin": "0.0", "min_score": "0.01",
+                                              "base_model": "", "return_full_text": "False"}  # the last: logged by MLflow with the model
     version = tracker.get_version("policy", done["registration"]["version"])
     assert str(version.version) == "1" and version.run_id == stages["register"].info.run_id
 
@@ -143,3 +143,22 @@ def test_sigterm_during_a_step_marks_the_pipeline_run_and_the_stage_killed(mlflo
     run = client.get_run(parent)
     assert (run.info.status, run.data.tags[TAG_FAILED_STAGE]) == ("KILLED", "train")
     assert client.get_run(stage).info.status == "KILLED"
+
+
+def test_a_stage_with_system_metrics_records_the_machines_use(mlflow_store, monkeypatch):
+    """What GPU stages turn on (lad.train.run_log, where CUDA is available): MLflow's sampler
+    writes system/* metrics into the stage's run; without it there are none."""
+    import time
+
+    from lad.tracking import Tracker, TrackingConfig
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    tracker = Tracker(TrackingConfig(tracking_uri=mlflow_store, experiment=EXPERIMENT))
+    recorded = {}
+    for on in (True, False):
+        with tracker.run(f"stage-{on}", system_metrics=on) as run:
+            time.sleep(1.5)
+        recorded[on] = {k for k in tracker.client.get_run(run.run_id).data.metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= recorded[True]
+    assert recorded[False] == set()

@@ -89,10 +89,26 @@ def score(v, metrics, benchmarks="aime24,math500"):
         (score(2, {"loss": 0.9}), score(1, {"acc": 0.5}), 0.0, True, (False, "refused: v2 has no metric 'acc' (has ['loss'])")),
         (score(2, {"acc": 0.9}), score(1, {"loss": 0.5}), 0.0, True, (False, "refused: champion v1 has no metric 'acc' to compare with")),
         (score(1, {"acc": 0.9}), score(1, {"acc": 0.9}), 0.0, True, (False, "refused: v1 is already the champion")),
+        # a tie keeps the champion, margin 0 or not; any real gain passes margin 0
+        (score(2, {"acc": 0.5}), score(1, {"acc": 0.5}), 0.0, True,
+         (False, "refused: acc 0.5 vs champion v1 0.5: gain 0 (higher is better), margin 0 (a tie keeps the champion)")),
+        (score(2, {"acc": 0.51}), score(1, {"acc": 0.5}), 0.0, True,
+         (True, "promoted: acc 0.51 vs champion v1 0.5: gain 0.01 (higher is better), margin 0")),
+        # the floor (min_score 0.01 by default) holds with or without a champion
+        (score(2, {"acc": 0.0}), None, 0.0, True, (False, "refused: v2 acc=0 is below the floor min_score 0.01")),
+        (score(2, {"acc": 0.005}), score(1, {"acc": 0.0}), 0.0, True, (False, "refused: v2 acc=0.005 is below the floor min_score 0.01")),
+        (score(2, {"acc": 0.01}), None, 0.0, True, (True, "promoted: no champion yet; v2 acc=0.01")),
     ],
 )  # fmt: skip
 def test_decide_promotion(cand, champ, margin, higher, expected):
     assert decide_promotion(cand, champ, "acc", margin, higher) == expected
+
+
+def test_the_floor_is_a_ceiling_for_lower_is_better_and_zero_turns_it_off():
+    loss = score(2, {"acc": 0.3})
+    assert decide_promotion(loss, None, "acc", 0.0, False, min_score=0.2) == (
+        False, "refused: v2 acc=0.3 is above the ceiling min_score 0.2")
+    assert decide_promotion(score(2, {"acc": 0.0}), None, "acc", 0.0, min_score=0.0)[0] is True
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,14 +18,16 @@ console = Console(stderr=True)
 def build_cmd(
     names: Optional[list[str]] = typer.Argument(None, help="base, trainer, sandbox (default: all)"),
     push: Optional[str] = typer.Option(None, "--push", metavar="REGISTRY", help="tag for REGISTRY and push there, "
-                                       "e.g. ghcr.io/acme; then compile with: lad pipeline compile --registry REGISTRY"),
+                                       "e.g. ghcr.io/acme/lad; then compile with: lad pipeline compile --registry REGISTRY "
+                                       "(without --push: tagged lad.local/..., for lad pipeline run --local --runner docker)"),
     root: Path = typer.Option(Path("."), "--root", help="the project root (the build context)"),
 ) -> None:
-    """Build the images with the local Docker engine (and push them). Says so when there is no engine."""
-    from lad.images import DEFAULT_REGISTRY, ImagesError, build
+    """Build the images with the local Docker engine, tagged with lad's version and the commit (and
+    push them, recording their digests in build/images.json). Says so when there is no engine."""
+    from lad.images import ImagesError, build
 
     try:
-        refs = build(root, names, registry=push or DEFAULT_REGISTRY, push=push is not None, log=console.print)
+        refs = build(root, names, registry=push, log=console.print)
     except ImagesError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(1)

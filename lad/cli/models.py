@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lad.tracking.registry import GATE
+
 app = typer.Typer(help="Registered models: versions, metrics, aliases, promotion.", no_args_is_help=True)
 
 
@@ -109,18 +111,22 @@ def promote_cmd(
     name: str = typer.Argument(..., help="registered model name"),
     version: str = typer.Argument(..., help="version number (or alias, e.g. challenger) to promote"),
     metric: str = typer.Option(..., "--metric", help="metric tag compared with the champion's"),
-    margin: float = typer.Option(0.0, "--margin", min=0.0, help="required improvement over the champion"),
+    margin: float = typer.Option(GATE.margin, "--margin", min=0.0, help="required improvement over the champion "
+                                 "(a tie is never promoted)"),
+    min_score: Optional[float] = typer.Option(None, "--min-score", min=0.0, help="the floor: a version below it is "
+                                              f"never promoted (default {GATE.min_score:g}; with --lower-is-better: "
+                                              "the highest acceptable value, default none)"),
     lower_is_better: bool = typer.Option(False, "--lower-is-better", help="the metric is a loss or an error rate"),
     tracking_uri: Optional[str] = TRACKING_URI,
 ) -> None:
-    """Make a version the champion if it beats the current one by the margin.
+    """Make a version the champion if it reaches the floor and beats the current one by the margin.
 
     Exit status: 0 promoted, 1 refused (the reason is printed and tagged on the version), 2 error.
     """
     with _clear_errors(f"promote {name} {version}"):
         tracker = _tracker(tracking_uri)
         number = tracker.get_version(name, version).version
-        result = tracker.promote(name, number, metric, margin, higher_is_better=not lower_is_better)
+        result = tracker.promote(name, number, metric, margin, min_score=min_score, higher_is_better=not lower_is_better)
     colour = "green" if result.promoted else "yellow"
     console().print(f"[{colour}]{name} v{number}: {result.reason}[/{colour}]", soft_wrap=True)
     console().print(f"champion: v{result.champion}" if result.champion else "champion: none")

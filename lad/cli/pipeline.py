@@ -25,6 +25,12 @@ HOST = typer.Option(..., "--host", help="KFP API endpoint, e.g. http://localhost
 EXPERIMENT = typer.Option("lad", "--experiment", help="KFP experiment that holds the runs")
 CACHING = typer.Option(True, "--caching/--no-caching", help="reuse results of earlier identical steps (registration never is)")
 NAMESPACE = typer.Option(None, "--namespace", help="Kubeflow profile namespace (multi-user installs)")
+REGISTRY = typer.Option(..., "--registry", help="the registry the images are in (where lad images build --push "
+                        "REGISTRY pushed them), e.g. ghcr.io/acme/lad")
+MODEL_CACHE_PVC = typer.Option(None, "--model-cache-pvc", help="a PersistentVolumeClaim that keeps downloaded models "
+                               "between runs (default: an emptyDir per pod)")
+PIPELINE_ROOT = typer.Option(None, "--pipeline-root", help="where the run's artifacts go: s3://BUCKET/PREFIX or "
+                             "minio://BUCKET/PREFIX (default: the KFP server's, e.g. minio://mlpipeline/v2/artifacts)")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -44,23 +50,30 @@ def _arguments(pipeline: str, pairs: list[str]) -> dict:
 
 @app.command("compile")
 def compile_cmd(
-    output: Path = typer.Option(Path("pipelines/compiled"), "--output", "-o", help="folder for training.yaml and retraining.yaml"),
-    registry: Optional[str] = typer.Option(None, "--registry", help="image registry the components pull from "
-                                           "(where lad images build --push put them); default: lad"),
-    check: bool = typer.Option(False, "--check", help="only check that the YAML under --output is current; exit 1 if not"),
+    output: Path = typer.Option(Path("build/pipelines"), "--output", "-o", help="folder for training.yaml and retraining.yaml"),
+    registry: Optional[str] = typer.Option(None, "--registry", help="the registry the images are in (where lad images "
+                                           "build --push REGISTRY pushed them), e.g. ghcr.io/acme/lad; required"),
+    model_cache_pvc: Optional[str] = MODEL_CACHE_PVC,
+    placeholder: bool = typer.Option(False, "--placeholder", help="name placeholder images instead of a registry, as "
+                                     "pipelines/compiled/ does (such a spec cannot be submitted)"),
+    check: bool = typer.Option(False, "--check", help="only check that the placeholder YAML under --output is current; "
+                               "exit 1 if not"),
 ) -> None:
-    """Compile both pipelines to KFP YAML, ready to upload in the Kubeflow UI (Pipelines > Upload)."""
+    """Compile both pipelines to KFP YAML, ready to upload in the Kubeflow UI (Pipelines > Upload).
+
+    The images are this commit's in REGISTRY (by digest after lad images build --push REGISTRY).
+    """
     from lad.pipeline.compile import CompileError, compile_all, stale
 
     try:
         if check:
             old = stale(output)
             if old:
-                console.print(f"out of date under {output}: {', '.join(old)}; run: lad pipeline compile --output {output}")
+                console.print(f"out of date under {output}: {', '.join(old)}; run: lad pipeline compile --placeholder --output {output}")
                 raise typer.Exit(1)
             console.print(f"{output}: up to date")
             return
-        paths = compile_all(output, registry)
+        paths = compile_all(output, registry, model_cache_pvc, placeholder=placeholder)
     except CompileError as err:
         _fail(str(err))
     for path in paths:
@@ -96,6 +109,16 @@ def run_cmd(
 
     if not local_run:
         _fail("only --local runs here; to run on a Kubeflow cluster use: lad pipeline submit --host URL")
+    if runner == "docker":
+        # Before the components are imported: they name the images `lad images build` tagged for this commit.
+        import os
+
+        from lad.images import LOCAL_REGISTRY, compile_env, image_refs, image_tag
+
+        try:
+            os.environ.update(compile_env(image_refs(LOCAL_REGISTRY, image_tag())))
+        except ImagesError as err:
+            _fail(str(err), 1)
     arguments = _arguments(pipeline, overrides)
     try:
         result = run_local(arguments, pipeline=pipeline, output=output, benchmarks_dir=benchmarks_dir, runner=runner, caching=caching,
@@ -114,14 +137,21 @@ def submit_cmd(
     run_name: Optional[str] = typer.Option(None, "--run-name", help="name of the run in the UI"),
     caching: bool = CACHING,
     namespace: Optional[str] = NAMESPACE,
+    pipeline_root: Optional[str] = PIPELINE_ROOT,
+    registry: str = REGISTRY,
+    model_cache_pvc: Optional[str] = MODEL_CACHE_PVC,
 ) -> None:
     """Start one run on a Kubeflow Pipelines server (compiled from this checkout)."""
-    from lad.pipeline.schedule import submit
+    from lad.pipeline.schedule import ScheduleError, check_pipeline_root, submit
 
     arguments = _arguments(pipeline, overrides)
     try:
-        run_id, url = submit(host, pipeline, arguments, experiment=experiment, run_name=run_name, caching=caching,
-                             namespace=namespace)
+        check_pipeline_root(pipeline_root)
+    except ScheduleError as err:
+        _fail(str(err))
+    try:
+        run_id, url = submit(host, pipeline, arguments, experiment=experiment, registry=registry, run_name=run_name,
+                             caching=caching, namespace=namespace, pipeline_root=pipeline_root, model_cache_pvc=model_cache_pvc)
     except Exception as err:  # the KFP client raises many kinds (HTTP, auth, connection): report, don't trace
         _fail(f"submitting to {host}: {type(err).__name__}: {err}", 1)
     typer.echo(f"run {run_id}: {url}")
@@ -138,21 +168,25 @@ def schedule_cmd(
     job_name: str = typer.Option("lad-retraining", "--name", help="name of the recurring run"),
     caching: bool = typer.Option(False, "--caching/--no-caching", help="reuse earlier step results (off: each run retrains)"),
     namespace: Optional[str] = NAMESPACE,
+    pipeline_root: Optional[str] = PIPELINE_ROOT,
+    registry: str = REGISTRY,
+    model_cache_pvc: Optional[str] = MODEL_CACHE_PVC,
 ) -> None:
     """Create a recurring run (default: the retraining pipeline) on a Kubeflow Pipelines server.
 
     Missed runs are not caught up and at most one runs at a time.
     """
-    from lad.pipeline.schedule import ScheduleError, schedule, validate_cron
+    from lad.pipeline.schedule import ScheduleError, check_pipeline_root, schedule, validate_cron
 
     try:
         cron = validate_cron(cron)
+        check_pipeline_root(pipeline_root)
     except ScheduleError as err:
         _fail(str(err))
     arguments = _arguments(pipeline, overrides)
     try:
-        job_id = schedule(host, pipeline, cron, arguments, experiment=experiment, job_name=job_name, caching=caching,
-                          namespace=namespace)
+        job_id = schedule(host, pipeline, cron, arguments, experiment=experiment, job_name=job_name, registry=registry,
+                          caching=caching, namespace=namespace, pipeline_root=pipeline_root, model_cache_pvc=model_cache_pvc)
     except Exception as err:  # the KFP client raises many kinds (HTTP, auth, connection): report, don't trace
         _fail(f"scheduling on {host}: {type(err).__name__}: {err}", 1)
     typer.echo(f"recurring run {job_id} ({job_name}): {pipeline} on '{cron}'")

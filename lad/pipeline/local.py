@@ -15,12 +15,14 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from lad.local_server import free_port, stop_process_group, wait_until_healthy
+from lad.pipeline.identity import RUN_ID_ENV, RUN_NAME_ENV
 from lad.pipeline.console import StageConsole, captured, display_names
 from lad.storage import put_bytes
 
@@ -42,7 +44,7 @@ DEMO = {
     "train_engine": "torch", "rollout_engine": "native",  # own decode loop: several times transformers generate's speed on CPU
 }
 # Environment the steps need inside containers (MLflow store, S3 credentials, sandbox token).
-FORWARDED_ENV = ("MLFLOW_", "AWS_", "LAD_SANDBOX_")
+FORWARDED_ENV = ("MLFLOW_", "AWS_", "LAD_SANDBOX_", "LAD_PIPELINE_RUN_")
 
 
 class LocalRunError(RuntimeError):
@@ -194,9 +196,12 @@ def run_local(
         # Create the experiment here so its artifacts land next to the store, not in the working directory.
         Tracker(TrackingConfig(tracking_uri=tracking_uri, experiment=experiment,
                                artifact_location=(output / "mlartifacts").as_uri())).experiment_id
-    # The steps are subprocesses of this one: they find the store through the environment.
+    # The steps are subprocesses of this one: they find the store, and which run they belong to
+    # (what a cluster's pods read from their own metadata), through the environment.
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    run_id = uuid.uuid4().hex
+    os.environ[RUN_ID_ENV], os.environ[RUN_NAME_ENV] = run_id, f"{chosen.name}-{time.strftime('%Y%m%d-%H%M%S')}-{run_id[:6]}"
 
     if runner == "subprocess":
         kfp_runner = local.SubprocessRunner(use_venv=False)
@@ -230,7 +235,7 @@ def run_local(
                          tracking_uri=tracking_uri, seconds=time.monotonic() - start, log=console.log_path,
                          summary_path=output / SUMMARY_FILE, results=results_table(compared))
     summary = {
-        "pipeline": chosen.name, "wall_s": round(result.seconds, 1),
+        "pipeline": chosen.name, "run_id": run_id, "run_name": os.environ[RUN_NAME_ENV], "wall_s": round(result.seconds, 1),
         "stages": {name: {"wall_s": st["wall_s"], "figure": st.get("figure")} for name, st in console.stages.items() if "wall_s" in st},
         "registered": {"name": registration["name"], "version": registration["version"],
                        "alias": "champion" if registration["promoted"] else "challenger"},

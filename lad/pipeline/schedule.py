@@ -29,6 +29,22 @@ class ScheduleError(ValueError):
     """A bad cron expression or a failed call to the KFP server; the message says what to change."""
 
 
+# Object stores the steps reach through lad.storage's S3 client: s3:// (AWS S3 or any S3 endpoint) and
+# minio://, which a standard Kubeflow install uses for its own MinIO (the same S3 API; endpoint from AWS_ENDPOINT_URL).
+PIPELINE_ROOT_SCHEMES = ("s3://", "minio://")
+
+
+def check_pipeline_root(root: Optional[str]) -> Optional[str]:
+    """The pipeline root (where KFP writes the runs' artifacts) if it is one the steps can share
+    files through, else ScheduleError; None or "" leaves the server's default."""
+    if not root:
+        return None
+    scheme, sep, rest = root.partition("://")
+    if not sep or f"{scheme}://" not in PIPELINE_ROOT_SCHEMES or not rest.split("/")[0]:
+        raise ScheduleError(f"--pipeline-root {root!r}: expected s3://BUCKET/PREFIX or minio://BUCKET/PREFIX")
+    return root.rstrip("/")
+
+
 def _value(text: str, field: str, low: int, high: int) -> int:
     names = NAMES.get(field, {})
     if text.upper() in names:
@@ -73,10 +89,11 @@ def validate_cron(expression: str) -> str:
     return expr
 
 
-def _package(pipeline: str, workdir: str) -> str:
-    from lad.pipeline.compile import compile_pipeline
+def _package(pipeline: str, workdir: str, registry: str, model_cache_pvc: Optional[str]) -> str:
+    from lad.pipeline.compile import check_submittable, compile_all
 
-    return str(compile_pipeline(pipeline, Path(workdir) / f"{pipeline}.yaml"))
+    compile_all(Path(workdir), registry, model_cache_pvc)
+    return str(check_submittable(Path(workdir) / f"{pipeline}.yaml"))
 
 
 def _client(host: str, namespace: Optional[str]):
@@ -85,29 +102,35 @@ def _client(host: str, namespace: Optional[str]):
     return kfp.Client(host=host, namespace=namespace)
 
 
-def submit(host: str, pipeline: str, arguments: dict[str, Any], *, experiment: str, run_name: Optional[str] = None,
-           caching: bool = True, namespace: Optional[str] = None) -> tuple[str, str]:
-    """Start one run of ``pipeline`` (compiled from the code here); returns (run id, its URL)."""
+def submit(host: str, pipeline: str, arguments: dict[str, Any], *, experiment: str, registry: str, run_name: Optional[str] = None,
+           caching: bool = True, namespace: Optional[str] = None, pipeline_root: Optional[str] = None,
+           model_cache_pvc: Optional[str] = None) -> tuple[str, str]:
+    """Start one run of ``pipeline`` (compiled from the code here, its images in ``registry``);
+    returns (run id, its URL). ``pipeline_root``: where the run's artifacts go
+    (:func:`check_pipeline_root`); None: the server's default."""
+    pipeline_root = check_pipeline_root(pipeline_root)
     client = _client(host, namespace)
     with tempfile.TemporaryDirectory() as tmp:
         run = client.create_run_from_pipeline_package(
-            _package(pipeline, tmp), arguments=arguments, run_name=run_name, experiment_name=experiment,
-            namespace=namespace, enable_caching=caching,
+            _package(pipeline, tmp, registry, model_cache_pvc), arguments=arguments, run_name=run_name, experiment_name=experiment,
+            namespace=namespace, enable_caching=caching, pipeline_root=pipeline_root,
         )
     return run.run_id, f"{host.rstrip('/')}/#/runs/details/{run.run_id}"
 
 
 def schedule(host: str, pipeline: str, cron: str, arguments: dict[str, Any], *, experiment: str, job_name: str,
-             caching: bool = True, namespace: Optional[str] = None, max_concurrency: int = 1) -> str:
+             registry: str, caching: bool = True, namespace: Optional[str] = None, max_concurrency: int = 1,
+             pipeline_root: Optional[str] = None, model_cache_pvc: Optional[str] = None) -> str:
     """Create a recurring run (no catch-up of missed runs, at most ``max_concurrency`` at once);
-    returns its id. The cron is validated before anything is sent."""
+    returns its id. The cron and the pipeline root are validated before anything is sent."""
     cron = validate_cron(cron)
+    pipeline_root = check_pipeline_root(pipeline_root)
     client = _client(host, namespace)
     exp = client.create_experiment(experiment, namespace=namespace)
     with tempfile.TemporaryDirectory() as tmp:
         job = client.create_recurring_run(
             experiment_id=exp.experiment_id, job_name=job_name, cron_expression=cron, params=arguments,
-            pipeline_package_path=_package(pipeline, tmp), max_concurrency=max_concurrency, no_catchup=True,
-            enable_caching=caching,
+            pipeline_package_path=_package(pipeline, tmp, registry, model_cache_pvc), max_concurrency=max_concurrency, no_catchup=True,
+            enable_caching=caching, pipeline_root=pipeline_root,
         )
     return job.recurring_run_id

@@ -2,7 +2,7 @@
 
 A step builds its stage's config in layers, each over the one before:
 
-    the typed config's defaults (RLConfig, SFTConfig, the benchmark registry under EvalConfig)
+    the typed config's defaults (RLConfig, SFTConfig, the benchmark registry under EvalConfig, GateConfig)
     <- the preset: a YAML file in the stage's format: a name of configs/train/*.yaml, a path or an s3:// URI
     <- the run's parameters (lr, steps, ...) whose value is not their field's default
     <- the overrides: any setting by its dotted name (algorithm.kl_coef, algorithm.loss_params.clip_high)
@@ -42,6 +42,8 @@ SFT_PARAMETERS = {
 }
 # Run parameters of the evaluation -> the fields of each benchmark entry (None: the registry's).
 EVAL_PARAMETERS = {"k": "k", "limit": "limit", "max_new_tokens": "max_new_tokens", "temperature": "temperature"}
+# Run parameters of the registration step -> the promotion gate's settings (GateConfig).
+GATE_PARAMETERS = {"metric": "metric", "margin": "margin", "min_score": "min_score"}
 # Fields whose run parameter is shared with the evaluation, where 0 means the benchmark's value:
 # 0 means the field's default here too.
 ZERO_IS_DEFAULT = {"eval.k"}
@@ -69,8 +71,12 @@ def typed_defaults(stage: str) -> dict[str, Any]:
         from lad.evaluation.config import BenchmarkOverrides
 
         doc = BenchmarkOverrides(name="benchmark").model_dump()
+    elif stage == "gate":
+        from lad.tracking.registry import GateConfig
+
+        doc = GateConfig().model_dump()
     else:
-        raise ValueError(f"unknown stage {stage!r}; expected rl, sft or eval")
+        raise ValueError(f"unknown stage {stage!r}; expected rl, sft, eval or gate")
     return flatten(doc)
 
 

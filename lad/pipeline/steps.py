@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from lad.config import format_validation
 from lad.pipeline.console import figure, progress
+from lad.tracking.registry import GATE
 
 TRAIN_FILE = "train.parquet"
 EVAL_FILE = "eval.parquet"
@@ -482,13 +483,14 @@ def baseline_tags(summary: dict, baseline: dict, prefix: str = "warm_start") -> 
 
 
 def register(
-    model_dir: str | Path, summary: dict, *, name: str, metric: str = "all/avg@k", margin: float = 0.0,
-    champion_summary: Optional[dict] = None, baseline_summary: Optional[dict] = None, data_dir: str | Path | None = None,
-    base_model: str = "", experiment: str = "lad-pipeline", registration_key: str = "", parent_run_id: str = "",
+    model_dir: str | Path, summary: dict, *, name: str, metric: str = GATE.metric, margin: float = GATE.margin,
+    min_score: float = GATE.min_score, champion_summary: Optional[dict] = None, baseline_summary: Optional[dict] = None,
+    data_dir: str | Path | None = None, base_model: str = "", experiment: str = "lad-pipeline", registration_key: str = "", parent_run_id: str = "",
 ) -> dict:
     """Log the model to MLflow, register it as a version of ``name`` (alias challenger) with its
-    evaluation, and run the promotion gate: ``champion`` moves to it only when it beats the
-    current champion by ``margin`` on ``metric`` over the same benchmarks.
+    evaluation, and run the promotion gate: ``champion`` moves to it only when it reaches
+    ``min_score`` on ``metric`` and beats the current champion by ``margin`` over the same
+    benchmarks (:func:`lad.tracking.decide_promotion`).
 
     ``champion_summary``: the current champion re-evaluated in this run; its version is re-tagged
     with those numbers first, so the gate compares two evaluations made the same way now.
@@ -498,24 +500,26 @@ def register(
     before instead of a second one. ``parent_run_id``: the model is logged by the stage
     ``register`` of that MLflow run, which ends with it (the last stage); else by a run of its own.
     """
-    from lad.modeling import load_model
     from lad.storage import content_hash
     from lad.tracking import METRIC_TAG_PREFIX, TAG_BENCHMARKS, TAG_STAGE, Tracker, TrackingConfig, TrackingError, metric_key
 
     metrics, benchmarks = registry_metrics(summary)
     if metric_key(metric) not in {metric_key(m) for m in metrics}:
         raise StepError(f"parameter promotion_metric {metric!r}: not among the evaluation's metrics {sorted(metrics)}")
-    if margin < 0:
-        raise StepError(f"parameter promotion_margin: expected >= 0, got {margin}")
+    for parameter, value in (("promotion_margin", margin), ("promotion_min_score", min_score)):
+        if value < 0:
+            raise StepError(f"parameter {parameter}: expected >= 0, got {value}")
+    if not (Path(model_dir) / "config.json").is_file():
+        raise StepError(f"input model: {model_dir} is not a Hugging Face model folder (no config.json)")
     tracker = Tracker(TrackingConfig(experiment=experiment))
-    model, tokenizer = load_model(str(model_dir))
     data_hash = content_hash(str(data_dir)) if data_dir else None
     try:
-        settings = {"name": name, "metric": metric, "margin": margin, "base_model": base_model}
+        settings = {"name": name, "metric": metric, "margin": margin, "min_score": min_score, "base_model": base_model}
         with (tracker.stage("register", config=settings, parent_run_id=parent_run_id) if parent_run_id
               else tracker.run(f"register-{name}", tags={TAG_STAGE: "register"})) as run:
-            uri = run.log_model(model, tokenizer, metadata={"benchmarks": benchmarks})
-            run.log_metrics(metrics, 0)
+            # The checkpoint folder as it is: the weights are copied, never loaded (memory does not grow with the model).
+            uri = run.log_model(str(model_dir), metadata={"benchmarks": benchmarks})
+            run.log_metrics(metrics, 0, model_id=uri.removeprefix("models:/"))
             run.log_dict(summary, "evaluation/summary.json")
         mv = tracker.register_model(name, uri, metrics=metrics, benchmarks=benchmarks, data_hash=data_hash, base_model=base_model or None,
                                  idempotency_key=f"{registration_key}/{name}" if registration_key else None)
@@ -527,7 +531,7 @@ def register(
             tracker.client.set_model_version_tag(name, champion.version, TAG_BENCHMARKS, ",".join(champ_benchmarks))
             for key, value in champ_metrics.items():
                 tracker.client.set_model_version_tag(name, champion.version, f"{METRIC_TAG_PREFIX}{metric_key(key)}", repr(value))
-        result = tracker.promote(name, mv.version, metric, margin)
+        result = tracker.promote(name, mv.version, metric, margin, min_score=min_score)
         if parent_run_id:
             tracker.client.set_terminated(parent_run_id)
     except TrackingError as err:
@@ -542,8 +546,8 @@ def register(
 
 def champion_model(name: str, dest: str | Path, *, fallback: str, seed: int = 0) -> dict:
     """The current champion of ``name`` as a Hugging Face folder at ``dest`` (the retraining
-    job's starting point); without a champion, ``fallback`` (the base model)."""
-    from lad.modeling import save_model
+    job's starting point), copied from its logged files without loading the weights; without a
+    champion, ``fallback`` (the base model)."""
     from lad.tracking import Tracker, TrackingConfig
 
     tracker = Tracker(TrackingConfig())
@@ -551,9 +555,16 @@ def champion_model(name: str, dest: str | Path, *, fallback: str, seed: int = 0)
     if champion is None:
         materialize_model(fallback, dest, seed=seed, card={"base_model": fallback, "champion": None})
         return {"version": "", "source": fallback}
-    import mlflow.transformers
+    import mlflow.artifacts
 
-    components = mlflow.transformers.load_model(f"models:/{name}@champion", return_type="components")
-    card = {"base_model": f"models:/{name}/{champion.version}", "champion": str(champion.version)}
-    save_model(components["model"], components["tokenizer"], Path(dest), card)
+    dest = Path(dest)
+    with _workdir(dest) as work:
+        logged = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}", dst_path=work))
+        folder = logged / "model"  # the transformers flavor's copy of the checkpoint
+        # A model logged from memory keeps its tokenizer apart, under components/tokenizer.
+        tokenizer = logged / "components" / "tokenizer"
+        for file in (tokenizer.iterdir() if tokenizer.is_dir() else ()):
+            if not (folder / file.name).exists():
+                shutil.copy2(file, folder / file.name)
+        _move_into(folder, dest)
     return {"version": str(champion.version), "source": f"models:/{name}/{champion.version}"}

@@ -9,7 +9,7 @@
 
 from lad.tracking.pipeline_runs import PipelineRuns
 from lad.tracking.registry import (
-    CHALLENGER, CHAMPION, TAG_DECISION, TAG_REASON, TAG_REGISTRATION_KEY, PromotionResult, Registry, VersionScore,
+    CHALLENGER, CHAMPION, GATE, TAG_DECISION, TAG_REASON, TAG_REGISTRATION_KEY, GateConfig, PromotionResult, Registry, VersionScore,
     decide_promotion, version_score,
 )
 from lad.tracking.runs import (
@@ -24,7 +24,7 @@ class Tracker(PipelineRuns, Registry):
 
 
 __all__ = [
-    "CHALLENGER", "CHAMPION", "METRIC_TAG_PREFIX", "TAG_BASE_MODEL", "TAG_BENCHMARKS", "TAG_CODE_VERSION", "TAG_CONFIG_HASH",
+    "CHALLENGER", "CHAMPION", "GATE", "GateConfig", "METRIC_TAG_PREFIX", "TAG_BASE_MODEL", "TAG_BENCHMARKS", "TAG_CODE_VERSION", "TAG_CONFIG_HASH",
     "TAG_DATA_HASH", "TAG_DECISION", "TAG_FAILED_STAGE", "TAG_PARENT", "TAG_PIPELINE_RUN", "TAG_REASON",
     "TAG_REGISTRATION_KEY", "TAG_STAGE", "PromotionResult", "RunContext", "StepTerminated", "Tracker", "TrackingConfig",
     "TrackingError", "VersionScore", "code_version", "config_hash", "decide_promotion", "flatten_params", "metric_key",

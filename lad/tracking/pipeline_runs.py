@@ -12,7 +12,7 @@ from lad.tracking.runs import TAG_FAILED_STAGE, TAG_PIPELINE_RUN, Runs, StepTerm
 
 
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def sigterm_raises() -> Iterator[None]:
     """SIGTERM raises StepTerminated in the main thread for the block's duration, so the step
     can record how it ended before the process goes."""
     if threading.current_thread() is not threading.main_thread():
@@ -47,7 +47,7 @@ class PipelineRuns(Runs):
         if run.info.status in ("FAILED", "KILLED") and run.data.tags.get(TAG_FAILED_STAGE) == step:
             self.client.update_run(run_id, status="RUNNING")
             self.client.delete_tag(run_id, TAG_FAILED_STAGE)
-        with _sigterm_raises():
+        with sigterm_raises():
             try:
                 yield
             except GeneratorExit:

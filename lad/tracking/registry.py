@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from pydantic import BaseModel, Field
+
 from lad.tracking.runs import (
     METRIC_TAG_PREFIX, TAG_BASE_MODEL, TAG_BENCHMARKS, TAG_CODE_VERSION, TAG_CONFIG_HASH, TAG_DATA_HASH, Runs, TrackingError,
     code_version, metric_key, quote,
@@ -19,6 +21,20 @@ TAG_DECISION = "promotion.decision"
 TAG_REASON = "promotion.reason"
 TAG_REGISTRATION_KEY = "registration_key"
 _SCORE_TOLERANCE = 1e-9  # so 0.55 - 0.50 counts as a 0.05 improvement despite binary rounding
+
+
+class GateConfig(BaseModel):
+    """The promotion gate's settings; the pipelines' promotion_* parameters and ``lad models
+    promote`` take their defaults from here."""
+
+    metric: str = Field("all/avg@k", min_length=1, description="the metric compared, e.g. all/avg@k, math500/pass@k")
+    margin: float = Field(0.0, ge=0, description="how much the challenger must beat the champion by; a tie never "
+                          "promotes, so 0 means strictly better")
+    min_score: float = Field(0.01, ge=0, description="the floor: a version whose metric is below it is registered but "
+                             "never promoted, champion or not (with --lower-is-better: the highest acceptable value)")
+
+
+GATE = GateConfig()
 
 
 @dataclass(frozen=True)
@@ -42,14 +58,27 @@ def version_score(mv) -> VersionScore:
 
 
 def decide_promotion(
-    candidate: VersionScore, champion: VersionScore | None, metric: str, margin: float, higher_is_better: bool = True
+    candidate: VersionScore, champion: VersionScore | None, metric: str, margin: float, higher_is_better: bool = True,
+    *, min_score: float | None = None,
 ) -> tuple[bool, str]:
-    """(promote?, reason). The candidate must beat the champion by at least ``margin`` on
-    ``metric``, measured on the same benchmarks."""
+    """(promote?, reason). The candidate must reach ``min_score`` on ``metric`` (the floor, with
+    or without a champion) and beat the champion, measured on the same benchmarks, by at least
+    ``margin`` and by more than a tie: with a margin of 0 an equal score keeps the champion,
+    since swapping models that score the same buys nothing and loses the one in service.
+
+    ``min_score`` None: GateConfig's floor for a higher-is-better metric, no bound for a
+    lower-is-better one (a loss has no natural ceiling); a lower-is-better metric's bound is the
+    highest acceptable value."""
+    if min_score is None:
+        min_score = GATE.min_score if higher_is_better else float("inf")
     metric = metric_key(metric)
     if metric not in candidate.metrics:
         return False, f"refused: v{candidate.version} has no metric {metric!r} (has {sorted(candidate.metrics)})"
     value = candidate.metrics[metric]
+    below = value < min_score - _SCORE_TOLERANCE if higher_is_better else value > min_score + _SCORE_TOLERANCE
+    if below:
+        bound = "below the floor" if higher_is_better else "above the ceiling"
+        return False, f"refused: v{candidate.version} {metric}={value:.6g} is {bound} min_score {min_score:g}"
     if champion is None:
         return True, f"promoted: no champion yet; v{candidate.version} {metric}={value:.6g}"
     if champion.version == candidate.version:
@@ -68,9 +97,9 @@ def decide_promotion(
         f"{metric} {value:.6g} vs champion v{champion.version} {best:.6g}: "
         f"gain {gain:.6g} ({direction} is better), margin {margin:g}"
     )
-    if gain >= margin - _SCORE_TOLERANCE:
+    if gain >= margin - _SCORE_TOLERANCE and gain > _SCORE_TOLERANCE:
         return True, f"promoted: {detail}"
-    return False, f"refused: {detail}"
+    return False, f"refused: {detail}" + (" (a tie keeps the champion)" if abs(gain) <= _SCORE_TOLERANCE else "")
 
 
 @dataclass(frozen=True)
@@ -193,16 +222,19 @@ class Registry(Runs):
         versions = [self.client.get_model_version(v.name, str(v.version)) for v in found]
         return sorted(versions, key=lambda v: (v.name, -int(v.version)))
 
-    def promote(self, name: str, version: str | int, metric: str, margin: float = 0.0, *, higher_is_better: bool = True) -> PromotionResult:
-        """Make ``version`` the champion if it beats the current one by ``margin`` on ``metric``
-        (same benchmarks). Otherwise nothing moves. The decision and its reason are written on
-        the version as tags ``promotion.decision`` and ``promotion.reason``."""
+    def promote(self, name: str, version: str | int, metric: str, margin: float = GATE.margin, *,
+                min_score: float | None = None, higher_is_better: bool = True) -> PromotionResult:
+        """Make ``version`` the champion if it reaches ``min_score`` and beats the current one by
+        ``margin`` on ``metric`` (same benchmarks; see :func:`decide_promotion`). Otherwise nothing
+        moves. The decision and its reason are written on the version as tags
+        ``promotion.decision`` and ``promotion.reason``."""
         if margin < 0:
             raise TrackingError(f"promote: margin must be >= 0, got {margin}")
         candidate = self.get_version(name, str(version))
         champ = self.champion(name)
         promoted, reason = decide_promotion(
-            version_score(candidate), version_score(champ) if champ else None, metric, margin, higher_is_better
+            version_score(candidate), version_score(champ) if champ else None, metric, margin, higher_is_better,
+            min_score=min_score,
         )
         v = str(candidate.version)
         if promoted:

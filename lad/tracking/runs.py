@@ -171,13 +171,14 @@ class RunContext:
         self.client.set_tag(self.run_id, TAG_CONFIG_HASH, digest)
         return digest
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int, *, model_id: str | None = None) -> None:
+        """Metrics at ``step``; with ``model_id`` (a LoggedModel's, ``m-...``) they are linked to that model too."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(metric_key(k), float(v), now, int(step)) for k, v in metrics.items()]
+        batch = [Metric(metric_key(k), float(v), now, int(step), model_id=model_id) for k, v in metrics.items()]
         for i in range(0, len(batch), 1000):  # MLflow's metrics-per-batch limit
             self.client.log_batch(self.run_id, metrics=batch[i : i + 1000])
 
@@ -220,13 +221,16 @@ class RunContext:
         return sha
 
     def log_model(
-        self, model, tokenizer, *, name: str = "model", max_new_tokens: int = 64, metadata: Mapping[str, Any] | None = None
+        self, model, tokenizer=None, *, name: str = "model", max_new_tokens: int = 64, metadata: Mapping[str, Any] | None = None
     ) -> str:
         """Log a causal LM with the transformers flavor (text-generation); returns its ``models:/`` URI.
 
-        Loading it back with ``mlflow.pyfunc.load_model`` gives a model whose ``predict`` takes a
-        list of prompts and returns the generated continuations (greedy by default; the params
-        ``max_new_tokens`` and ``do_sample`` may be passed at predict time).
+        ``model`` is the model object with its ``tokenizer``, or the path of a Hugging Face
+        checkpoint folder (config, weights and tokenizer files), which is copied as it is without
+        loading the weights: logging costs the same memory for any model size. Loading it back with
+        ``mlflow.pyfunc.load_model`` gives a model whose ``predict`` takes a list of prompts and
+        returns the generated continuations (greedy by default; the params ``max_new_tokens`` and
+        ``do_sample`` may be passed at predict time).
         """
         import mlflow
         import mlflow.transformers
@@ -235,17 +239,49 @@ class RunContext:
         active = mlflow.active_run()
         if active is None or active.info.run_id != self.run_id:
             raise TrackingError(f"log_model: run {self.run_id} is not the active run; call it inside its `with` block")
+        if isinstance(model, (str, os.PathLike)):
+            if not (Path(model) / "config.json").is_file():
+                raise TrackingError(f"log_model: {model} is not a Hugging Face checkpoint folder (no config.json)")
+            source = str(model)
+        else:
+            source = {"model": model, "tokenizer": tokenizer}
         signature = infer_signature(["a prompt"], ["a continuation"], params={"max_new_tokens": max_new_tokens, "do_sample": False})
-        info = mlflow.transformers.log_model(
-            {"model": model, "tokenizer": tokenizer},
-            name=name,
-            task="text-generation",
-            signature=signature,
-            pip_requirements=model_requirements(),
-            model_config={"return_full_text": False},
-            metadata=dict(metadata or {}),
-        )
+        with _pipeline_classes_resolved():
+            info = mlflow.transformers.log_model(
+                source,
+                name=name,
+                task="text-generation",
+                signature=signature,
+                pip_requirements=model_requirements(),
+                model_config={"return_full_text": False},
+                metadata=dict(metadata or {}),
+            )
         return info.model_uri
+
+
+@contextmanager
+def _pipeline_classes_resolved() -> Iterator[None]:
+    """MLflow 3.17 logs a checkpoint folder by reading ``check_task(task)[1]["impl"].__name__``,
+    where transformers 5 gives the pipeline class by its dotted name: for the block, check_task
+    answers with the class itself."""
+    import importlib
+
+    from transformers import pipelines
+
+    original = pipelines.check_task
+
+    def check_task(task, *args, **kwargs):
+        name, meta, options = original(task, *args, **kwargs)
+        if isinstance(meta.get("impl"), str):
+            module, _, cls = meta["impl"].rpartition(".")
+            meta = {**meta, "impl": getattr(importlib.import_module(module), cls)}
+        return name, meta, options
+
+    pipelines.check_task = check_task
+    try:
+        yield
+    finally:
+        pipelines.check_task = original
 
 
 class Runs:
@@ -299,6 +335,7 @@ class Runs:
         config: BaseModel | Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        system_metrics: bool = False,
     ) -> Iterator[RunContext]:
         """The run of one pipeline run; ``run_id`` resumes one started by an earlier step.
 
@@ -307,7 +344,8 @@ class Runs:
         import mlflow
 
         self._make_current()
-        with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id, run_name=None if run_id else name) as active:
+        with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else self.experiment_id, run_name=None if run_id else name,
+                              log_system_metrics=system_metrics) as active:
             ctx = RunContext(self, active.info.run_id)
             if tags:
                 ctx.set_tags(tags)
@@ -323,9 +361,11 @@ class Runs:
         config: BaseModel | Mapping[str, Any] | None = None,
         parent_run_id: str | None = None,
         tags: Mapping[str, Any] | None = None,
+        system_metrics: bool = False,
     ) -> Iterator[RunContext]:
         """A nested run for one stage: under the active run, or under ``parent_run_id`` (a
-        pipeline step in another process passes the pipeline run's id).
+        pipeline step in another process passes the pipeline run's id). ``system_metrics``:
+        MLflow samples CPU, memory and (with nvidia-ml-py, which vLLM brings) GPU use into the run.
 
         Under ``parent_run_id``, a stage of the same name already there is resumed (a retried
         step adds no run); it keeps the params of its first attempt, as MLflow params cannot change.
@@ -342,7 +382,7 @@ class Runs:
             raise TrackingError(f"stage {name!r}: parent_run_id {parent_run_id} is not the active run {active.info.run_id}")
         where = f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.`{TAG_STAGE}` = '{quote(name)}'"
         earlier = self._runs(where) if parent_run_id else []
-        kwargs: dict[str, Any] = {"nested": active is not None}
+        kwargs: dict[str, Any] = {"nested": active is not None, "log_system_metrics": system_metrics}
         if earlier:
             kwargs["run_id"] = earlier[0].info.run_id
         else:

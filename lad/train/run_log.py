@@ -61,13 +61,17 @@ class RunLogger:
         return self._stack.__exit__(*exc)
 
     def _open_run(self):
+        import torch
+
         from lad.tracking import TAG_STAGE
 
+        # GPU stages record the machine's use (GPU utilisation and memory, CPU, host memory) beside their metrics.
+        system = torch.cuda.is_available()
         if self.resumed_run_id is not None:
-            return self.tracker.run(self.name, run_id=self.resumed_run_id)
+            return self.tracker.run(self.name, run_id=self.resumed_run_id, system_metrics=system)
         if self.parent_run_id is not None:
-            return self.tracker.stage(self.name, config=self.config, parent_run_id=self.parent_run_id)
-        return self.tracker.run(self.name, config=self.config, tags={TAG_STAGE: self.stage})
+            return self.tracker.stage(self.name, config=self.config, parent_run_id=self.parent_run_id, system_metrics=system)
+        return self.tracker.run(self.name, config=self.config, tags={TAG_STAGE: self.stage}, system_metrics=system)
 
     @property
     def run_id(self) -> Optional[str]:

@@ -18,7 +18,7 @@ def test_manifest_deployment_and_service():
     assert c["ports"] == [{"name": "http", "containerPort": 8080}]
     assert {"cpu", "memory"} <= set(c["resources"]["limits"]) and {"cpu", "memory"} <= set(c["resources"]["requests"])
     sc = c["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 1000 and sc["allowPrivilegeEscalation"] is False
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001 and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert c["env"][0]["name"] == "LAD_SANDBOX_TOKEN"
     assert docs["Deployment"]["spec"]["selector"]["matchLabels"].items() <= \
@@ -31,16 +31,17 @@ def test_manifest_deployment_and_service():
 
 
 def test_manifest_runs_the_image_that_lad_images_builds():
-    from lad.images import IMAGES
+    from lad.images import IMAGES, PLACEHOLDER_REGISTRY, PLACEHOLDER_TAG
 
     docs = {d["kind"]: d for d in yaml.safe_load_all((IMAGE / "sandbox.yaml").read_text())}
     (c,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert c["image"] == IMAGES["sandbox"].ref()
+    assert c["image"] == IMAGES["sandbox"].ref(PLACEHOLDER_REGISTRY, PLACEHOLDER_TAG)
 
 
 def test_dockerfile_installs_bubblewrap_and_drops_root():
     lines = [line.strip() for line in (IMAGE / "Dockerfile").read_text().splitlines()]
-    assert lines[[i for i, line in enumerate(lines) if line.startswith("FROM ")][0]].startswith("FROM python:3.11-slim")
-    assert any("apt-get install" in line and "bubblewrap" in line for line in lines)
-    assert "USER 1000" in lines
+    assert lines[[i for i, line in enumerate(lines) if line.startswith("FROM ")][0]] == "FROM python:3.11-slim-bookworm"
+    assert 'ARG BUBBLEWRAP_VERSION=0.8.0-2+deb12u1' in lines, "bookworm's build, pinned"
+    assert any("apt-get install" in line and '"bubblewrap=${BUBBLEWRAP_VERSION}"' in line for line in lines)
+    assert "USER 10001:10001" in lines
     assert 'ENTRYPOINT ["python", "-m", "lad.sandbox"]' in lines
