@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# Build the project's images here without Docker or a registry: buildah (vfs storage, chroot
+# Build the sandbox image here without Docker or a registry: buildah (vfs storage, chroot
 # isolation: no daemon, no privileges) on a stand-in for python:3.11-slim-bookworm made by
 # mmdebstrap from Debian bookworm (Debian's python3 3.11 and pip, tagged with the official name,
-# since Docker Hub cannot be reached from here), then the Dockerfiles unchanged, then a check
-# that each image runs as uid 10001 and answers its command line.
+# since Docker Hub cannot be reached from here), then images/sandbox/Dockerfile unchanged, then a
+# check that the image runs as uid 10001 with bubblewrap and answers its command line.
 #
-#   bash scripts/buildah_images.sh [sandbox] [base]     (default: sandbox)
+#   bash scripts/buildah_images.sh
 #
-# base needs torch's CPU wheel: from PyTorch's CPU index where that is reachable, else from a
-# local wheel folder ($WHEELS, mounted into the build and used as pip's find-links).
+# Only the sandbox image: the base image's torch comes from PyTorch's CPU index, which this
+# workplace cannot reach, and the trainer's base is a CUDA image from a registry it cannot reach.
 # The host's CA bundle is mounted into the builds, so pip and apt work behind a TLS-inspecting proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-images=("${@:-sandbox}")
 work=${BUILDAH_WORK:-/tmp/lad-buildah}
 export STORAGE_DRIVER=vfs
 ca=/etc/ssl/certs/ca-certificates.crt
@@ -34,24 +33,13 @@ if ! buildah inspect --type image "$base" >/dev/null 2>&1; then
 fi
 
 tag=$(.venv/bin/python -c "from lad.images import image_tag; print(image_tag())" 2>/dev/null || echo probe)
-for image in "${images[@]}"; do
-    extra=()
-    case "$image" in
-        sandbox) dockerfile=images/sandbox/Dockerfile; name=lad-sandbox; check='bwrap --version && python -m lad.sandbox --help >/dev/null' ;;
-        base) dockerfile=Dockerfile; name=lad-python; check='lad --help >/dev/null && python -c "import torch; assert torch.version.cuda is None"'
-              if [ -n "${WHEELS:-}" ]; then
-                  extra=(-v "$WHEELS:/opt/wheels:ro" --env PIP_FIND_LINKS=/opt/wheels --build-arg TORCH_INDEX_URL=https://pypi.org/simple)
-              fi ;;
-        *) echo "unknown image $image (sandbox, base)"; exit 2 ;;
-    esac
-    ref="lad.local/$name:$tag"
-    # PIP_CERT: pip trusts the mounted bundle (it stays set in these local images, pointing at their own bundle).
-    buildah bud --quiet --isolation chroot --pull=never -v "$ca:$ca:ro" --env PIP_CERT="$ca" \
-        "${extra[@]}" -t "$ref" -f "$dockerfile" . >/dev/null
-    ctr=$(buildah from --pull-never "$ref")
-    user=$(buildah inspect --format '{{.OCIv1.Config.User}}' "$ref")
-    [ "$user" = "10001:10001" ] || { echo "$ref: USER is $user, expected 10001:10001"; exit 1; }
-    buildah run --isolation chroot "$ctr" -- sh -c "test \"\$(id -u)\" = 10001 && $check"
-    buildah rm "$ctr" >/dev/null
-    echo "built and checked $ref"
-done
+ref="lad.local/lad-sandbox:$tag"
+# PIP_CERT: pip trusts the mounted bundle (it stays set in this local image, pointing at its own bundle).
+buildah bud --quiet --isolation chroot --pull=never -v "$ca:$ca:ro" --env PIP_CERT="$ca" \
+    -t "$ref" -f images/sandbox/Dockerfile . >/dev/null
+user=$(buildah inspect --format '{{.OCIv1.Config.User}}' "$ref")
+[ "$user" = "10001:10001" ] || { echo "$ref: USER is $user, expected 10001:10001"; exit 1; }
+ctr=$(buildah from --pull-never "$ref")
+buildah run --isolation chroot "$ctr" -- sh -c 'test "$(id -u)" = 10001 && bwrap --version && python -m lad.sandbox --help >/dev/null'
+buildah rm "$ctr" >/dev/null
+echo "built and checked $ref"
