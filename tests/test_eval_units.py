@@ -103,13 +103,16 @@ def test_records_from_data_prep_output(tmp_path):
 
 def test_shipped_configs_load_and_resolve():
     paths = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
-    assert [p.name for p in paths] == ["paper_code.yaml", "paper_math.yaml", "tiny.yaml"]
+    assert [p.name for p in paths] == ["paper_code.yaml", "paper_math.yaml", "smollm2_baseline.yaml", "tiny.yaml"]
     for path in paths:
         cfg = load_config(path)
         runs = [resolve(b, cfg) for b in cfg.benchmarks]
         assert runs and all(r.k >= 1 for r in runs)
     math = load_config(ROOT / "configs" / "eval" / "paper_math.yaml")
     assert {resolve(b, math).k for b in math.benchmarks[:5]} == {32}
+    baseline = load_config(ROOT / "configs" / "eval" / "smollm2_baseline.yaml")
+    assert [(r.name, r.limit, r.k, r.sampling.temperature, r.sampling.top_p) for r in (resolve(b, baseline) for b in baseline.benchmarks)] == [
+        ("gsm8k", 200, 32, 0.6, 0.95), ("math500", 100, 32, 0.6, 0.95), ("humanevalplus", None, 16, 0.6, 0.95)]
 
 
 def test_config_errors_name_file_and_field(tmp_path):
