@@ -174,7 +174,7 @@ def test_images_that_evaluate_install_the_package_with_its_data(dockerfile):
     lands in site-packages, and their build fails if any bundled file is missing."""
     text = (ROOT / dockerfile).read_text()
     assert re.search(r"^COPY lad/ lad/$", text, re.M)
-    assert re.search(r"pip install [^\n]*(\.|\"\.\[gpu\]\")( |$)", text, re.M) and "-e ." not in text
+    assert re.search(r"pip install [^\n]*(\.|\"\.\[[\w,]+\]\")( |$)", text, re.M) and "-e ." not in text
     assert "from lad.data.public import locate, manifest; [locate(name) for name in manifest()]" in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert not {"lad", "lad/data", "*.gz", "lad/data/public"} & set(ignored)
