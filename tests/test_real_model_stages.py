@@ -217,7 +217,7 @@ def test_local_pipeline_from_the_real_model_registers_a_version(smollm2_cache, t
     small = {"base_model": NAME, "sft_steps": 1, "sft_batch_size": 4, "sft_problems": 64, "sft_lr": 1e-5, "sft_heldout_problems": 0, "steps": 1,
              "prompts_per_step": 2, "group_size": 4, "mini_batch_size": 0, "micro_batch_size": 4, "max_new_tokens": 16, "lr": 1e-5,
              "train_eval_prompts": 0, "eval_benchmarks": "gsm8k", "eval_k": 2, "eval_limit": 1, "eval_max_new_tokens": 16,
-             "promotion_metric": "gsm8k/avg@k"}
+             "promotion_metric": "gsm8k/avg@k", "promotion_min_score": 0}
     sets = [arg for key, value in small.items() for arg in ("--set", f"{key}={value}")]
     env = {**os.environ, "LAD_CACHE_DIR": str(smollm2_cache), "OMP_NUM_THREADS": "1"}  # every step finds the conversion done
     done = subprocess.run([sys.executable, "-m", "lad.cli", "pipeline", "run", "--local", "--output", str(tmp_path / "out"), *sets],
