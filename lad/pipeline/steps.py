@@ -9,7 +9,6 @@ bodies, lets the same code run in a cluster pod, in KFP's local runner and in pl
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from typing import Iterator, Optional
 from pydantic import ValidationError
 
 from lad.config import format_validation
+from lad.local_server import stop_process_group
 from lad.pipeline.console import figure, progress
 from lad.tracking.registry import GATE
 
@@ -258,13 +258,7 @@ def _torchrun(cfg, processes: int, work: Path) -> dict:
     try:
         code = proc.wait()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc, grace_s=30)
         if own:
             signal.signal(signal.SIGTERM, previous)
     if code != 0:
