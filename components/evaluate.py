@@ -18,7 +18,8 @@ def evaluate(
     Args:
         benchmarks: comma-separated registered benchmark names (lad eval list).
         k, limit, max_new_tokens, temperature: each benchmark's k samples per problem, first N problems, response
-            budget and sampling temperature; 0: its registered value (lad eval list; limit 0: all problems).
+            budget and sampling temperature; 0: its registered value (lad eval list; limit 0: all problems), except
+            temperature, where below 0 is the registered one and 0 decodes greedily.
         sandbox_url: the sandbox Service URL for code benchmarks.
         benchmarks_dir: an s3:// prefix or mounted folder of your own copies of the benchmark files; empty: the
             files bundled with lad in the image.

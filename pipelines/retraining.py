@@ -49,7 +49,7 @@ def retraining(
     eval_k: int = 0,
     eval_limit: int = 0,
     eval_max_new_tokens: int = 0,
-    eval_temperature: float = 0.0,
+    eval_temperature: float = -1.0,
     promotion_metric: str = GATE["metric"],
     promotion_margin: float = GATE["margin"],
     promotion_min_score: float = GATE["min_score"],
@@ -107,7 +107,8 @@ def retraining(
         eval_k: samples per problem; 0: each benchmark's registered k (and RLConfig's eval.k in RL).
         eval_limit: first N problems per benchmark; 0: all.
         eval_max_new_tokens: longest evaluated response; 0: each benchmark's registered budget.
-        eval_temperature: sampling temperature of the evaluation; 0: each benchmark's registered one.
+        eval_temperature: sampling temperature of the evaluation; below 0: each benchmark's registered one; 0: greedy
+            decoding (then eval_k must be 1).
         promotion_metric: metric the gate compares, e.g. all/avg@k.
         promotion_margin: improvement over the champion needed for promotion; a tie is never promoted.
         promotion_min_score: the floor: a version scoring below it on promotion_metric is registered, never promoted.

@@ -77,7 +77,7 @@ def training(
     eval_k: int = 0,
     eval_limit: int = 0,
     eval_max_new_tokens: int = 0,
-    eval_temperature: float = 0.0,
+    eval_temperature: float = -1.0,
     registered_model_name: str = "lad-policy",
     promotion_metric: str = GATE["metric"],
     promotion_margin: float = GATE["margin"],
@@ -145,8 +145,8 @@ def training(
         eval_k: samples per problem (Avg@k, Pass@k); 0: each benchmark's registered k (and RLConfig's eval.k in RL).
         eval_limit: first N problems per benchmark; 0: all.
         eval_max_new_tokens: longest evaluated response; 0: each benchmark's registered budget.
-        eval_temperature: sampling temperature of the evaluation; 0: each benchmark's registered one (0.6, as the
-            paper's; 1.0 samples as RL does).
+        eval_temperature: sampling temperature of the evaluation; below 0: each benchmark's registered one (0.6, as
+            the paper's; 1.0 samples as RL does); 0: greedy decoding (then eval_k must be 1).
         registered_model_name: MLflow registered model that receives the version.
         promotion_metric: metric the gate compares, e.g. all/avg@k, math/pass@k, aime24/avg@k.
         promotion_margin: improvement over the champion needed for promotion; a tie is never promoted.

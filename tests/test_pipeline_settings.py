@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from lad.pipeline.compile import PIPELINES, compile_pipeline
-from lad.pipeline.settings import EVAL_PARAMETERS, GATE_PARAMETERS, RL_PARAMETERS, SFT_PARAMETERS, ZERO_IS_DEFAULT, typed_defaults
+from lad.pipeline.settings import (EVAL_PARAMETERS, GATE_PARAMETERS, NEGATIVE_IS_DEFAULT, RL_PARAMETERS, SFT_PARAMETERS,
+                                   ZERO_IS_DEFAULT, chosen, typed_defaults)
 from lad.pipeline.steps import StepError, rl_config
 
 # component -> (stage, its parameters that set a typed field)
@@ -59,7 +60,11 @@ def mismatches(spec: dict) -> dict[str, tuple]:
         for field, default in fields:
             # 0 stands for a default of None (all problems, the benchmark's registered value) and for eval.k,
             # whose run parameter is the evaluation's k too
-            zero = value == 0 and (default is None or field.split(":")[1] in ZERO_IS_DEFAULT or field.startswith("eval:"))
+            name = field.split(":")[1]
+            if field.startswith("eval:") and name in NEGATIVE_IS_DEFAULT:
+                zero = value < 0  # 0 is greedy decoding: a negative value is the registered temperature
+            else:
+                zero = value == 0 and (default is None or name in ZERO_IS_DEFAULT or field.startswith("eval:"))
             if value != default and not zero:
                 wrong.setdefault(param, (value, []))[1].append((field, default))
     return {param: (value, sorted(set(fields), key=str)) for param, (value, fields) in wrong.items()}
@@ -79,6 +84,12 @@ def test_compiled_defaults_are_the_typed_configs(compiled, name):
     if name == "training":
         params = spec["root"]["inputDefinitions"]["parameters"]
         assert params["sft_data"]["defaultValue"] == "synthetic:" + ",".join(typed_defaults("sft")["data.synthetic.tasks"])
+
+
+@pytest.mark.parametrize("temperature, expected", [(-1.0, {}), (0.0, {"temperature": 0.0}), (0.6, {"temperature": 0.6})])
+def test_eval_temperature_below_0_is_the_registered_one_and_0_is_greedy(temperature, expected):
+    parameters = {"k": 1, "limit": 0, "max_new_tokens": 0, "temperature": temperature}
+    assert chosen(parameters, EVAL_PARAMETERS, "eval") == {"k": 1, **expected}
 
 
 def test_a_redeclared_default_is_reported(compiled):

@@ -47,6 +47,9 @@ GATE_PARAMETERS = {"metric": "metric", "margin": "margin", "min_score": "min_sco
 # Fields whose run parameter is shared with the evaluation, where 0 means the benchmark's value:
 # 0 means the field's default here too.
 ZERO_IS_DEFAULT = {"eval.k"}
+# Evaluation fields where 0 is a setting of its own (temperature 0 decodes greedily), so a negative
+# run parameter stands for the default instead.
+NEGATIVE_IS_DEFAULT = {"temperature"}
 PRESETS_DIR = "configs/train"
 
 
@@ -94,7 +97,10 @@ def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def is_unset(value: Any, default: Any, field: str = "") -> bool:
     """A run parameter at its field's default, or 0 standing for a default of None (or for the
-    default of a field in ZERO_IS_DEFAULT)."""
+    default of a field in ZERO_IS_DEFAULT); for a field in NEGATIVE_IS_DEFAULT, a negative value
+    stands for the default and 0 is a value."""
+    if field in NEGATIVE_IS_DEFAULT:
+        return value is None or value < 0 or value == default
     zero = value == 0 and not isinstance(value, bool) and (default is None or field in ZERO_IS_DEFAULT)
     return value is None or value == default or zero
 

@@ -316,7 +316,8 @@ def evaluate(
 ) -> dict:
     """Evaluate the model folder on the named benchmarks into ``output`` (samples/, summary.json,
     report.md/.html); returns the summary. ``parameters`` (EVAL_PARAMETERS: k, limit,
-    max_new_tokens, temperature) that are set replace each benchmark's registered values (0: keep them).
+    max_new_tokens, temperature) that are set replace each benchmark's registered values (0: keep them; a
+    temperature below 0 keeps it, 0 decodes greedily).
 
     Under ``parent_run_id`` the MLflow stage ``stage`` gets the config, the summary's numbers
     (:func:`registry_metrics`) and the summary and reports as artifacts."""
