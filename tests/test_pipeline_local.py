@@ -77,7 +77,7 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     summary, warm = json.loads(trained.read_text()), json.loads(warm.read_text())
     assert sorted(summary["benchmarks"]) == ["humaneval", "synthetic_countdown"]
     assert {b["k"] for b in summary["benchmarks"].values()} == {2}
-    run = json.loads((out / "run_summary.json").read_text())
+    run = first = json.loads((out / "run_summary.json").read_text())
     assert run["pipeline"] == "lad-training" and run["registered"] == {"name": "lad-policy", "version": "1", "alias": "champion"}
     assert sorted(run["stages"]) == sorted(line.split("  ")[0][2:] for line in stage_lines)
     assert run["gate"]["decision"] == "promoted" and run["gate"]["reason"].startswith("promoted: no champion yet")
@@ -124,6 +124,10 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert run["gate"] == {"decision": challenger.tags["promotion.decision"], "reason": challenger.tags["promotion.reason"]}
     assert printed(again.stdout, "registered model:") == (
         f"registered model: lad-policy v2 (alias {run['registered']['alias']}; {run['gate']['reason']})")
+    # run_summary.json is the latest run's; each run's own stays under runs/
+    history = {p.name: json.loads(p.read_text()) for p in (out / "runs").glob("*.json")}
+    assert sorted(history) == sorted(f"{r['run_name']}.json" for r in (first, run)) and history[f"{run['run_name']}.json"] == run
+    assert history[f"{first['run_name']}.json"]["pipeline"] == "lad-training"
 
 
 def test_compare_run_trains_the_baseline_objective_from_the_same_warm_start(tmp_path):

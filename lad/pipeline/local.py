@@ -28,6 +28,7 @@ from lad.storage import put_bytes
 
 DEFAULT_OUTPUT = Path("out/pipeline-local")
 SUMMARY_FILE = "run_summary.json"
+RUNS_DIR = "runs"  # every run's summary, by run name
 # What the local run changes from the pipelines' defaults (the typed configs'): the demo configuration,
 # which teaches the ~1M-parameter tiny model countdown within minutes on 2 CPU cores (SFT warm-up, then RL) and scores
 # the warm start and the trained model on the same 256 held-out problems at k = 8, one process per
@@ -165,7 +166,8 @@ def run_local(
     ``tracking_uri``: an MLflow server (artifacts wherever its artifact root points, e.g. S3)
     instead of the embedded sqlite store under ``output``. The console shows a line per stage; the
     steps' own logs go to ``output/<pipeline>.log`` (``verbose``: to the console too). Writes
-    ``output/run_summary.json``: wall times, the registered version, Avg@k per model, the gate.
+    ``output/run_summary.json``: wall times, the registered version, Avg@k per model, the gate;
+    and the same as ``output/runs/<run name>.json``, which the next run leaves in place.
     """
     from kfp import local
 
@@ -245,7 +247,10 @@ def run_local(
                     for key, label in zip(keys, compared["runs"])},
         "gate": {"decision": "promoted" if registration["promoted"] else "refused", "reason": registration["reason"]},
     }
-    put_bytes(json.dumps(summary, indent=2).encode(), str(result.summary_path))
+    # run_summary.json is the latest run's; the retraining run that follows a training run in the
+    # same folder would otherwise overwrite the only record of it.
+    for path in (output / RUNS_DIR / f"{summary['run_name']}.json", result.summary_path):
+        put_bytes(json.dumps(summary, indent=2).encode(), str(path))
     return result
 
 
