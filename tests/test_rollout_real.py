@@ -13,7 +13,7 @@ from lad.chat import prompt_ids
 from lad.rollout.base import left_pad
 from lad.rollout.native_fused import fused_unsupported
 
-PROMPTS, TOKENS = 4, 64  # the issue's 16 x 128 is the benchmark's size (bench_rollout_real.py); 4 x 64 keeps CI short
+PROMPTS, TOKENS = 16, 128  # the issue's size: 16 GSM8K prompts x 128 tokens
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_native_greedy_equals_hf_greedy_token_for_token(smollm2, gsm8k_prompts, 
     # The engine's logits differ from transformers' by float rounding (~1e-6): the same argmax
     # needs the best logit to lead by more than that all along the path.
     assert margin > 1e-4
-    assert len({len(p) for p in prompt_ids(tok, gsm8k_prompts)}) == PROMPTS  # every row left-padded differently
+    assert len({len(p) for p in prompt_ids(tok, gsm8k_prompts)}) >= PROMPTS // 2  # rows left-padded by many amounts
     engine = build_rollout("native", model, tok, decoder=decoder)
     got = engine.generate(gsm8k_prompts, SamplingParams(n=2, temperature=0, max_new_tokens=TOKENS, ignore_eos=True))
     assert [[c.token_ids for c in group] for group in got] == [[row, row] for row in expected]
