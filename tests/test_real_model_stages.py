@@ -16,6 +16,8 @@ from training_runs import final_weights, max_weight_diff, run, sigkill_at_step
 
 from lad.modeling import load_model, read_card
 
+pytestmark = pytest.mark.usefixtures("release_memory")  # its in-process SFT would add to the next test's trainer
+
 NAME = "smollm2-135m-instruct"
 ARITHMETIC = {"synthetic": {"tasks": ["arithmetic"], "n_per_task": 8, "difficulties": [1], "seed": 0}}
 # Countdown's checker runs in the trainer's process: no math-verify worker pool, whose forked
