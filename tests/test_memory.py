@@ -18,6 +18,8 @@ from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
 from lad.train.rl import RLConfig, load_config, policy_update
 from lad.train.rl_batch import collate, shared_prompt_kwarg, token_logprobs
 
+pytestmark = pytest.mark.usefixtures("release_memory")  # the real model in float64, trained in this process
+
 CPU = torch.device("cpu")
 TEMPERATURE = 0.7
 

@@ -17,6 +17,8 @@ def clean_env() -> dict[str, str]:
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "MLFLOW_TRACKING_URI"):
         env.pop(k, None)
     env["OMP_NUM_THREADS"] = "1"
+    # DeepSpeed compiles its ops on first use: one compiler at a time (each takes about 1.5 GiB)
+    env.setdefault("MAX_JOBS", "1")
     return env
 
 
