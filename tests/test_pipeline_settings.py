@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from lad.pipeline.compile import PIPELINES, compile_pipeline
-from lad.pipeline.settings import (EVAL_PARAMETERS, GATE_PARAMETERS, NEGATIVE_IS_DEFAULT, RL_PARAMETERS, SFT_PARAMETERS,
-                                   ZERO_IS_DEFAULT, chosen, typed_defaults)
+from lad.pipeline.settings import (EVAL_PARAMETERS, GATE_PARAMETERS, RL_PARAMETERS, SFT_PARAMETERS, chosen, is_unset,
+                                   typed_defaults)
 from lad.pipeline.steps import StepError, rl_config
 
 # component -> (stage, its parameters that set a typed field)
@@ -58,14 +58,9 @@ def mismatches(spec: dict) -> dict[str, tuple]:
             continue
         value = params[param].get("defaultValue")
         for field, default in fields:
-            # 0 stands for a default of None (all problems, the benchmark's registered value) and for eval.k,
-            # whose run parameter is the evaluation's k too
-            name = field.split(":")[1]
-            if field.startswith("eval:") and name in NEGATIVE_IS_DEFAULT:
-                zero = value < 0  # 0 is greedy decoding: a negative value is the registered temperature
-            else:
-                zero = value == 0 and (default is None or name in ZERO_IS_DEFAULT or field.startswith("eval:"))
-            if value != default and not zero:
+            # the steps' own rule: 0 stands for a default of None and for eval.k; a negative temperature
+            # for the registered one
+            if not is_unset(value, default, field.split(":")[1]):
                 wrong.setdefault(param, (value, []))[1].append((field, default))
     return {param: (value, sorted(set(fields), key=str)) for param, (value, fields) in wrong.items()}
 
