@@ -155,6 +155,33 @@ def test_micro_batches_accumulate_to_the_whole_mini_batch_update(objective):
     assert m_whole["actor/ratio_max"] > 1.0
 
 
+@pytest.mark.parametrize("objective", ["lad", "grpo"])
+@pytest.mark.parametrize("micro_batch_size", [16, 4])
+def test_masked_truncated_responses_update_as_if_they_were_not_there(objective, micro_batch_size):
+    """One on-policy mini-batch of 16: with algorithm.mask_truncated, the update (and the actor's
+    figures) are those of the 11 responses that ended, trained alone; a whole group of 4 truncated
+    responses leaves one micro-batch with nothing to train on."""
+    def update(c, batch, model):  # one optimizer step after the batch's micro-batches
+        engine = TorchEngine(model, c.optim, c.engine, total_steps=10, grad_accum=-(-len(batch) // c.train.micro_batch_size))
+        return engine.model, policy_update(engine, batch, c, step=0, pad_id=0, ref_model=None)
+
+    truncated = {0, 1, 2, 3, 9}
+    batch = samples()
+    for i in truncated:
+        batch[i].finish_reason = "length"
+    ended = [s for i, s in enumerate(samples()) if i not in truncated]
+    base = small_model().double()
+    over = {"algorithm.objective": objective, "train.micro_batch_size": micro_batch_size}
+    masked, m_masked = update(cfg(**over, **{"algorithm.mask_truncated": True}), batch, copy.deepcopy(base))
+    alone, m_alone = update(cfg(**over), ended, copy.deepcopy(base))
+    unmasked, _ = update(cfg(**over), samples(), copy.deepcopy(base))
+    assert max_diff(base, masked) > 1e-3
+    assert max_diff(masked, alone) < 1e-10
+    assert max_diff(masked, unmasked) > 1e-3
+    for key in ("actor/loss", "actor/entropy", "actor/ratio_mean"):
+        assert m_masked[key] == pytest.approx(m_alone[key], rel=1e-10), key
+
+
 def test_first_update_is_on_policy_and_logs_every_actor_metric():
     _, m = run_update(cfg(**{"optim.max_grad_norm": 1.0}), small_model())  # one mini-batch: all 16 sequences
     assert m["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6) and m["actor/ratio_max"] == pytest.approx(1.0, abs=1e-6)

@@ -113,6 +113,10 @@ class AlgorithmConfig(BaseModel):
     update_epochs: int = Field(1, gt=0, description="passes over each rollout batch")
     kl_coef: float = Field(0.0, ge=0, description="weight of the k3 KL to the reference (starting) policy, aggregated as the "
                            "loss is; 0: no reference model")
+    mask_truncated: bool = Field(False, description="leave responses cut at rollout.max_new_tokens out of the loss (they "
+                                 "still count in their group's advantages): DAPO's overlong filtering, TRL's "
+                                 "mask_truncated_completions. A rewarded answer followed by text that never ends then "
+                                 "teaches nothing, so the policy cannot learn to stop emitting EOS")
 
     @model_validator(mode="after")
     def _known(self) -> "AlgorithmConfig":
@@ -371,6 +375,7 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                        seed=cfg.train.seed, step=step, group=g if grouped else 1)
     sums = _Sums()
     device = engine.device
+    in_loss = [not (cfg.algorithm.mask_truncated and s.finish_reason == "length") for s in samples]
     policy_kw = shared_prompt_kwarg(engine.module)
     ref_kw = shared_prompt_kwarg(ref_model) if ref_model is not None else None
     head = logprob_head(engine.module, cfg.memory)
@@ -405,8 +410,11 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
     grad_norms, losses = [], []
     for _ in range(cfg.algorithm.update_epochs):
         for whole, micros in plan:
-            # The whole mini-batch's normalisers (all ranks), so micro-batch losses add up exactly.
-            norm = BatchNorm(num_tokens=float(sum(len(samples[i].response_ids) for i in whole)), num_seqs=float(len(whole)))
+            # The whole mini-batch's normalisers (all ranks), so micro-batch losses add up exactly; at
+            # least 1, so a mini-batch whose every response is masked out trains on a loss of 0.
+            trained = [i for i in whole if in_loss[i]]
+            norm = BatchNorm(num_tokens=float(max(1, sum(len(samples[i].response_ids) for i in trained))),
+                             num_seqs=float(max(1, len(trained))))
             mini_loss = 0.0
             update = None
             for micro in micros:
@@ -419,6 +427,7 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                     with torch.no_grad():
                         keep_old(micro, logp.detach(), ref_logprobs(batch), mask)
                 old = pad_values([samples[i].old_logprobs for i in micro], width, device)
+                mask = mask * torch.tensor([in_loss[i] for i in micro], dtype=mask.dtype, device=device).unsqueeze(1)
                 loss, metrics = loss_fn(logp, old, adv, mask, settings, norm=norm, norm_constant=norm_constant)
                 if ref_model is not None:
                     ref = pad_values([samples[i].ref_logprobs for i in micro], width, device)
@@ -428,9 +437,11 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                 engine.backward(loss)
                 update = engine.step()
                 mini_loss += float(loss.detach())
+                # The actor's figures are over the tokens it trained on. A micro-batch with none adds its
+                # keys at weight 0, so that every rank reduces the same keys.
                 ntok = float(mask.sum())
-                metrics["actor/entropy"] = float((ent * mask).sum() / ntok)
-                sums.add({(k if "/" in k else f"actor/{k}"): v for k, v in metrics.items()}, ntok)
+                metrics["actor/entropy"] = float((ent * mask).sum() / ntok) if ntok else 0.0
+                sums.add({(k if "/" in k else f"actor/{k}"): (v if ntok else 0.0) for k, v in metrics.items()}, ntok)
             losses.append(engine.all_reduce_sum(mini_loss))
             if update and update.get("grad_norm") is not None:
                 grad_norms.append(update["grad_norm"])
