@@ -62,6 +62,7 @@ def training(
     group_size: int = RL["rollout.n"],
     lr: float = RL["optim.lr"],
     min_lr_ratio: float = RL["optim.min_lr_ratio"],
+    mask_truncated: bool = RL["algorithm.mask_truncated"],
     steps: int = RL["train.max_steps"],
     prompts_per_step: int = RL["train.prompts_per_step"],
     mini_batch_size: int = 0,
@@ -126,6 +127,7 @@ def training(
         group_size: G, completions sampled per prompt.
         lr: RL learning rate (the peak, after any warm-up).
         min_lr_ratio: final RL learning rate as a fraction of lr, reached by cosine decay over the steps; 1.0: constant.
+        mask_truncated: leave responses cut at max_new_tokens out of the RL loss (DAPO's overlong filtering).
         steps: RL steps (rollout + update each).
         prompts_per_step: prompts per RL step.
         mini_batch_size: sequences per optimizer step; 0: all prompts_per_step x group_size (one update per step).
@@ -182,7 +184,7 @@ def training(
     sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, micro_batch_size=sft_batch_size,
                      problems=sft_problems, heldout_problems=sft_heldout_problems, engine=train_engine, seed=seed,
                      experiment=mlflow_experiment).set_display_name("SFT warm-up")
-    common = dict(data=prep.outputs["data"], divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, min_lr_ratio=min_lr_ratio, steps=steps,
+    common = dict(data=prep.outputs["data"], divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, min_lr_ratio=min_lr_ratio, mask_truncated=mask_truncated, steps=steps,
                   prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size, micro_batch_size=micro_batch_size,
                   max_new_tokens=max_new_tokens, rollout_engine=rollout_engine, preset=train_preset, overrides=train_overrides,
                   reward_functions=reward_functions, checkpoint_every=checkpoint_every,

@@ -29,6 +29,7 @@ RL_PARAMETERS = {
     "objective": "algorithm.objective", "divergence": "algorithm.loss_params.divergence",
     "kappa": "algorithm.loss_params.kappa", "group_size": "rollout.n", "max_new_tokens": "rollout.max_new_tokens",
     "rollout_engine": "rollout.engine", "lr": "optim.lr", "min_lr_ratio": "optim.min_lr_ratio", "steps": "train.max_steps",
+    "mask_truncated": "algorithm.mask_truncated",
     "prompts_per_step": "train.prompts_per_step", "mini_batch_size": "train.mini_batch_size",
     "micro_batch_size": "train.micro_batch_size", "engine": "engine.name", "eval_k": "eval.k", "seed": "train.seed",
     "reward_functions": "reward.functions", "checkpoint_every": "checkpoint.every_steps",
