@@ -7,6 +7,18 @@ import gc
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="module")
+def close_default_reward_pool():
+    """After each module, stop the shared reward worker pool (the next use forks a new one). Its
+    workers are forked from the pytest process as it was then, and keep that heap while the
+    process moves on: left for the whole suite, two of them held ~1 GB by the real-model tests."""
+    yield
+    from lad.rewards import math as math_rewards
+
+    if math_rewards._default is not None:
+        math_rewards._default.close()
+
+
 @pytest.fixture
 def release_memory():
     """After the test, hand the heap it freed back to the system. A test that trains the real model
