@@ -17,9 +17,8 @@ def training_pod_gpus(num_nodes: int, gpus_per_node: int) -> int:
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def lad_train(
     init_model: Input[Model], data: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
-    objective: str, divergence: str, kappa: float, group_size: int, lr: float, min_lr_ratio: float, steps: int, prompts_per_step: int,
-    mask_truncated: bool,
-    mini_batch_size: int, micro_batch_size: int, max_new_tokens: int, rollout_engine: str, engine: str, eval_prompts: int,
+    objective: str, divergence: str, kappa: float, group_size: int, lr: float, min_lr_ratio: float, mask_truncated: bool,
+    steps: int, prompts_per_step: int, mini_batch_size: int, micro_batch_size: int, max_new_tokens: int, rollout_engine: str, engine: str, eval_prompts: int,
     eval_k: int, seed: int, reward_functions: dict, checkpoint_every: int, preset: str = "", overrides: dict = {},
     sandbox_url: str = "", experiment: str = "lad-pipeline",
     num_nodes: int = 1, gpus_per_node: int = 1, gpu_type: str = "nvidia.com/gpu", node_selector: dict = {},
@@ -29,9 +28,9 @@ def lad_train(
     """RL from init_model on data's train.parquet.
 
     Args:
-        objective, divergence, kappa, group_size, lr, min_lr_ratio, steps, prompts_per_step, mask_truncated,
-            mini_batch_size, micro_batch_size, max_new_tokens, rollout_engine, engine, eval_k, seed: RL settings (lad.pipeline.settings.RL_PARAMETERS);
-            one at its RLConfig default (0 where that is None) leaves the preset's value.
+        objective, divergence, kappa, group_size, lr, min_lr_ratio, mask_truncated, steps, prompts_per_step,
+            mini_batch_size, micro_batch_size, max_new_tokens, rollout_engine, engine, eval_k, seed: RL settings
+            (lad.pipeline.settings.RL_PARAMETERS); one at its RLConfig default (0 where that is None) leaves the preset's value.
         reward_functions: custom rewards, data_source (or "*") -> "module:function" or "[s3://]path/file.py:function"
             (lad.rewards.custom); {}: the built-in ones.
         checkpoint_every: steps between checkpoints, published under s3://<artifact bucket>/lad-checkpoints/<run id>/<stage>
@@ -53,7 +52,7 @@ def lad_train(
 
     with pipeline_step(experiment, *current_run(), stage) as parent_run_id:
         settings = dict(objective=objective, divergence=divergence, kappa=kappa, group_size=group_size, lr=lr,
-                        min_lr_ratio=min_lr_ratio, steps=steps, mask_truncated=mask_truncated,
+                        min_lr_ratio=min_lr_ratio, mask_truncated=mask_truncated, steps=steps,
                         prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size, micro_batch_size=micro_batch_size,
                         max_new_tokens=max_new_tokens, rollout_engine=rollout_engine, engine=engine, eval_k=eval_k, seed=seed,
                         reward_functions=reward_functions, checkpoint_every=checkpoint_every,

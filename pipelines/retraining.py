@@ -146,7 +146,8 @@ def retraining(
     pod_gpus = training_pod_gpus(num_nodes=num_nodes, gpus_per_node=gpus_per_node).set_display_name("training pod GPUs")
     train = lad_train(
         init_model=champ.outputs["model"], data=prep.outputs["data"], objective=objective, divergence=divergence, kappa=kappa,
-        group_size=group_size, lr=lr, min_lr_ratio=min_lr_ratio, mask_truncated=mask_truncated, steps=steps, prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size,
+        group_size=group_size, lr=lr, min_lr_ratio=min_lr_ratio, mask_truncated=mask_truncated, steps=steps,
+        prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size,
         micro_batch_size=micro_batch_size, max_new_tokens=max_new_tokens,
         rollout_engine=rollout_engine, preset=train_preset, overrides=train_overrides, engine=train_engine,
         reward_functions=reward_functions, checkpoint_every=checkpoint_every,

@@ -184,7 +184,8 @@ def training(
     sft = sft_warmup(base_model=base_model, steps=sft_steps, data=sft_data, lr=sft_lr, micro_batch_size=sft_batch_size,
                      problems=sft_problems, heldout_problems=sft_heldout_problems, engine=train_engine, seed=seed,
                      experiment=mlflow_experiment).set_display_name("SFT warm-up")
-    common = dict(data=prep.outputs["data"], divergence=divergence, kappa=kappa, group_size=group_size, lr=lr, min_lr_ratio=min_lr_ratio, mask_truncated=mask_truncated, steps=steps,
+    common = dict(data=prep.outputs["data"], divergence=divergence, kappa=kappa, group_size=group_size, lr=lr,
+                  min_lr_ratio=min_lr_ratio, mask_truncated=mask_truncated, steps=steps,
                   prompts_per_step=prompts_per_step, mini_batch_size=mini_batch_size, micro_batch_size=micro_batch_size,
                   max_new_tokens=max_new_tokens, rollout_engine=rollout_engine, preset=train_preset, overrides=train_overrides,
                   reward_functions=reward_functions, checkpoint_every=checkpoint_every,

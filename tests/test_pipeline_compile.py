@@ -13,8 +13,8 @@ from lad.pipeline.compile import COMPILED_DIR, PIPELINES, compile_pipeline, stal
 
 TRAINING_PARAMETERS = {
     "base_model", "datasets", "sft_steps", "sft_data", "sft_lr", "sft_batch_size", "sft_problems", "sft_heldout_problems", "objective",
-    "compare_objective", "divergence", "kappa", "group_size", "lr", "min_lr_ratio", "mask_truncated", "steps", "prompts_per_step", "mini_batch_size",
-    "micro_batch_size", "max_new_tokens", "rollout_engine", "train_engine",
+    "compare_objective", "divergence", "kappa", "group_size", "lr", "min_lr_ratio", "mask_truncated", "steps", "prompts_per_step",
+    "mini_batch_size", "micro_batch_size", "max_new_tokens", "rollout_engine", "train_engine",
     "train_eval_prompts", "train_preset", "train_overrides", "reward_functions", "checkpoint_every", "eval_benchmarks", "eval_k",
     "eval_limit", "eval_max_new_tokens", "eval_temperature", "registered_model_name",
     "promotion_metric", "promotion_margin", "promotion_min_score", "sandbox_url", "benchmarks_dir", "mlflow_experiment", "seed",
