@@ -65,3 +65,31 @@ def test_validation_and_test_are_disjoint_held_out_sets():
     train = {key(r) for r in generate("countdown", 2000, seed=0, split="train")}
     assert not train & {key(r) for r in validation + test}
     assert test == generate("countdown", 300, seed=1, split="test")
+
+
+SHIPPED = {  # study config -> runs it trains (arms x seeds, shared arms once)
+    "study_countdown.yaml": 30,
+    "study_smollm2_arithmetic.yaml": 4,
+    "study_smollm2_arithmetic_gpu.yaml": 18,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_study_config_validates_its_runs_and_its_warm_start(name):
+    from pathlib import Path
+
+    from lad.config import apply_overrides, read_yaml_mapping
+    from lad.study.config import load_study_config
+    from lad.study.runner import check_runs
+    from lad.train.sft import SFTConfig
+
+    root = Path(__file__).resolve().parents[1]
+    assert sorted(p.name for p in (root / "benchmarks").glob("study_*.yaml") if not p.stem.endswith("_rl")) == sorted(SHIPPED)
+    path = root / "benchmarks" / name
+    cfg = load_study_config(path)
+    base = read_yaml_mapping(root / cfg.base)
+    arms = expand(cfg, base, name)
+    check_runs(cfg, base, arms, name)
+    assert len(runs_of(arms)) == SHIPPED[name]
+    assert cfg.reference in [a.name for a in arms]
+    SFTConfig.model_validate(apply_overrides(read_yaml_mapping(root / cfg.warm_start.sft), cfg.warm_start.sft_overrides))
