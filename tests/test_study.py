@@ -120,18 +120,38 @@ def test_the_table_has_the_columns_and_the_comparison_with_the_reference(study):
     out = tmp / "out"
     summary = json.loads((out / "study.json").read_text())
     assert summary["columns"] == COLUMNS
-    assert [(r["group"], r["arm"]) for r in summary["table"]] == [("main", "grpo"), ("divergence", "lad-js-k4")]
+    assert [(r["group"], r["arm"]) for r in summary["table"]] == [
+        ("main", "warm-start"), ("main", "grpo"), ("divergence", "lad-js-k4")]
     for row in summary["table"]:
         assert set(row) == set(COLUMNS)
+    warm, ref, lad = summary["table"]
+    for row in (ref, lad):
         assert row["seeds"] == [0, 1] and len(row["avg@8"]["per_seed"]) == 2
         assert row["avg@8"]["ci_low"] <= row["avg@8"]["mean"] <= row["avg@8"]["ci_high"]
-    ref, lad = summary["table"]
     assert ref["delta_avg@8"] is None
     assert lad["delta_avg@8"] == pytest.approx(lad["avg@8"]["mean"] - ref["avg@8"]["mean"])
     assert 0 < lad["p_avg@8"] <= 1 and set(summary["comparisons"]["lad-js-k4"]) == {"avg@8", "pass@16", "distinct_correct"}
+
+    # the warm start, evaluated as the runs are (same problems, k and sampling seed), without training
+    result = json.loads((out / "warm_start_test" / "result.json").read_text())
+    spec = json.loads((out / "warm_start_test" / "run.json").read_text())
+    assert spec["test"]["model"] == str(out / "warm_start" / "model") and spec["train"] is False
+    grpo = json.loads((out / "runs" / "grpo" / "seed0" / "run.json").read_text())["test"]
+    assert {k: v for k, v in spec["test"].items() if k not in ("model", "output", "label")} == {
+        k: v for k, v in grpo.items() if k not in ("model", "output", "label")}
+    assert (result["steps"], result["train_s"], result["validation"]) == (0, 0.0, [])
+    assert (warm["steps"], warm["seeds"], warm["train_min"]) == (0, [], None)
+    assert warm["avg@8"] == {"mean": result["test"]["metrics"]["avg@8"], "ci_low": None, "ci_high": None, "n": 1,
+                             "per_seed": [result["test"]["metrics"]["avg@8"]]}
+    # paired with every seed of the reference: the difference is the warm start's minus the reference's mean
+    assert warm["delta_avg@8"] == pytest.approx(warm["avg@8"]["mean"] - ref["avg@8"]["mean"])
+    at_start = [json.loads((out / "runs" / "grpo" / f"seed{s}" / "result.json").read_text())["validation"][0] for s in (0, 1)]
+    assert [c["step"] for c in at_start] == [0, 0]
+    assert warm["val_avg@k"]["per_seed"] == [c["avg@2"] for c in at_start]
     assert summary["chosen_on_validation"] == {"main": "grpo", "divergence": "lad-js-k4"}
     md = (out / "study.md").read_text().splitlines()
     assert "| " + " | ".join(COLUMNS) + " |" in md
+    assert [line for line in md if line.startswith("| main | warm-start | - | - | - | - | 0 |")]
     for figure in ("pass_at_k.png", "validation_curve.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -140,6 +160,7 @@ def test_a_second_invocation_trains_nothing(study):
     tmp, path, _ = study
     out = tmp / "out"
     before = {p: p.stat().st_mtime_ns for d in _runs(out).values() for p in (d / "steps.jsonl", d / "result.json")}
+    before[out / "warm_start_test" / "result.json"] = (out / "warm_start_test" / "result.json").stat().st_mtime_ns
     warm = (out / "warm_start" / "metrics.json").stat().st_mtime_ns
     proc = _study_cli(path)
     assert proc.returncode == 0, proc.stderr[-3000:]

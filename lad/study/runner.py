@@ -2,6 +2,7 @@
 up to ``max_parallel`` child processes at a time (one thread each), then the report.
 
     OUTPUT/warm_start/           the SFT warm start (when warm_start.sft), model/ + metrics.json
+    OUTPUT/warm_start_test/      the warm start's own test evaluation (the table's baseline row)
     OUTPUT/data/                 validation.jsonl, test.jsonl
     OUTPUT/runs/ARM/seedN/       train.yaml, run.json, the trainer's files, test/, result.json, log
     OUTPUT/study.md, study.json, pass_at_k.png, validation_curve.png
@@ -29,7 +30,7 @@ from lad.study.config import StudyConfig, load_study_config
 from lad.study.grid import Arm, Run, expand, rl_run_config, runs_of
 from lad.storage import write_atomic
 from lad.study.splits import write_splits
-from lad.study.worker import RESULT
+from lad.study.worker import RESULT, WARM_START_ARM, WARM_START_TEST
 
 Notice = Callable[[str], None]
 
@@ -92,6 +93,17 @@ def warm_start(cfg: StudyConfig, out: Path, notice: Notice) -> str:
     return str(folder / "model")
 
 
+def test_config(cfg: StudyConfig, model: str, folder: Path, label: str, test: Path, max_new_tokens: int) -> dict:
+    """The test evaluation of ``model`` into ``folder``/test: the same for every run and the warm start."""
+    ev = cfg.evaluation
+    return {
+        "model": model, "output": str(folder / "test"), "label": label, "engine": ev.engine,
+        "seed": ev.seed, "verifier_workers": 1,
+        "benchmarks": [{"name": f"synthetic_{cfg.splits.task}", "records": True, "uri": str(test), "k": ev.k,
+                        "temperature": ev.temperature, "top_p": ev.top_p, "max_new_tokens": ev.max_new_tokens or max_new_tokens}],
+    }
+
+
 def prepare_run(run: Run, cfg: StudyConfig, base: dict, model: str, validation: Path, test: Path, out: Path) -> Path:
     """The run's folder with its train.yaml and run.json (rewritten identically on every invocation)."""
     from lad.train.rl import RLConfig
@@ -104,15 +116,22 @@ def prepare_run(run: Run, cfg: StudyConfig, base: dict, model: str, validation: 
     raw["eval"] = {"every_steps": ev.every_steps, "at_start": True, "k": ev.validation_k, "temperature": ev.temperature,
                    "top_p": ev.top_p, "max_new_tokens": ev.max_new_tokens}
     rl = RLConfig.model_validate(raw)  # the base and overrides were checked by the caller; this fixes the types
-    test_cfg = {
-        "model": str(folder / "model"), "output": str(folder / "test"), "label": run.name, "engine": ev.engine,
-        "seed": ev.seed, "verifier_workers": 1,
-        "benchmarks": [{"name": f"synthetic_{cfg.splits.task}", "records": True, "uri": str(test), "k": ev.k,
-                        "temperature": ev.temperature, "top_p": ev.top_p,
-                        "max_new_tokens": ev.max_new_tokens or rl.rollout.max_new_tokens}],
-    }
+    test_cfg = test_config(cfg, str(folder / "model"), folder, run.name, test, rl.rollout.max_new_tokens)
     write_atomic(folder / "train.yaml", yaml.safe_dump(raw, sort_keys=False))
     write_atomic(folder / "run.json", json.dumps({"arm": run.arm.name, "seed": run.seed, "test": test_cfg}, indent=2))
+    return folder
+
+
+def prepare_warm_start_test(cfg: StudyConfig, base: dict, model: str, test: Path, out: Path) -> Path:
+    """OUTPUT/warm_start_test/run.json: the warm start evaluated on the test set as every run is,
+    without training (the baseline every arm's gain is read from)."""
+    from lad.train.rl import RLConfig
+
+    folder = out / WARM_START_TEST
+    rl = RLConfig.model_validate(rl_run_config(base, model=model, output_dir=folder, objective="grpo", seed=0,
+                                               overrides=cfg.overrides))
+    test_cfg = test_config(cfg, model, folder, WARM_START_ARM, test, rl.rollout.max_new_tokens)
+    write_atomic(folder / "run.json", json.dumps({"arm": WARM_START_ARM, "seed": None, "train": False, "test": test_cfg}, indent=2))
     return folder
 
 
@@ -145,31 +164,34 @@ def run_study(config_path: Path, *, notice: Notice = lambda m: None, poll_s: flo
     model = warm_start(cfg, out, notice)
     validation, test = write_splits(cfg.splits, out / "data")
     outcome = StudyOutcome(arms)
-    todo: list[tuple[Run, Path]] = []
+    runs: list[tuple[str, Path]] = []  # (name, folder) of each run still to train
     for run in runs_of(arms):
         folder = prepare_run(run, cfg, base, model, validation, test, out)
         if (folder / RESULT).is_file():
             outcome.skipped.append(run.name)
         else:
-            todo.append((run, folder))
-    notice(f"{len(outcome.skipped)} of {len(outcome.skipped) + len(todo)} runs finished before; {len(todo)} to run, "
+            runs.append((run.name, folder))
+    notice(f"{len(outcome.skipped)} of {len(outcome.skipped) + len(runs)} runs finished before; {len(runs)} to run, "
            f"{cfg.max_parallel} at a time")
-    running: list[tuple[Run, Path, subprocess.Popen]] = []
+    warm_test = prepare_warm_start_test(cfg, base, model, test, out)
+    todo = ([] if (warm_test / RESULT).is_file() else [(WARM_START_ARM, warm_test)]) + runs
+    running: list[tuple[str, Path, subprocess.Popen]] = []
     failures: list[StudyError] = []
     while todo or running:
         while todo and len(running) < cfg.max_parallel:
-            run, folder = todo.pop(0)
-            running.append((run, folder, launch(["lad.study.worker", str(folder)], folder / "log")))
-            outcome.started.append(run.name)
-            notice(f"started {run.name}")
+            name, folder = todo.pop(0)
+            running.append((name, folder, launch(["lad.study.worker", str(folder)], folder / "log")))
+            if folder != warm_test:
+                outcome.started.append(name)
+            notice(f"started {name}")
         time.sleep(poll_s)
         for entry in [e for e in running if e[2].poll() is not None]:
             running.remove(entry)
-            run, folder, proc = entry
+            name, folder, proc = entry
             if proc.returncode == 0 and (folder / RESULT).is_file():
-                notice(f"finished {run.name}")
+                notice(f"finished {name}")
             else:
-                failures.append(_failure(f"run {run.name}", folder / "log"))
+                failures.append(_failure(f"run {name}", folder / "log"))
                 notice(str(failures[-1]))
     if failures:
         raise StudyError(f"{len(failures)} run(s) failed: " + "; ".join(map(str, failures)))

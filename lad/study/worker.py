@@ -4,7 +4,7 @@ the test evaluation of the final model, and the run's result, published last.
     python -m lad.study.worker RUN_DIR
 
 RUN_DIR holds train.yaml (the RL config) and run.json (the arm, the seed and the test evaluation's
-config). The trainer writes model/ and then metrics.json, so a metrics.json means training is
+config; with "train": false, the warm start's folder, only the evaluation runs). The trainer writes model/ and then metrics.json, so a metrics.json means training is
 done; the evaluation resumes its own samples; result.json appears, atomically, only when
 everything else is, and is what marks the run finished for ``lad study``.
 """
@@ -20,6 +20,9 @@ from statistics import fmean
 from lad.storage import write_atomic
 
 RESULT = "result.json"
+# the warm start's own test evaluation: a run.json with "train": false, in OUTPUT/warm_start_test
+WARM_START_ARM = "warm-start"
+WARM_START_TEST = "warm_start_test"
 TEST_METRICS = ("avg@8", "pass@1", "pass@4", "pass@16", "maj@8", "distinct_correct", "dist-3", "dist-4", "response_len")
 # per-problem scores kept for the paired bootstrap against the reference arm
 PAIRED = ("avg@8", "pass@16", "distinct_correct")
@@ -31,12 +34,14 @@ def run_one(run_dir: Path) -> dict:
     from lad.train.rl import load_config, train_rl
 
     spec = json.loads((run_dir / "run.json").read_text())
+    trains = spec.get("train", True)
     started = time.perf_counter()
-    if not (run_dir / "metrics.json").is_file():
+    if trains and not (run_dir / "metrics.json").is_file():
         train_rl(load_config(run_dir / "train.yaml"), resume=True)
     eval_cfg = EvalConfig.model_validate(spec["test"])
     summary = run_eval(eval_cfg)
-    result = {"arm": spec["arm"], "seed": spec["seed"], **train_record(run_dir),
+    trained = train_record(run_dir) if trains else {"steps": 0, "train_s": 0.0, "validation": []}
+    result = {"arm": spec["arm"], "seed": spec["seed"], **trained,
               "test": test_record(eval_cfg, summary), "last_attempt_s": time.perf_counter() - started}
     write_atomic(run_dir / RESULT, json.dumps(result, indent=2, sort_keys=True))
     return result
