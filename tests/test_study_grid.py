@@ -42,6 +42,33 @@ def test_two_settings_under_one_name_are_refused():
         expand(cfg, BASE)
 
 
+def test_an_arm_with_its_own_overrides_is_another_arm_and_changes_only_its_runs(tmp_path):
+    import yaml
+
+    from lad.study.runner import prepare_run, test_tokens
+
+    with pytest.raises(ValueError, match="an arm with overrides needs a name"):
+        _cfg(arms=[{"objective": "grpo", "seeds": [0], "overrides": {"optim.lr": 1e-4}}])
+    cfg = _cfg(arms=[{"objective": "grpo", "seeds": [0, 1]},
+                     {"name": "grpo-lr1e-4", "objective": "grpo", "seeds": [0], "group": "lr",
+                      "overrides": {"optim.lr": 1e-4, "rollout.max_new_tokens": 8}}],
+               overrides={"optim.lr": 4e-4, "train.max_steps": 5})
+    base = {**BASE, "rollout": {"max_new_tokens": 24}}
+    grpo, low = expand(cfg, base)
+    assert (grpo.name, grpo.overrides, low.name, low.overrides, low.groups) == (
+        "grpo", {}, "grpo-lr1e-4", {"optim.lr": 1e-4, "rollout.max_new_tokens": 8}, ["lr"])
+    assert grpo.key != low.key and grpo.loss_params == low.loss_params == {}
+    raws = {}
+    for run in runs_of([grpo, low]):
+        folder = prepare_run(run, cfg, base, "m", tmp_path / "v.jsonl", tmp_path / "t.jsonl", tmp_path)
+        raws[run.name] = yaml.safe_load((folder / "train.yaml").read_text())
+        # every arm is tested with the study's budget, not its own
+        assert json.loads((folder / "run.json").read_text())["test"]["benchmarks"][0]["max_new_tokens"] == 24
+    assert [(r["optim"]["lr"], r["rollout"]["max_new_tokens"], r["train"]["max_steps"]) for r in raws.values()] == [
+        (4e-4, 24, 5), (4e-4, 24, 5), (1e-4, 8, 5)]
+    assert test_tokens(cfg, base) == 24
+
+
 def test_a_run_config_keeps_lad_settings_for_lad_only():
     base = {**BASE, "train": {"max_steps": 9}, "tracking": {"enabled": True}}
     lad = rl_run_config(base, model="m", output_dir="o", objective="lad", seed=3, loss_params={"kappa": 2.0},
@@ -68,7 +95,7 @@ def test_validation_and_test_are_disjoint_held_out_sets():
 
 
 SHIPPED = {  # study config -> runs it trains (arms x seeds, shared arms once)
-    "study_countdown.yaml": 30,
+    "study_countdown.yaml": 33,
     "study_smollm2_arithmetic.yaml": 4,
     "study_smollm2_arithmetic_gpu.yaml": 18,
 }

@@ -91,6 +91,14 @@ class ArmEntry(BaseModel):
     loss_params: dict[str, Any] = Field({}, description="algorithm.loss_params; lad arms start from the base config's")
     seeds: list[int] = Field(min_length=1, description="train.seed of each run")
     group: str = Field("main", description="the table section the arm is reported and chosen in")
+    overrides: dict[str, Any] = Field({}, description="dotted keys over the study's overrides for this arm only "
+                                      "(e.g. optim.lr); an arm with overrides needs a name")
+
+    @model_validator(mode="after")
+    def _named_if_overridden(self) -> "ArmEntry":
+        if self.overrides and self.name is None:
+            raise ValueError("an arm with overrides needs a name (name: ...)")
+        return self
 
 
 class GridEntry(BaseModel):

@@ -1,6 +1,7 @@
 """From the study config to its arms and runs, and from an arm and a seed to one RL config.
 
-An arm is a set of training settings (objective, loss_params); a run is an arm at one seed.
+An arm is a set of training settings (objective, loss_params, its own config overrides); a run is
+an arm at one seed.
 ``rl_run_config`` is the one place a base RL config becomes a run's: the study and
 benchmarks/bench_rl_countdown.py both write their runs' configs through it.
 """
@@ -24,10 +25,12 @@ class Arm:
     loss_params: dict[str, Any]  # as validated by the objective's settings model, only the set ones
     seeds: list[int]
     groups: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted keys over the study's, this arm only
 
     @property
     def key(self) -> str:
-        return json.dumps({"objective": self.objective, "loss_params": self.loss_params}, sort_keys=True)
+        return json.dumps({"objective": self.objective, "loss_params": self.loss_params, "overrides": self.overrides},
+                          sort_keys=True)
 
     def describe(self, setting: str) -> Optional[Any]:
         """A LAD setting (divergence, kappa) of the arm, None for the other objectives."""
@@ -87,20 +90,20 @@ def _auto_name(objective: str, params: dict) -> str:
 def expand(cfg: StudyConfig, base: dict, where: str = "study") -> list[Arm]:
     """The study's arms in config order (explicit arms first, then each grid's product), merged by
     settings: an arm reached twice runs once per seed of either entry. Errors name the entry."""
-    entries: list[tuple[str, Optional[str], str, dict, list[int], str]] = []
+    entries: list[tuple[str, Optional[str], str, dict, list[int], str, dict]] = []
     for i, a in enumerate(cfg.arms):
-        entries.append((f"{where}: arms[{i}]", a.name, a.objective, a.loss_params, a.seeds, a.group))
+        entries.append((f"{where}: arms[{i}]", a.name, a.objective, a.loss_params, a.seeds, a.group, a.overrides))
     for i, g in enumerate(cfg.grids):
         for objective in g.objective:
             for divergence in g.divergence or [None]:
                 for kappa in g.kappa or [None]:
                     params = {k: v for k, v in {"divergence": divergence, "kappa": kappa}.items() if v is not None}
-                    entries.append((f"{where}: grids[{i}]", None, objective, params, g.seeds, g.group))
+                    entries.append((f"{where}: grids[{i}]", None, objective, params, g.seeds, g.group, {}))
     arms: dict[str, Arm] = {}
     by_name: dict[str, str] = {}
-    for place, name, objective, params, seeds, group in entries:
+    for place, name, objective, params, seeds, group, overrides in entries:
         settings = _arm_settings(place, objective, params, base)
-        arm = Arm(name or _auto_name(objective, settings), objective, settings, [])
+        arm = Arm(name or _auto_name(objective, settings), objective, settings, [], overrides=dict(overrides))
         known = arms.setdefault(arm.key, arm)
         if by_name.setdefault(known.name, known.key) != known.key:
             raise ConfigError(f"{place}: arm name {known.name!r} is already used by other settings; name the arm (name: ...)")

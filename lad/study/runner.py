@@ -100,23 +100,31 @@ def test_config(cfg: StudyConfig, model: str, folder: Path, label: str, test: Pa
         "model": model, "output": str(folder / "test"), "label": label, "engine": ev.engine,
         "seed": ev.seed, "verifier_workers": 1,
         "benchmarks": [{"name": f"synthetic_{cfg.splits.task}", "records": True, "uri": str(test), "k": ev.k,
-                        "temperature": ev.temperature, "top_p": ev.top_p, "max_new_tokens": ev.max_new_tokens or max_new_tokens}],
+                        "temperature": ev.temperature, "top_p": ev.top_p, "max_new_tokens": max_new_tokens}],
     }
+
+
+def test_tokens(cfg: StudyConfig, base: dict) -> int:
+    """The test evaluation's new-token budget, one for every arm: evaluation.max_new_tokens, else the
+    rollout's of the base with the study's overrides (an arm's own overrides never change it)."""
+    from lad.train.rl import RolloutConfig
+
+    if cfg.evaluation.max_new_tokens is not None:
+        return cfg.evaluation.max_new_tokens
+    raw = rl_run_config(base, model="tiny:1m", output_dir="x", objective="grpo", seed=0, overrides=cfg.overrides)
+    return RolloutConfig.model_validate(raw.get("rollout", {})).max_new_tokens
 
 
 def prepare_run(run: Run, cfg: StudyConfig, base: dict, model: str, validation: Path, test: Path, out: Path) -> Path:
     """The run's folder with its train.yaml and run.json (rewritten identically on every invocation)."""
-    from lad.train.rl import RLConfig
-
     folder = out / "runs" / run.arm.name / f"seed{run.seed}"
     ev = cfg.evaluation
     raw = rl_run_config(base, model=model, output_dir=folder, objective=run.arm.objective, seed=run.seed,
-                        loss_params=run.arm.loss_params, overrides=cfg.overrides)
+                        loss_params=run.arm.loss_params, overrides={**cfg.overrides, **run.arm.overrides})
     raw.setdefault("data", {})["eval"] = {"path": str(validation)}
     raw["eval"] = {"every_steps": ev.every_steps, "at_start": True, "k": ev.validation_k, "temperature": ev.temperature,
                    "top_p": ev.top_p, "max_new_tokens": ev.max_new_tokens}
-    rl = RLConfig.model_validate(raw)  # the base and overrides were checked by the caller; this fixes the types
-    test_cfg = test_config(cfg, str(folder / "model"), folder, run.name, test, rl.rollout.max_new_tokens)
+    test_cfg = test_config(cfg, str(folder / "model"), folder, run.name, test, test_tokens(cfg, base))
     write_atomic(folder / "train.yaml", yaml.safe_dump(raw, sort_keys=False))
     write_atomic(folder / "run.json", json.dumps({"arm": run.arm.name, "seed": run.seed, "test": test_cfg}, indent=2))
     return folder
@@ -125,12 +133,8 @@ def prepare_run(run: Run, cfg: StudyConfig, base: dict, model: str, validation: 
 def prepare_warm_start_test(cfg: StudyConfig, base: dict, model: str, test: Path, out: Path) -> Path:
     """OUTPUT/warm_start_test/run.json: the warm start evaluated on the test set as every run is,
     without training (the baseline every arm's gain is read from)."""
-    from lad.train.rl import RLConfig
-
     folder = out / WARM_START_TEST
-    rl = RLConfig.model_validate(rl_run_config(base, model=model, output_dir=folder, objective="grpo", seed=0,
-                                               overrides=cfg.overrides))
-    test_cfg = test_config(cfg, model, folder, WARM_START_ARM, test, rl.rollout.max_new_tokens)
+    test_cfg = test_config(cfg, model, folder, WARM_START_ARM, test, test_tokens(cfg, base))
     write_atomic(folder / "run.json", json.dumps({"arm": WARM_START_ARM, "seed": None, "train": False, "test": test_cfg}, indent=2))
     return folder
 
@@ -144,7 +148,7 @@ def check_runs(cfg: StudyConfig, base: dict, arms: list[Arm], where: str) -> Non
 
     for run in runs_of(arms):
         raw = rl_run_config(base, model="tiny:1m", output_dir="x", objective=run.arm.objective, seed=run.seed,
-                            loss_params=run.arm.loss_params, overrides=cfg.overrides)
+                            loss_params=run.arm.loss_params, overrides={**cfg.overrides, **run.arm.overrides})
         try:
             RLConfig.model_validate(raw)
         except ValidationError as err:
