@@ -153,6 +153,17 @@ def test_a_baseline_ignores_lads_parameters_and_lad_takes_them():
     assert config(divergence="hd", kappa=2.0).algorithm.loss_params == {"divergence": "hd", "kappa": 2.0}
 
 
+def test_a_baseline_from_a_lad_preset_takes_its_own_loss_settings_and_advantage():
+    # tiny_cpu is written for LAD: its divergence would be refused by GRPO's settings, and its
+    # advantage: grpo (std-normalised) would make a Dr. GRPO baseline half of Dr. GRPO
+    lad, grpo, dr_grpo = (config(preset="tiny_cpu", objective=o).algorithm for o in ("lad", "grpo", "dr_grpo"))
+    assert (lad.advantage, lad.loss_params["divergence"], lad.loss_params["loss_agg_mode"]) == ("grpo", "js", "token-mean")
+    assert (grpo.advantage, grpo.loss_params, grpo.loss_settings().loss_agg_mode) == ("grpo", {}, "seq-mean-token-mean")
+    assert (dr_grpo.advantage, dr_grpo.loss_settings().loss_agg_mode) == ("dr_grpo", "seq-mean-token-sum-norm")
+    # a baseline's advantage named by the overrides still applies
+    assert config(preset="tiny_cpu", objective="dr_grpo", overrides={"algorithm.advantage": "grpo"}).algorithm.advantage == "grpo"
+
+
 @pytest.mark.parametrize("settings,message", [
     ({"overrides": {"algorithm.kl_coeff": 0.1}}, "RL settings: 'algorithm.kl_coeff' is not a setting of RLConfig: algorithm has ["),
     ({"overrides": {"optim.lr": -1.0}}, "RL settings: optim.lr: Input should be greater than 0"),

@@ -80,6 +80,20 @@ def test_a_run_config_keeps_lad_settings_for_lad_only():
     assert base["train"] == {"max_steps": 9}  # the base is not modified
 
 
+def test_the_bases_advantage_belongs_to_its_objective():
+    base = {"algorithm": {**BASE["algorithm"], "advantage": "grpo"}}
+    lad = rl_run_config(base, model="m", output_dir="o", objective="lad", seed=0)
+    dr_grpo = rl_run_config(base, model="m", output_dir="o", objective="dr_grpo", seed=0)
+    assert lad["algorithm"]["advantage"] == "grpo"
+    assert "advantage" not in dr_grpo["algorithm"]  # None: the objective's own, Dr. GRPO's unnormalised one
+    from lad.train.rl import AlgorithmConfig
+
+    assert AlgorithmConfig.model_validate(dr_grpo["algorithm"]).advantage == "dr_grpo"
+    named = rl_run_config(base, model="m", output_dir="o", objective="dr_grpo", seed=0, overrides={"algorithm.advantage": "rloo"})
+    assert named["algorithm"]["advantage"] == "rloo"
+    assert base["algorithm"]["advantage"] == "grpo"  # the base is not modified
+
+
 def test_validation_and_test_are_disjoint_held_out_sets():
     from lad.data.synthetic import generate
     from lad.study.config import Splits

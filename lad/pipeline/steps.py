@@ -201,6 +201,10 @@ def rl_config(
     objective = merged.get("algorithm.objective", "lad")
     if objective != "lad":
         knobs = {k: v for k, v in knobs.items() if k not in {RL_PARAMETERS[p] for p in LAD_ONLY}}
+    if objective != given.get("algorithm.objective", "lad"):
+        # a preset's loss settings and advantage estimator are its own objective's (LAD's divergence
+        # would be refused by GRPO's settings, and GRPO's std-normalised advantage is not Dr. GRPO's)
+        given = {k: v for k, v in given.items() if not k.startswith(("algorithm.loss_params", "algorithm.advantage"))}
     steps = merged.get("train.max_steps", RLConfig.model_fields["train"].default.max_steps)
     own = {
         "model": str(init_model), "output_dir": str(output_dir),

@@ -53,11 +53,18 @@ def rl_run_config(base: dict, *, model: str, output_dir: str | Path, objective: 
     model, output folder, objective and seed; tracking off (the runs report through their files).
 
     A lad run keeps the base's LAD settings under ``loss_params``; any other objective takes its own
-    defaults (GRPO: clip 0.2, seq-mean-token-mean) plus ``loss_params``, never LAD's.
+    defaults (GRPO: clip 0.2, seq-mean-token-mean) plus ``loss_params``, never LAD's. Likewise the
+    base's ``algorithm.advantage`` belongs to the base's objective: a run of another objective takes
+    its own estimator (Dr. GRPO's unnormalised one) unless ``overrides`` name one.
     """
-    raw = apply_overrides(copy.deepcopy(base), overrides)
+    raw = copy.deepcopy(base)
     algorithm = raw.setdefault("algorithm", {})
-    inherited = dict(algorithm.get("loss_params") or {}) if algorithm.get("objective", "lad") == objective == "lad" else {}
+    base_objective = algorithm.get("objective", "lad")
+    if objective != base_objective:
+        algorithm.pop("advantage", None)
+    raw = apply_overrides(raw, overrides)
+    algorithm = raw.setdefault("algorithm", {})
+    inherited = dict(algorithm.get("loss_params") or {}) if base_objective == objective == "lad" else {}
     algorithm.update(objective=objective, loss_params={**inherited, **(loss_params or {})})
     raw["model"] = model
     raw["output_dir"] = str(output_dir)
