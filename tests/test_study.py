@@ -131,6 +131,9 @@ def test_the_table_has_the_columns_and_the_comparison_with_the_reference(study):
     assert ref["delta_avg@8"] is None
     assert lad["delta_avg@8"] == pytest.approx(lad["avg@8"]["mean"] - ref["avg@8"]["mean"])
     assert 0 < lad["p_avg@8"] <= 1 and set(summary["comparisons"]["lad-js-k4"]) == {"avg@8", "pass@16", "distinct_correct"}
+    # one arm against the reference: a family of one, which Holm leaves as it is
+    assert lad["p_holm_avg@8"] == lad["p_avg@8"] and (warm["p_holm_avg@8"], ref["p_holm_avg@8"]) == (None, None)
+    assert all(c["p_holm"] == c["p_value"] for c in summary["comparisons"]["lad-js-k4"].values())
 
     # the warm start, evaluated as the runs are (same problems, k and sampling seed), without training
     result = json.loads((out / "warm_start_test" / "result.json").read_text())

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lad.study.stats import paired_bootstrap, seed_interval
+from lad.study.stats import holm, paired_bootstrap, seed_interval
 
 
 def test_constant_difference_has_a_point_interval_and_the_smallest_p():
@@ -48,3 +48,11 @@ def test_seed_interval_is_the_student_t_interval():
     assert out["mean"] == 2.0
     assert (out["ci_low"], out["ci_high"]) == pytest.approx((2 - half, 2 + half), rel=1e-12)
     assert seed_interval([0.4]) == {"mean": 0.4, "ci_low": None, "ci_high": None, "n": 1}
+
+
+def test_holm_multiplies_the_ith_smallest_by_m_minus_i_and_keeps_the_order():
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01, 2 x 0.03, max(1 x 0.04, 0.06); then capped at 1
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.2]) == pytest.approx([0.5, 0.4])
+    assert holm([0.6, 0.7, 0.02]) == pytest.approx([1.0, 1.0, 0.06])
+    assert holm([0.3]) == [0.3] and holm([]) == []

@@ -18,12 +18,12 @@ from typing import Optional
 from lad.study.config import StudyConfig
 from lad.study.grid import Arm
 from lad.storage import write_atomic
-from lad.study.stats import paired_bootstrap, seed_interval
+from lad.study.stats import holm, paired_bootstrap, seed_interval
 from lad.study.worker import PAIRED, RESULT, TEST_METRICS, WARM_START_ARM, WARM_START_TEST
 
 # The table's columns, in order (study.md and each row of study.json's "table").
 COLUMNS = ("group", "arm", "objective", "divergence", "kappa", "seeds", "steps", "val_avg@k", *TEST_METRICS,
-           "train_min", "delta_avg@8", "delta_avg@8_ci95", "p_avg@8")
+           "train_min", "delta_avg@8", "delta_avg@8_ci95", "p_avg@8", "p_holm_avg@8")
 PERCENT = {"val_avg@k", "avg@8", "pass@1", "pass@4", "pass@16", "maj@8", "delta_avg@8"}
 
 
@@ -99,6 +99,7 @@ def summarise(cfg: StudyConfig, arms: list[Arm], results: dict[str, dict[int, di
                 "delta_avg@8_ci95": [c["ci_low"], c["ci_high"]] if c else None,
                 "p_avg@8": c["p_value"] if c else None,
             })
+    adjust_p(rows, comparisons)
     chosen = {}
     trained = [r for r in rows if r["arm"] != WARM_START_ARM]
     for group in dict.fromkeys(r["group"] for r in trained):
@@ -108,6 +109,19 @@ def summarise(cfg: StudyConfig, arms: list[Arm], results: dict[str, dict[int, di
             "comparisons": comparisons, "chosen_on_validation": chosen,
             "test_problems": len(next(iter(ref.values()))["test"]["problems"]), "k": next(iter(ref.values()))["test"]["k"],
             "validation_k": cfg.evaluation.validation_k}
+
+
+def adjust_p(rows: list[dict], comparisons: dict[str, dict]) -> None:
+    """Holm-adjusted p-values over every trained arm's comparison with the reference, per metric
+    (``p_holm`` in each comparison, ``p_holm_avg@8`` in the rows): the study tests them together.
+    The warm start's comparison is left out of the family (it is the baseline, not a candidate)."""
+    arms = [a for a, c in comparisons.items() if c and a != WARM_START_ARM]
+    for metric in PAIRED:
+        for arm, p in zip(arms, holm([comparisons[a][metric]["p_value"] for a in arms])):
+            comparisons[arm][metric]["p_holm"] = p
+    for row in rows:
+        c = comparisons.get(row["arm"], {}).get("avg@8") if row["arm"] != WARM_START_ARM else None
+        row["p_holm_avg@8"] = c["p_holm"] if c else None
 
 
 def _cell(column: str, value) -> str:
@@ -126,7 +140,7 @@ def _cell(column: str, value) -> str:
         return ",".join(map(str, value)) or "-"
     if column == "delta_avg@8":
         return f"{100 * value:+.1f}"
-    if column == "p_avg@8":
+    if column in ("p_avg@8", "p_holm_avg@8"):
         return f"{value:.3f}"
     if isinstance(value, float):
         return f"{value:g}"
@@ -141,7 +155,8 @@ def markdown(summary: dict) -> str:
         f"Held-out test: {summary['test_problems']} problems, {k} samples each (Avg@8 and maj@8 from the first 8). "
         f"Each cell: mean over seeds ± half the Student-t 95% interval; percent for accuracies. val_avg@k: final "
         f"validation Avg@{vk}, the only number settings are chosen by. delta_avg@8: test Avg@8 minus {summary['reference']}'s "
-        "(points), its paired bootstrap 95% CI over problems and shared seeds, and the two-sided p-value. "
+        "(points), its paired bootstrap 95% CI over problems and shared seeds, and the two-sided p-value; p_holm_avg@8: "
+        "that p-value adjusted (Holm) for the comparisons of every arm with the reference, made together. "
         f"{WARM_START_ARM}: the model every arm starts from, evaluated the same way (its val_avg@k: the reference runs' "
         "validation before their first step).",
         "",

@@ -51,3 +51,18 @@ def paired_bootstrap(arm: Sequence[Sequence[float]], reference: Sequence[Sequenc
     above = (np.sum(means >= 0) + 1) / (resamples + 1)
     return {"diff": float(diff.mean()), "ci_low": float(lo), "ci_high": float(hi),
             "p_value": float(min(1.0, 2 * min(below, above))), "seeds": seeds, "problems": problems, "resamples": resamples}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for testing them together (every arm against the
+    reference): the i-th smallest is multiplied by (m - i), kept monotone and capped at 1. Unlike
+    the raw p-values, rejecting where the adjusted one is below alpha keeps the chance of any
+    false rejection among the m at most alpha."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
