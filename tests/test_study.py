@@ -40,7 +40,7 @@ SFT = {
 ARMS = ("grpo", "lad-js-k4")
 COLUMNS = ["group", "arm", "objective", "divergence", "kappa", "seeds", "steps", "val_avg@k", "avg@8", "pass@1", "pass@4",
            "pass@16", "maj@8", "distinct_correct", "dist-3", "dist-4", "response_len", "train_min", "delta_avg@8",
-           "delta_avg@8_ci95", "p_avg@8"]
+           "delta_avg@8_ci95", "p_avg@8", "p_holm_avg@8"]
 
 
 def _study(tmp, **changes) -> dict:
