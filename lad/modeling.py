@@ -25,6 +25,8 @@ from typing import Annotated, Any, Iterable, Optional
 import torch
 from pydantic import AfterValidator, BaseModel, Field
 
+from lad.environment import describe, one_line
+
 HUB_SCHEME = "hf://"
 S3_SCHEME = "s3://"
 TINY_PREFIX = "tiny:"
@@ -359,13 +361,21 @@ def render_card(card: dict, model: torch.nn.Module) -> str:
         else:
             lines.append(str(value))
         lines.append("")
+    env = card.get("environment")
+    if env:
+        lines += ["## Environment", "", f"Trained on {one_line(env)}.", "",
+                  f"Installed packages: sha256 {env['packages_sha256']} (the list is in {CARD_FILE})."]
+        if env.get("lock"):
+            lines.append(f"Lock: locks/{env['lock']['file']}, sha256 {env['lock']['sha256']}.")
+        lines.append("")
     return "\n".join(lines)
 
 
 def save_model(model: torch.nn.Module, tokenizer, path: str | Path, card: dict) -> str:
     """Save model, tokenizer and card in Hugging Face format; atomic (temp dir, then rename).
 
-    ``card`` holds ``base_model``, ``data``, ``config`` and ``metrics`` (any may be absent); it is
+    ``card`` holds ``base_model``, ``data``, ``config`` and ``metrics`` (any may be absent), and
+    gets ``environment``, what this process runs on (:func:`lad.environment.describe`); it is
     written both as README.md and as machine-readable ``lad_card.json``. An s3:// ``path`` is
     written locally first and uploaded with ``lad.storage.put_dir``. Returns ``path``.
     """
@@ -380,6 +390,7 @@ def save_model(model: torch.nn.Module, tokenizer, path: str | Path, card: dict) 
             save_model(model, tokenizer, local, card)
             put_dir(local, ref)
         return ref
+    card = {**card, "environment": describe()}
     final = Path(ref)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")

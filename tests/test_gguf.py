@@ -205,7 +205,8 @@ def test_pipeline_base_model_by_name_becomes_the_steps_checkpoint(smollm2_cache,
 
     monkeypatch.setenv("LAD_CACHE_DIR", str(smollm2_cache))
     steps.materialize_model(NAME, tmp_path / "model", card={"base_model": NAME, "sft": "skipped"})
-    assert read_card(tmp_path / "model") == {"base_model": NAME, "sft": "skipped"}
+    card = read_card(tmp_path / "model")
+    assert card["base_model"] == NAME and card["sft"] == "skipped" and set(card) == {"base_model", "sft", "environment"}
     assert json.loads((tmp_path / "model" / "config.json").read_text()) == json.loads((smollm2_dir / "config.json").read_text())
     with pytest.raises(steps.StepError, match=r"^parameter base_model 'smollm3': cannot load it: model 'smollm3': no such directory"):
         steps.materialize_model("smollm3", tmp_path / "other")

@@ -2,6 +2,8 @@ import json
 
 import pytest
 import torch
+
+from lad.environment import installed_packages, packages_digest
 from servers import s3, s3_server  # noqa: F401
 
 from lad.modeling import (
@@ -67,9 +69,16 @@ def test_save_load_round_trip_keeps_ids_weights_and_card(tiny, tmp_path):
     assert ltok.chat_template == tok.chat_template
     for (n, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), n
-    assert read_card(out) == card
+    saved = read_card(out)
+    assert {k: v for k, v in saved.items() if k != "environment"} == card
+    # what it was trained on: this process's installed set, threads and processor
+    env = saved["environment"]
+    assert env["packages"] == installed_packages() and env["packages_sha256"] == packages_digest(installed_packages())
+    assert env["torch"] == {"version": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "threads": torch.get_num_threads(), "cuda": torch.version.cuda, "gpus": []}
     readme = (out / "README.md").read_text()
     assert 'base_model: "tiny:1m"' in readme and '"acc": 0.5' in readme
+    assert f"Installed packages: sha256 {env['packages_sha256']}" in readme
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp dir left behind
 
 

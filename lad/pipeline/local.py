@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from lad.environment import describe, one_line
 from lad.local_server import free_port, stop_process_group, wait_until_healthy
 from lad.pipeline.identity import RUN_ID_ENV, RUN_NAME_ENV
 from lad.pipeline.console import StageConsole, captured, display_names
@@ -141,6 +142,7 @@ class LocalResult:
     log: Path
     summary_path: Path
     results: list[str]  # the models side by side (results_table)
+    environment: dict  # what the run ran on (lad.environment.describe)
 
     def describe(self) -> str:
         reg = self.registration
@@ -152,6 +154,7 @@ class LocalResult:
             f"pipeline finished in {self.seconds:.0f} s; artifacts under {self.artifacts}",
             f"evaluation report: {self.report} (the data and plots beside it)",
             f"run summary: {self.summary_path}; step logs: {self.log}",
+            f"ran on: {one_line(self.environment)}",
             f"promotion decision: {self.decision}",
             f"registered model: {reg['name']} v{reg['version']} (alias {alias}; {reg['reason']})",
             f"  load it: mlflow.pyfunc.load_model('models:/{reg['name']}@{alias}') with MLFLOW_TRACKING_URI={self.tracking_uri}",
@@ -241,7 +244,9 @@ def run_local(
     report, compared, keys = _compared_models(outputs)
     result = LocalResult(artifacts=root, report=report, decision=Path(outputs["decision"].path), registration=registration,
                          tracking_uri=tracking_uri, seconds=time.monotonic() - start, log=console.log_path,
-                         summary_path=output / SUMMARY_FILE, results=results_table(compared))
+                         summary_path=output / SUMMARY_FILE, results=results_table(compared),
+                         # the steps are subprocesses of this one, with its packages, threads and processor
+                         environment=describe())
     summary = {
         "pipeline": chosen.name, "run_id": run_id, "run_name": os.environ[RUN_NAME_ENV], "wall_s": round(result.seconds, 1),
         "stages": {name: {"wall_s": st["wall_s"], "figure": st.get("figure")} for name, st in console.stages.items() if "wall_s" in st},
@@ -251,6 +256,7 @@ def run_local(
                           for name, per_run in compared["benchmarks"].items() if label in per_run}
                     for key, label in zip(keys, compared["runs"])},
         "gate": {"decision": "promoted" if registration["promoted"] else "refused", "reason": registration["reason"]},
+        "environment": result.environment,
     }
     # run_summary.json is the latest run's; the retraining run that follows a training run in the
     # same folder would otherwise overwrite the only record of it.

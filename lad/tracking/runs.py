@@ -196,6 +196,15 @@ class RunContext:
         else:
             raise TrackingError(f"log_artifact {p}: no such file or folder")
 
+    def log_environment(self) -> None:
+        """What this process runs on (:mod:`lad.environment`): a few tags, and environment.json
+        with the installed set and how it compares with its lock."""
+        from lad.environment import describe, summary_tags
+
+        record = describe()
+        self.set_tags(summary_tags(record))
+        self.log_dict(record, "environment.json")
+
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
@@ -351,6 +360,8 @@ class Runs:
                 ctx.set_tags(tags)
             if config is not None:
                 ctx.log_config(config)
+            if run_id is None:
+                ctx.log_environment()
             yield ctx
 
     @contextmanager
@@ -396,6 +407,7 @@ class Runs:
                     ctx.set_tags(tags)
                 if config is not None and not earlier:
                     ctx.log_config(config)
+                ctx.log_environment()  # a retried step may run on another node: its own record
                 yield ctx
             except (KeyboardInterrupt, StepTerminated):
                 mlflow.end_run("KILLED")
