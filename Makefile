@@ -13,6 +13,12 @@ SEED ?= 0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_SOURCE := $(if $(shell python3 -m pip config get global.find-links 2>/dev/null),,--extra-index-url $(TORCH_CPU_INDEX))
 
+# The demo's floating-point sums, named rather than left to the machine: two intra-op threads, and
+# the AVX2 kernels of torch (ATen), MKL (conditional numerical reproducibility) and oneDNN, which
+# every x86-64 processor of the last decade runs; left alone, each picks its kernels by processor
+# (AVX-512 or not, Intel or AMD), and a seed gives another run on another processor.
+SAME_SUMS := OMP_NUM_THREADS=2 ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+
 .PHONY: demo compare bandit test bench venv lock lock-check clean sysdeps
 
 $(STAMP): pyproject.toml $(LOCKS)
@@ -35,14 +41,13 @@ lock-check:
 
 # The main job: the whole training pipeline on this machine (KFP's local runner): SFT warm-up of
 # the tiny model on countdown, LAD RL, the warm start and the trained model evaluated side by side,
-# code execution, registration in the embedded MLflow with the promotion gate. Two intra-op threads,
-# named rather than left to the machine: the thread count changes the floating-point sums.
+# code execution, registration in the embedded MLflow with the promotion gate.
 demo: $(STAMP) sysdeps
-	OMP_NUM_THREADS=2 $(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-local --set seed=$(SEED)
+	$(SAME_SUMS) $(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-local --set seed=$(SEED)
 
 # The same run with GRPO trained from the same warm start beside LAD, in one report and figure.
 compare: $(STAMP) sysdeps
-	OMP_NUM_THREADS=2 $(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-compare --set seed=$(SEED) --set compare_objective=grpo
+	$(SAME_SUMS) $(VENV)/bin/lad pipeline run --local --output $(OUT)/pipeline-compare --set seed=$(SEED) --set compare_objective=grpo
 
 # The paper's controlled bandit, as a table, a JSON file and a figure.
 bandit: $(STAMP)
