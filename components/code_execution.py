@@ -22,13 +22,13 @@ def code_execution(
     import json
 
     from lad.pipeline.identity import current_run
-    from lad.pipeline.steps import code_programs, execute_programs, pipeline_step
+    from lad.pipeline.steps import execute_code_answers, pipeline_step
 
     with pipeline_step(experiment, *current_run(), "code_execution"):
-        rows, skipped = code_programs(evaluation.path, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir)
-        results, totals = execute_programs(rows, sandbox_url=sandbox_url, timeout_s=timeout_s)
+        results, totals = execute_code_answers(evaluation.path, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir,
+                                               sandbox_url=sandbox_url, timeout_s=timeout_s)
     with open(verdicts.path, "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in results)
-    for key, value in {**totals, "reference_samples_left_out": skipped}.items():
+    for key, value in totals.items():
         metrics.log_metric(key, float(value))
     verdicts.metadata.update(totals)

@@ -424,7 +424,7 @@ def test_code_execution_gives_per_test_verdicts():
         execute_programs([{"id": "x", "code": "print(1)"}])
 
 
-def test_code_programs_table_from_evaluation_samples(tmp_path):
+def test_code_programs_table_from_evaluation_samples(tmp_path, capsys):
     """The evaluation's HumanEval answers become sandbox programs: the canonical solution passes
     every test of its problem, a wrong one does not, a response without code is left out."""
     from lad.pipeline.steps import code_programs, execute_programs
@@ -443,8 +443,19 @@ def test_code_programs_table_from_evaluation_samples(tmp_path):
     assert [r["id"] for r in rows] == ["humaneval/0/0", "humaneval/1/0"] and skipped == 0
     verdicts, totals = execute_programs(rows)
     assert totals["programs"] == 2 and totals["programs_passed"] == 1
+    assert f"1 of 2 programs pass all their tests ({totals['tests_passed']} of {totals['tests']} tests)" in capsys.readouterr().out
     assert {v["status"] for v in verdicts if v["id"] == "humaneval/0/0"} == {"passed"}
     assert any(v["status"] != "passed" for v in verdicts if v["id"] == "humaneval/1/0")
+
+
+def test_code_execution_without_a_code_benchmark_says_it_is_skipped(tmp_path, capsys):
+    from lad.pipeline.steps import execute_code_answers
+
+    # no samples folder and no sandbox: nothing is read or contacted
+    verdicts, totals = execute_code_answers(tmp_path, "synthetic_countdown", sandbox_url="http://127.0.0.1:9")
+    assert verdicts == [] and totals == {"programs": 0, "programs_passed": 0, "tests": 0, "tests_passed": 0,
+                                         "reference_samples_left_out": 0}
+    assert capsys.readouterr().out == "lad-figure: skipped: no code benchmark among the evaluated (synthetic_countdown)\n"
 
 
 def test_docker_runner_without_an_engine_writes_nothing(tmp_path):

@@ -382,20 +382,40 @@ def registry_metrics(summary: dict) -> tuple[dict[str, float], list[str]]:
     return metrics, sorted(tags)
 
 
+def code_benchmarks(benchmarks: str) -> list[str]:
+    """The code benchmarks among ``benchmarks`` (the ones whose answers the sandbox runs)."""
+    from lad.evaluation.benchmarks import BENCHMARKS
+
+    return [n for n in parse_benchmarks(benchmarks) if n in BENCHMARKS and BENCHMARKS[n].ability == "code"]
+
+
+def execute_code_answers(eval_dir: str | Path, benchmarks: str, *, k: int = 0, limit: int = 0, benchmarks_dir: str = "",
+                         sandbox_url: str = "", timeout_s: float = 10.0) -> tuple[list[dict], dict]:
+    """The code-execution step: the evaluation's code answers (:func:`code_programs`) run in the
+    sandbox (:func:`execute_programs`). Per-test verdict rows and totals, with
+    ``reference_samples_left_out``; a run that evaluated no code benchmark is skipped, and says so."""
+    totals = {"programs": 0, "programs_passed": 0, "tests": 0, "tests_passed": 0, "reference_samples_left_out": 0}
+    if not code_benchmarks(benchmarks):
+        figure(f"skipped: no code benchmark among the evaluated ({benchmarks})")
+        return [], totals
+    rows, skipped = code_programs(eval_dir, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir)
+    verdicts, ran = execute_programs(rows, sandbox_url=sandbox_url, timeout_s=timeout_s)
+    return verdicts, {**ran, "reference_samples_left_out": skipped}
+
+
 def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int = 0, limit: int = 0,
                   benchmarks_dir: str = "") -> tuple[list[dict], int]:
     """The evaluation's code answers as a programs table for the sandbox: one row per sample
     with an extracted program, ``{id, code, tests}``, the code completed with the problem's
     starter code exactly as the evaluation scored it. Returns (rows, samples left out because
     their tests need reference outputs, which only the evaluation computes)."""
-    from lad.evaluation.benchmarks import BENCHMARKS, load_records, resolve
+    from lad.evaluation.benchmarks import load_records, resolve
     from lad.evaluation.config import BenchmarkOverrides, EvalConfig
     from lad.pipeline.settings import EVAL_PARAMETERS, chosen
     from lad.rewards.code import assemble_program, method_shim, record_tests
 
     rows, skipped = [], 0
-    names = [n for n in parse_benchmarks(benchmarks) if n in BENCHMARKS and BENCHMARKS[n].ability == "code"]
-    for name in names:
+    for name in code_benchmarks(benchmarks):
         over = BenchmarkOverrides(name=name, **chosen({"k": k, "limit": limit}, EVAL_PARAMETERS, "eval"))
         cfg = EvalConfig(model=str(eval_dir), benchmarks=[over], benchmarks_dir=benchmarks_dir or None)
         records = {r["extra_info"]["index"]: r for r in load_records(resolve(over, cfg), cfg)}
@@ -437,7 +457,8 @@ def execute_programs(rows: list[dict], *, sandbox_url: str = "", timeout_s: floa
         totals["tests_passed"] += result.passed
         for i, v in enumerate(result.verdicts):
             verdicts.append({"id": row["id"], "test": i, "status": v.status, "program_status": result.status})
-    figure(f"{totals['programs_passed']} of {totals['programs']} programs pass all their tests")
+    figure(f"{totals['programs_passed']} of {totals['programs']} programs pass all their tests "
+           f"({totals['tests_passed']} of {totals['tests']} tests)")
     return verdicts, totals
 
 
