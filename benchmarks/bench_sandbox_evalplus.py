@@ -49,7 +49,7 @@ from lad.sandbox.client import SandboxClient
 
 
 class Dataset(NamedTuple):
-    file: str  # bundled with lad (lad.data.public); also the benchmark's adapter name
+    file: str  # bundled with lad (lad.data.public), read by the adapter of the same name as the key
     evalplus: str  # EvalPlus's --dataset
     override: str  # the variable naming the file EvalPlus reads instead of downloading its release
     title: str
