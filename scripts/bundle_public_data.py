@@ -34,6 +34,7 @@ SOURCES = {
     "math_train.jsonl": ("MATH train with final answers; no problem overlaps MATH-500", "agentica-project/deepscaler : deepscaler/data/train/math.json @ 95ef74ff", "MIT"),
     "humaneval.jsonl": ("HumanEval", "openai/human-eval : data/HumanEval.jsonl.gz @ 6d43fb98", "MIT"),
     "humanevalplus.jsonl": ("HumanEval+ v0.1.10 (base and plus inputs)", "evalplus/humanevalplus_release : HumanEvalPlus.jsonl.gz @ 200defce", "Apache-2.0"),
+    "mbppplus.jsonl": ("MBPP+ v0.2.0 (base and plus inputs)", "evalplus/mbppplus_release : MbppPlus.jsonl.gz @ dadf43da", "Apache-2.0"),
     "livecodebench_public.jsonl": ("LiveCodeBench 2024-08..2025-02, public tests only", "agentica-project/rllm history (fork winnieyangwannan/rllm) : rllm/data/test/code/livecodebench.json @ d3c3c8f3", "MIT"),
     "codecontests_test.jsonl": ("DeepMind CodeContests test split (stdin/stdout)", "agentica-project/rllm : rllm/data/test/code/code_contests.json @ 874daa4a", "MIT"),
 }

@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +21,7 @@ from lad.data.synthetic import TASKS
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_ROWS = {  # lad/data/public/MANIFEST.json
     "math500": 500, "aime24": 30, "amc23": 40, "amc22_23": 83, "olympiadbench": 675, "minerva_math": 272,
-    "gsm8k": 1319, "humaneval": 164, "humanevalplus": 164, "livecodebench": 279, "codecontests": 165,
+    "gsm8k": 1319, "humaneval": 164, "humanevalplus": 164, "mbppplus": 378, "livecodebench": 279, "codecontests": 165,
 }
 
 
@@ -94,6 +95,10 @@ def test_benchmark_fields_are_mapped(benchmarks_prepped):
     assert {c["expected"] for c in cases} == {None}
     assert hep["reference_solution"] == raw["prompt"] + raw["canonical_solution"]
     assert sum(len(json.loads(r["extra_info"]["tests"])) for r in ev["humanevalplus"]) == 1570 + 122683
+    mbpp = ev["mbppplus"][0]
+    assert mbpp["extra_info"]["test_type"] == "reference" and mbpp["extra_info"]["starter_code"] is None
+    assert mbpp["prompt"][-1]["content"].startswith('"""\nWrite a function to find the shared elements')
+    assert sum(len(json.loads(r["extra_info"]["tests"])) for r in ev["mbppplus"]) == 41015 - 5
     lcb = {r["extra_info"]["test_type"] for r in ev["livecodebench"]}
     assert lcb == {"stdin", "call"}
     functional = next(r for r in ev["livecodebench"] if r["extra_info"]["test_type"] == "call")
@@ -451,6 +456,15 @@ def test_a_source_that_cannot_be_read_takes_its_fallback_and_the_report_says_why
          "starter_code", "functional tests need a class with a method in the starter code, or a function name"),
         ("humanevalplus", {"task_id": "t", "prompt": "def f(x):\n", "entry_point": "f", "canonical_solution": "  return x\n",
                            "atol": 0, "base_input": [1], "plus_input": []}, "base_input[0]", "expected a list of arguments, got int"),
+        ("mbppplus", {"task_id": "Mbpp/2", "prompt": "p", "entry_point": "f", "canonical_solution": "c", "atol": 0,
+                      "base_input": [[[1], [2]]], "plus_input": {"a": 1}},
+         "plus_input", "expected a list of argument lists (or an empty object), got a non-empty object"),
+        ("mbppplus", {"task_id": "Mbpp/2", "prompt": "p", "entry_point": "f", "canonical_solution": "c", "atol": 0,
+                      "base_input": [[1, 2]], "plus_input": []},
+         "base_input", "inputs of Mbpp/2 are not in the form EvalPlus rebuilds: 'int' object is not iterable"),
+        ("mbppplus", {"task_id": "HumanEval/2", "prompt": "p", "entry_point": "f", "canonical_solution": "c", "atol": 0,
+                      "base_input": [[1]], "plus_input": []},
+         "task_id", "expected an MBPP+ task id such as 'Mbpp/2', got 'HumanEval/2'"),
         ("generic", {"problem": "p"}, "answer", "missing"),
     ],
 )
@@ -460,6 +474,49 @@ def test_adapter_errors_name_the_field(adapter, row, field, reason):
     with pytest.raises(RowError) as info:
         ADAPTERS[adapter](row, FieldMap())
     assert (info.value.field, info.value.reason) == (field, reason)
+
+
+def test_mbppplus_rows_rebuild_inputs_as_evalplus_and_carry_its_oracles():
+    from lad.data.adapters import ADAPTERS, FieldMap
+    from lad.sandbox.runner import decode
+
+    rows = {row["task_id"]: row for row in map(json.loads, read_text("mbppplus.jsonl").splitlines())}
+    p = ADAPTERS["mbppplus"](rows["Mbpp/2"], FieldMap())
+    assert (p.problem, p.starter_code, p.entry_point, p.test_type) == (rows["Mbpp/2"]["prompt"], None, "similar_elements", "reference")
+    assert p.reference_solution == rows["Mbpp/2"]["prompt"] + rows["Mbpp/2"]["canonical_solution"]
+    assert p.tests[0] == {"type": "call", "entry_point": "similar_elements", "expected": None, "atol": 0.0, "compare": "set",
+                          "args": [{"__tuple__": [3, 4, 5, 6]}, {"__tuple__": [5, 7, 4, 10]}]}
+    assert p.extra == {"source_id": "Mbpp/2", "base_tests": 3} and len(p.tests) == 3 + len(rows["Mbpp/2"]["plus_input"])
+
+    def first_args(task_id: str) -> list:
+        return decode(ADAPTERS["mbppplus"](rows[task_id], FieldMap()).tests[0]["args"])
+
+    # the stored JSON and what the function receives, one task of each kind of rebuilding
+    assert first_args("Mbpp/63") == [[(3, 5), (1, 7), (10, 3), (1, 2)]]
+    assert first_args("Mbpp/75") == [[(6, 24, 12), (7, 9, 6), (12, 18, 21)], 6]
+    assert first_args("Mbpp/124") == [0.0, 1j] and rows["Mbpp/124"]["base_input"][0] == ["0", "1j"]
+    assert first_args("Mbpp/252") == [1 + 0j]
+    assert first_args("Mbpp/259") == [((1, 3), (4, 5), (2, 9), (1, 10)), ((6, 7), (3, 9), (1, 1), (7, 3))]
+    assert first_args("Mbpp/278") == [(1, 5, 7, (4, 6), 10)]
+    assert first_args("Mbpp/580") == [(4, 5, (7, 6, (2, 4)), 6, 8)]
+    assert first_args("Mbpp/722")[0]["Cierra Vega"] == (6.2, 70)
+    assert [type(a) for a in first_args("Mbpp/750")] == [list, tuple]
+    # JSON's -Infinity, tagged for the sandbox (the test list is strict JSON)
+    tests = ADAPTERS["mbppplus"](rows["Mbpp/404"], FieldMap()).tests
+    assert [-math.inf, math.inf] in [decode(t["args"]) for t in tests]
+    assert {"type": "call", "entry_point": "minimum", "args": [{"__float__": "-inf"}, {"__float__": "inf"}],
+            "expected": None, "atol": 0.0} in tests
+    # special oracles: not-None verdicts, and the other reading of two statements
+    assert ADAPTERS["mbppplus"](rows["Mbpp/737"], FieldMap()).tests[0]["compare"] == "not_none"
+    surface = ADAPTERS["mbppplus"](rows["Mbpp/581"], FieldMap()).tests[0]
+    assert (surface["args"], surface["alternatives"]) == ([3, 4], [round(9 + 2 * 3 * math.sqrt(1.5 ** 2 + 16))])
+    digits = ADAPTERS["mbppplus"](rows["Mbpp/558"], FieldMap()).tests
+    assert [(t["args"], t["alternatives"]) for t in digits[:3]] == [([1, 2], [1]), ([23, 56], [6]), ([123, 256], [7])]
+    padded = next(t for t in digits if t["args"] == [12345, 9])  # 12345 against 00009
+    assert padded["alternatives"] == [1 + 2 + 3 + 4 + 4]
+    # Mbpp/793's plus_input is {} (no inputs); Mbpp/255 leaves out the 5 inputs of OMITTED
+    assert len(ADAPTERS["mbppplus"](rows["Mbpp/793"], FieldMap()).tests) == len(rows["Mbpp/793"]["base_input"])
+    assert len(ADAPTERS["mbppplus"](rows["Mbpp/255"], FieldMap()).tests) == 112 - 5
 
 
 def test_olympiadbench_context_and_multiple_answers():

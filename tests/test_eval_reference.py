@@ -1,8 +1,8 @@
 """Reference checks on the real benchmark files, through the same adapter + scorer path an
-evaluation uses: OlympiadBench answer lists and units, GSM8K "#### N" answers, HumanEval(+) and
-LiveCodeBench reference programs through the code scorer.
+evaluation uses: OlympiadBench answer lists and units, GSM8K "#### N" answers, HumanEval(+), MBPP+
+and LiveCodeBench reference programs through the code scorer.
 
-HumanEval+ canonical solutions against all 164 problems' base and plus inputs are proved in
+HumanEval+ and MBPP+ canonical solutions against all base and plus inputs are proved in
 tests/sandbox/test_correctness.py (same sandbox, raw file); here the scorer's own path (adapter
 rows, expected values recorded from the reference, program assembly) is checked on a few.
 """
@@ -135,6 +135,25 @@ def test_humanevalplus_references_pass_through_the_code_scorer(code_scorer):
     broken_ref = dict(records[1], extra_info=dict(records[1]["extra_info"], reference_solution="def nope(): pass\n"))
     with pytest.raises(ScoringError, match=r"humanevalplus problem 1: the reference solution fails \d+ of its \d+ inputs \(runtime_error"):
         code_scorer.score([body[1]], [broken_ref])
+
+
+def test_mbppplus_through_the_code_scorer(code_scorer):
+    """The evaluator's path for MBPP+: records through the adapter (tuples rebuilt, oracles in the
+    JSON tests), expected values recorded from the reference, whole programs as a chat model writes
+    them. Tasks 2 (set-compared), 124 (complex numbers, atol) and 737 (match or None)."""
+    records = {r["extra_info"]["source_id"]: r for r in _records("mbppplus")}
+    assert len(records) == 378
+    raw = {x["task_id"]: x for x in read_jsonl("mbppplus.jsonl")}
+    picked = [records[t] for t in ("Mbpp/2", "Mbpp/124", "Mbpp/737")]
+    canonical = [_fenced(raw[t]["canonical_solution"]) for t in ("Mbpp/2", "Mbpp/124", "Mbpp/737")]
+    other = [_fenced("def similar_elements(a, b):\n    return tuple(sorted(set(b) & set(a), reverse=True))\n"),
+             _fenced("import cmath\ndef angle_complex(a, b):\n    return cmath.phase(a + b) + 1e-5\n"),
+             _fenced("def check_str(s):\n    return s[:1].lower() in 'aeiou' and s[:1] != ''\n")]
+    wrong = [_fenced("def similar_elements(a, b):\n    return tuple(set(a) | set(b))\n"),
+             _fenced("import cmath\ndef angle_complex(a, b):\n    return cmath.phase(a + b) + 1e-3\n"),
+             _fenced("def check_str(s):\n    return True\n")]
+    verdicts = code_scorer.score(canonical + other + wrong, picked * 3)
+    assert [v.reason for v in verdicts] == ["correct"] * 6 + ["failed"] * 3
 
 
 def test_humaneval_and_livecodebench_through_the_code_scorer(code_scorer):

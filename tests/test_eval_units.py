@@ -34,7 +34,7 @@ def _cfg(*benchmarks, **kw) -> EvalConfig:
 
 def test_registry_defaults_and_overrides():
     assert set(BENCHMARKS) >= {"math500", "aime24", "amc23", "olympiadbench", "minerva_math", "gsm8k", "humaneval",
-                               "humanevalplus", "livecodebench", "codecontests", "synthetic_countdown",
+                               "humanevalplus", "mbppplus", "livecodebench", "codecontests", "synthetic_countdown",
                                "synthetic_arithmetic", "synthetic_code"}
     cfg = _cfg({"name": "math500"}, {"name": "livecodebench", "k": 4, "temperature": 1.0, "stop": ["</s>"]},
                {"name": "synthetic_countdown", "n": 20, "difficulty": 2})

@@ -190,12 +190,13 @@ def test_a_copy_with_nothing_beside_it_evaluates_a_named_benchmark(tmp_path):
     assert standalone.imported_from(copy, env, elsewhere) == copy / "lad" / "__init__.py"
     model, tokenizer = build_tiny_model("1m", seed=0)
     save_model(model, tokenizer, tmp_path / "tiny", {"name": "tiny-random"})
-    done = subprocess.run([sys.executable, "-m", "lad.cli", "eval", "run", "-m", str(tmp_path / "tiny"), "-b", "gsm8k",
-                           "--limit", "2", "--k", "1", "--max-new-tokens", "4", "-o", str(elsewhere / "eval")],
+    # a math set, and a code set whose expected values come from running its reference in the sandbox
+    done = subprocess.run([sys.executable, "-m", "lad.cli", "eval", "run", "-m", str(tmp_path / "tiny"), "-b",
+                           "gsm8k,mbppplus", "--limit", "2", "--k", "1", "--max-new-tokens", "4", "-o", str(elsewhere / "eval")],
                           cwd=elsewhere, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((elsewhere / "eval" / "summary.json").read_text())
-    assert summary["benchmarks"]["gsm8k"]["problems"] == 2
+    assert [summary["benchmarks"][b]["problems"] for b in ("gsm8k", "mbppplus")] == [2, 2]
 
 
 def test_an_evaluation_reads_a_hub_dataset_from_its_offline_copy(tmp_path, monkeypatch):

@@ -66,6 +66,21 @@ def test_leetcode_solutions_get_the_harness_imports(client, entry_in_record):
     assert {name: (s.value, s.reason) for name, s in zip(LEETCODE, scores)} == {name: (1.0, "correct") for name in LEETCODE}
 
 
+def test_leetcode_solution_with_sortedcontainers_passes(client):
+    """LeetCode's judge has sortedcontainers installed; a correct solution that imports it (here
+    LeetCode 315, Count of Smaller Numbers After Self) passes in the sandbox as it does there."""
+    solution = ("from sortedcontainers import SortedList\n\n"
+                "class Solution:\n    def countSmaller(self, nums: List[int]) -> List[int]:\n"
+                "        seen, out = SortedList(), []\n        for x in reversed(nums):\n"
+                "            out.append(seen.bisect_left(x))\n            seen.add(x)\n        return out[::-1]\n")
+    cases = [([[5, 2, 6, 1]], [2, 1, 1, 0]), ([[-1]], [0]), ([[-1, -1]], [0, 0]), ([[3, 3, 1, 2, 2]], [3, 3, 0, 0, 0])]
+    tests = [{"type": "call", "entry_point": "Solution.countSmaller", "args": a, "expected": e} for a, e in cases]
+    record = {"data_source": "lc", "ability": "code", "reward_model": {"ground_truth": ""},
+              "extra_info": {"index": 0, "test_type": "call", "tests": json.dumps(tests)}}
+    (score,) = score_code([_fenced(solution)], [record], client=client)
+    assert (score.value, score.reason) == (1.0, "correct")
+
+
 def test_plain_function_call_tests_get_the_imports_and_humaneval_rows_do_not():
     code = "def f(xs):\n    return list(accumulate(xs))\n"
     assert assemble_program(code, {"test_type": "call", "entry_point": "f"}) == LEETCODE_PREAMBLE + code

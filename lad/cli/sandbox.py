@@ -35,6 +35,9 @@ def serve(
     value_limit_mb: int = typer.Option(16, help="cap on one returned value of a call test, unless a request asks "
                                                 "for another"),
     max_value_limit_mb: int = typer.Option(256, help="largest value_limit_mb a request may ask for"),
+    package: Optional[list[str]] = typer.Option(None, help="a pure-Python package of lad's environment that programs "
+                                                           "may import (repeat it; given, it replaces the default, "
+                                                           "sortedcontainers)"),
     log_level: str = typer.Option("warning", help="uvicorn log level"),
 ) -> None:
     """Serve POST /v1/run, POST /v1/evaluate, GET /healthz and GET /metrics.
@@ -50,7 +53,8 @@ def serve(
         cfg = ServiceConfig(sandbox=SandboxConfig(isolation=isolation, python=python, max_timeout_s=max_timeout_s,
                                                   max_memory_mb=max_memory_mb, max_jobs_per_sandbox=max_jobs_per_sandbox,
                                                   hash_seed=hash_seed, value_limit_bytes=value_limit_mb << 20,
-                                                  max_value_limit_bytes=max_value_limit_mb << 20),
+                                                  max_value_limit_bytes=max_value_limit_mb << 20,
+                                                  **({"packages": package} if package else {})),
                             workers=workers, queue=queue, max_body_bytes=max_body_mb << 20)
     except ValidationError as err:
         for e in err.errors():

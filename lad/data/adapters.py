@@ -17,7 +17,9 @@ from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, Field
 
+from lad.data import mbpp
 from lad.data.schema import Problem, parse_tests, row_test_type
+from lad.sandbox.runner import encode
 
 
 class RowError(ValueError):
@@ -256,6 +258,53 @@ def humanevalplus(row: dict, fields: FieldMap) -> Problem:
     )
 
 
+def mbppplus(row: dict, fields: FieldMap) -> Problem:
+    """MBPP+ as HumanEval+ (base then plus inputs, expected values from the reference solution),
+    with the inputs rebuilt into the Python values EvalPlus passes (tuples, sets, complex numbers:
+    see lad.data.mbpp) and written in the sandbox's tagged JSON, and EvalPlus's special oracles.
+    The 5 inputs of 41,015 whose expected outputs cannot leave the sandbox are left out
+    (``lad.data.mbpp.OMITTED``).
+
+    The problem is EvalPlus's prompt (the task and one example assert, in a docstring); there is
+    no starter code: the answer is a whole program defining the entry point.
+    """
+    task_id = _text(row, "task_id")
+    try:
+        task = mbpp.task_number(task_id)
+    except ValueError as err:
+        raise RowError("task_id", str(err)) from None
+    entry = _text(row, "entry_point")
+    prompt = _text(row, "prompt")
+    atol = float(_require(row, "atol", (int, float)))
+    tests, offset = [], 0
+    for name in ("base_input", "plus_input"):
+        inputs = _require(row, name, (list, dict))
+        if isinstance(inputs, dict):
+            # Mbpp/793's plus_input is {}: EvalPlus iterates it as no inputs
+            if inputs:
+                raise RowError(name, "expected a list of argument lists (or an empty object), got a non-empty object")
+            inputs = []
+        for i, args in enumerate(inputs):
+            if not isinstance(args, list):
+                raise RowError(f"{name}[{i}]", f"expected a list of arguments, got {type(args).__name__}")
+        try:
+            rebuilt = mbpp.rebuild_inputs(task, inputs)
+        except (TypeError, ValueError, IndexError, AttributeError) as err:
+            raise RowError(name, f"inputs of {task_id} are not in the form EvalPlus rebuilds: {err}") from None
+        tests += [{"type": "call", "entry_point": entry, "args": encode(args), "expected": None, "atol": atol,
+                   **mbpp.oracle(entry, args)} for i, args in enumerate(rebuilt) if mbpp.kept(task, offset + i)]
+        offset += len(inputs)
+        if name == "base_input":
+            base_tests = len(tests)
+    if not tests:
+        raise RowError("base_input", "no test inputs")
+    return Problem(
+        ability="code", problem=prompt, ground_truth="", tests=tests, entry_point=entry, test_type="reference",
+        reference_solution=prompt + _text(row, "canonical_solution"),
+        extra={"source_id": task_id, "base_tests": base_tests},
+    )
+
+
 _METHOD = re.compile(r"^\s*def\s+(\w+)\s*\(\s*self\b", re.M)
 _CLASS = re.compile(r"^class\s+(\w+)", re.M)
 
@@ -431,6 +480,7 @@ ADAPTERS: dict[str, Adapter] = {
     "math_train": math_train,
     "humaneval": humaneval,
     "humanevalplus": humanevalplus,
+    "mbppplus": mbppplus,
     "livecodebench": livecodebench,
     "codecontests": codecontests,
     "deepcoder": deepcoder,

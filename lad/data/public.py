@@ -1,9 +1,9 @@
 """The public benchmark and training files that ship inside the package, and where named files resolve.
 
 ``lad/data/public/`` holds MATH-500, AIME24, AMC, OlympiadBench, Minerva, GSM8K test, MATH train,
-HumanEval(+), LiveCodeBench and CodeContests, each gzip-compressed with its upstream rows byte for
-byte, and ``MANIFEST.json`` with the source, commit, license and sha256 of every decompressed
-file. They install with the package, so a named benchmark works from any working directory, an
+HumanEval(+), MBPP+, LiveCodeBench and CodeContests, each gzip-compressed with its upstream rows
+byte for byte, and ``MANIFEST.json`` with the source, commit, license and sha256 of every
+decompressed file. They install with the package, so a named benchmark works from any working directory, an
 installed wheel or a container image, with no download.
 
 A file name resolves, in order, in an explicit folder when the caller gives one (``benchmarks_dir``,

@@ -66,6 +66,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("gsm8k", "math", "GSM8K test", "gsm8k_test.jsonl", "gsm8k"),
         Benchmark("humaneval", "code", "HumanEval (check() tests)", "humaneval.jsonl", "humaneval"),
         Benchmark("humanevalplus", "code", "HumanEval+ v0.1.10 (base and plus inputs)", "humanevalplus.jsonl", "humanevalplus"),
+        Benchmark("mbppplus", "code", "MBPP+ v0.2.0 (base and plus inputs)", "mbppplus.jsonl", "mbppplus"),
         Benchmark("livecodebench", "code", "LiveCodeBench 2024-08..2025-02, public tests", "livecodebench_public.jsonl", "livecodebench"),
         Benchmark("codecontests", "code", "CodeContests test split (stdin/stdout)", "codecontests_test.jsonl", "codecontests"),
         Benchmark("synthetic_countdown", "math", "synthetic countdown, held-out split", task="countdown", data_source="synthetic/countdown"),

@@ -93,6 +93,10 @@ def _test_json(t) -> bytes:
         d = {"type": "call", "entry_point": t.entry_point, "args": t.args, "atol": t.atol}
         if "expected" in t.model_fields_set:
             d["expected"] = t.expected
+        if t.compare != "value":
+            d["compare"] = t.compare
+        if t.alternatives:
+            d["alternatives"] = t.alternatives
     elif t.type == "stdin":
         d = {"type": "stdin", "input": t.input, "output": t.output}
         if t.atol is not None:

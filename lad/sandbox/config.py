@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, Field
 
@@ -15,6 +15,10 @@ class SandboxConfig(BaseModel):
     python: Optional[str] = Field(
         None, description="interpreter inside the sandbox; default: /usr/local/bin/python3 or /usr/bin/python3")
     bwrap: str = Field("bwrap", description="bubblewrap executable")
+    packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        ["sortedcontainers"], description="pure-Python packages, importable by lad's own interpreter, that programs may "
+                                          "import too (read-only; nothing else of lad's environment): LeetCode's judge "
+                                          "offers sortedcontainers to every program")
     host_uid: int = Field(
         65534, description="host uid the sandboxes run as when the service runs as root (RLIMIT_NPROC never binds root)")
     hash_seed: int = Field(

@@ -36,7 +36,7 @@ from typing import Callable, Optional
 import pydantic_core
 
 from lad.sandbox import runner
-from lad.sandbox.compare import stdout_matches, values_match
+from lad.sandbox.compare import call_matches, stdout_matches
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.isolation import TMPFS_DIRS, WORKDIR, IsolationError, host_user, make_launcher
 from lad.sandbox.models import (SKIPPED_DETAIL, CallTest, EvaluateRequest, EvaluateResult, RunRequest, RunResult,
@@ -724,9 +724,10 @@ def _judge(test, msg: dict) -> Verdict:
                 return Verdict(status="passed", wall_s=wall, output=runner.plain(msg["value"]))
             value = runner.decode(msg["value"])
             expected = runner.decode(test.expected)
+            alternatives = [runner.decode(a) for a in test.alternatives]
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
             return Verdict(status="runtime_error", wall_s=wall, detail=f"undecodable value: {err}")
-        if values_match(value, expected, test.atol):
+        if call_matches(value, expected, test.atol, test.compare, alternatives):
             return Verdict(status="passed", wall_s=wall)
         return Verdict(status="failed", wall_s=wall, detail=f"returned {_short(value)}, expected {_short(expected)}")
     return Verdict(status="passed", wall_s=wall)

@@ -1,22 +1,27 @@
 """How a sandboxed process is launched: the bubblewrap command line, or none (trusted use).
 
 Only the interpreter, its standard library and the shared libraries they load are visible
-(read-only, like the rest of the tree); /tmp and /dev/shm are private size-capped tmpfs mounts,
-the only writable places, which the runner empties after every job; there is no network, and
-the user, pid, ipc and uts namespaces are new. Everything is derived from the interpreter itself
-at start-up."""
+(read-only, like the rest of the tree), and the few packages the config names (``packages``:
+sortedcontainers, which LeetCode's judge offers), each alone under PACKAGES_DIR on the programs'
+sys.path; /tmp and /dev/shm are private size-capped tmpfs mounts, the only writable places,
+which the runner empties after every job; there is no network, and the user, pid, ipc and uts
+namespaces are new. Everything is derived from the interpreter itself at start-up."""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from lad.sandbox.config import SandboxConfig
 
@@ -26,11 +31,19 @@ TMPFS_DIRS = (WORKDIR, "/dev/shm")  # the sandbox's writable mounts, emptied aft
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": WORKDIR, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
-def sandbox_env(cfg: SandboxConfig) -> dict[str, str]:
+PACKAGES_DIR = "/opt/lad-packages"  # inside a bwrap sandbox: the configured packages, on sys.path
+
+
+def sandbox_env(cfg: SandboxConfig, packages_dir: Optional[str] = None) -> dict[str, str]:
     """The whole environment of a sandbox's runner, and so of every program it forks: the same in
     every sandbox. The hash seed is fixed because a random one per sandbox made programs whose
-    output follows set or dict order of strings pass in one worker and fail in another."""
-    return {**ENV, "PYTHONHASHSEED": str(cfg.hash_seed)}
+    output follows set or dict order of strings pass in one worker and fail in another.
+    ``packages_dir`` (the configured packages, and nothing else) goes on sys.path through
+    PYTHONPATH, which the runner's flags (-s -S, not -E) leave in force."""
+    env = {**ENV, "PYTHONHASHSEED": str(cfg.hash_seed)}
+    if packages_dir:
+        env["PYTHONPATH"] = packages_dir
+    return env
 
 
 class IsolationError(RuntimeError):
@@ -100,6 +113,26 @@ def discover_interpreter(python: str) -> Interpreter:
     return Interpreter(executable=exe, binds=tuple((os.path.realpath(h), s) for h, s in binds.items()), masks=masks)
 
 
+@functools.lru_cache(maxsize=8)
+def find_packages(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(host path, its name on sys.path) of each package programs may import: the folder of a
+    package, or the file of a one-module package, wherever lad's own interpreter imports it from.
+    They must be pure Python: the sandbox's interpreter may be another build than lad's."""
+    found = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        if spec is None or (not locations and not spec.origin) or len(locations) > 1:
+            raise IsolationError(f"sandbox package {name!r} is not installed where lad runs ({sys.executable}): "
+                                 f"pip install {name}, or leave it out of the sandbox's packages")
+        path = locations[0] if locations else spec.origin
+        if not locations and not path.endswith(".py"):
+            raise IsolationError(f"sandbox package {name!r} is {path}, not pure Python; the sandbox takes pure-Python "
+                                 "packages only")
+        found.append((os.path.realpath(path), os.path.basename(path)))
+    return tuple(found)
+
+
 def bwrap_command(cfg: SandboxConfig, interp: Interpreter, argv: list[str]) -> list[str]:
     bwrap = shutil.which(cfg.bwrap)
     if bwrap is None:
@@ -112,10 +145,13 @@ def bwrap_command(cfg: SandboxConfig, interp: Interpreter, argv: list[str]) -> l
            # the runner is pid 1 of the sandbox: the kernel then ignores SIGKILL/SIGSTOP that the
            # program sends it, and (non-dumpable) it cannot be ptraced, unlike bwrap's own init
            "--as-pid-1"]
-    for key, value in sandbox_env(cfg).items():
+    packages = find_packages(tuple(cfg.packages))
+    for key, value in sandbox_env(cfg, PACKAGES_DIR if packages else None).items():
         cmd += ["--setenv", key, value]
     for host, inside in interp.binds:
         cmd += ["--ro-bind", host, inside]
+    for host, entry in packages:
+        cmd += ["--ro-bind", host, f"{PACKAGES_DIR}/{entry}"]
     for mask in interp.masks:
         cmd += ["--tmpfs", mask, "--remount-ro", mask]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
@@ -137,13 +173,29 @@ def host_user(cfg: SandboxConfig) -> dict:
 Launcher = Callable[[list[str]], tuple[list[str], dict]]
 
 
+def _linked_packages(packages: tuple[tuple[str, str], ...]) -> str:
+    """Without bwrap: a folder that holds links to the packages and nothing else, so that programs
+    import exactly what they would in a sandbox (lad's own site-packages hold much more)."""
+    folder = tempfile.mkdtemp(prefix="lad-sandbox-packages-")
+    os.chmod(folder, 0o755)  # the programs may run as another user (host_uid)
+    for host, entry in packages:
+        os.symlink(host, os.path.join(folder, entry))
+    return folder
+
+
 def make_launcher(cfg: SandboxConfig) -> tuple[str, Launcher]:
     """(interpreter inside, launcher); the launcher turns interpreter argv into a command plus
     Popen arguments. Raises IsolationError when the configured isolation is unavailable."""
     python = cfg.python or default_python()
     if cfg.isolation == "none":
+        packages = find_packages(tuple(cfg.packages))
+        linked = _linked_packages(packages) if packages else None
+        env = sandbox_env(cfg, linked)
+
         def plain(argv: list[str]) -> tuple[list[str], dict]:
-            return argv, {"env": sandbox_env(cfg), **host_user(cfg)}
+            return argv, {"env": env, **host_user(cfg)}
+        if linked:
+            weakref.finalize(plain, shutil.rmtree, linked, True)
         return python, plain
     interp = discover_interpreter(python)
     bwrap_command(cfg, interp, [])  # fail now, not per request, when bwrap is missing

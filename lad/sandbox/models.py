@@ -44,13 +44,21 @@ class StdinTest(_Strict):
 class CallTest(_Strict):
     """Call ``entry_point(*args)`` and compare with ``expected`` (EvalPlus rules: exact, else
     numeric closeness with ``atol``; floats get atol 1e-6 when none is given). Leave ``expected``
-    out to record the returned value in the verdict's ``output`` instead."""
+    out to record the returned value in the verdict's ``output`` instead.
+
+    ``compare`` and ``alternatives`` carry EvalPlus's special oracles for tasks whose answer is not
+    one value (MBPP+); like ``expected``, the sandbox never sees them."""
 
     type: Literal["call"]
     entry_point: str = Field(min_length=1)
     args: list[Any] = Field(default_factory=list)
     expected: Any = None
     atol: float = Field(0.0, ge=0)
+    compare: Literal["value", "set", "not_none"] = Field(
+        "value", description="value: equal to expected (or close, see atol); set: the same elements, in any order; "
+                             "not_none: None exactly when expected is None (a returned bool is taken as that verdict)")
+    alternatives: list[Any] = Field(
+        default_factory=list, description="other returned values that pass, compared by equality")
 
 
 class AssertTest(_Strict):

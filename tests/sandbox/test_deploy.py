@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import yaml
+import tomllib
 
+import yaml
+from packaging.requirements import Requirement
+
+from lad.environment import lock_pins
+from lad.sandbox.config import SandboxConfig
 from sandbox_paths import ROOT
 
 IMAGE = ROOT / "images" / "sandbox"
@@ -45,3 +50,15 @@ def test_dockerfile_installs_bubblewrap_and_drops_root():
     assert any("apt-get install" in line and '"bubblewrap=${BUBBLEWRAP_VERSION}"' in line for line in lines)
     assert "USER 10001:10001" in lines
     assert 'ENTRYPOINT ["python", "-m", "lad.sandbox"]' in lines
+
+
+def test_image_installs_the_packages_programs_may_import():
+    """Every default package of the sandbox config is installed in the image (the service reads
+    it from its own environment, installed from locks/sandbox.txt); so is it in lad's."""
+    assert "-r locks/sandbox.txt" in (IMAGE / "Dockerfile").read_text()
+    locked = lock_pins(ROOT / "locks" / "sandbox.txt")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dependencies = {Requirement(r).name for r in project["dependencies"]}
+    for name in SandboxConfig().packages:
+        assert name in locked, name
+        assert name in dependencies, name

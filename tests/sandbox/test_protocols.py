@@ -13,7 +13,7 @@ import time
 import pytest
 
 from lad.sandbox.client import AsyncSandboxClient, SandboxClient
-from lad.sandbox.compare import normalize_output, stdout_matches, values_match
+from lad.sandbox.compare import call_matches, normalize_output, stdout_matches
 from lad.sandbox.config import SandboxConfig
 from lad.sandbox.executor import Executor, RequestError
 from lad.sandbox.isolation import IsolationError, host_user
@@ -37,16 +37,71 @@ def test_normalize_and_stdout_comparison():
     assert not stdout_matches("0.3333 y\n", "0.3333333 x", atol=1e-3)
 
 
-def test_values_match_follows_evalplus():
-    assert values_match([1, 2], [1, 2])
-    assert not values_match((1, 2), [1, 2])  # a tuple is not a list (EvalPlus: out == exp)
-    assert values_match(0.1 + 0.2, 0.3)  # floats get atol 1e-6
-    assert not values_match(0.3001, 0.3)
-    assert values_match(0.3001, 0.3, atol=1e-3)
-    assert values_match([1.0, 2.0000001], [1.0, 2.0])
-    assert not values_match(float("nan"), float("nan"))
-    assert not values_match(1, 1.5, atol=1.0)  # closeness needs equal types
-    assert values_match(True, 1)  # as ==
+IMPORTS = ("import importlib\nfor name in ('sortedcontainers', 'lad', 'pydantic', 'numpy'):\n    try:\n"
+           "        importlib.import_module(name)\n        print(name, 'imported')\n"
+           "    except ImportError:\n        print(name, 'missing')\n")
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "none"])
+def test_programs_import_the_configured_packages_and_nothing_else_of_lads_environment(isolation):
+    with Executor(SandboxConfig(isolation=isolation)) as ex:
+        r = ex.run(RunRequest(code=IMPORTS + "from sortedcontainers import SortedList\nprint(list(SortedList([3, 1, 2])))\n"))
+    assert (r.status, r.stdout) == ("ok", "sortedcontainers imported\nlad missing\npydantic missing\nnumpy missing\n"
+                                          "[1, 2, 3]\n")
+    with Executor(SandboxConfig(isolation=isolation, packages=[])) as ex:
+        r = ex.run(RunRequest(code=IMPORTS))
+    assert r.stdout.split("\n")[0] == "sortedcontainers missing"
+
+
+def test_a_package_missing_from_lads_environment_is_named():
+    with pytest.raises(IsolationError, match=r"^sandbox package 'no_such_package_x' is not installed where lad runs "
+                                             r"\(.*\): pip install no_such_package_x"):
+        Executor(SandboxConfig(packages=["no_such_package_x"]))
+    with pytest.raises(ValueError, match="packages.0"):
+        SandboxConfig(packages=["a.b"])
+
+
+def test_call_matches_follows_evalplus():
+    assert call_matches([1, 2], [1, 2])
+    assert not call_matches((1, 2), [1, 2])  # a tuple is not a list (EvalPlus: out == exp)
+    assert call_matches(0.1 + 0.2, 0.3)  # floats get atol 1e-6
+    assert not call_matches(0.3001, 0.3)
+    assert call_matches(0.3001, 0.3, atol=1e-3)
+    assert call_matches([1.0, 2.0000001], [1.0, 2.0])
+    assert not call_matches(float("nan"), float("nan"))
+    assert not call_matches(1, 1.5, atol=1.0)  # closeness needs equal types
+    assert call_matches(True, 1)  # as ==
+
+
+def test_call_matches_special_oracles_of_mbpp_plus():
+    # set: the same elements in any order and container, duplicates aside; unhashable items fail
+    assert call_matches((5, 4), (4, 5), compare="set")
+    assert call_matches([4, 5, 5], (5, 4), compare="set")
+    assert not call_matches((4,), (4, 5), compare="set")
+    assert not call_matches([[1]], [[1]], compare="set")
+    assert not call_matches(3, (3,), compare="set")
+    # set equality first, then closeness to the expected value (EvalPlus's order)
+    assert call_matches([0.1 + 0.2], [0.3], compare="set")
+    # not_none: a match object (or any value) where the reference matched, None or False where it did not
+    assert call_matches("ab", "a", compare="not_none") and call_matches(True, "a", compare="not_none")
+    assert call_matches(None, None, compare="not_none") and call_matches(False, None, compare="not_none")
+    assert not call_matches(None, "a", compare="not_none") and not call_matches(False, "a", compare="not_none")
+    assert not call_matches(0, None, compare="not_none")  # 0 is not None
+    assert not call_matches(True, None, compare="not_none")
+    # alternatives: another accepted answer, by equality; closeness still to expected only
+    assert call_matches(48, 33, alternatives=[48]) and call_matches(33, 33, alternatives=[48])
+    assert not call_matches(47, 33, alternatives=[48])
+    assert call_matches(33.0000001, 33.0, alternatives=[48.0]) and not call_matches(48.0000001, 33.0, alternatives=[48.0])
+
+
+def test_call_test_oracle_fields_judged_outside_the_sandbox(local):
+    code = "def f(xs):\n    return tuple(reversed(xs))\n"
+    tests = [{"type": "call", "entry_point": "f", "args": [[1, 2]], "expected": [1, 2], "compare": "set"},
+             {"type": "call", "entry_point": "f", "args": [[1, 2]], "expected": [1, 2]},
+             {"type": "call", "entry_point": "f", "args": [[1, 2]], "expected": [9], "alternatives": [{"__tuple__": [2, 1]}]},
+             {"type": "call", "entry_point": "f", "args": [[]], "expected": None, "compare": "not_none"}]
+    r = local.evaluate(code, tests)
+    assert [v.status for v in r.verdicts] == ["passed", "failed", "passed", "failed"]
 
 
 def test_encode_decode_round_trip():

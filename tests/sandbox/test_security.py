@@ -91,7 +91,7 @@ CASES = [
      "    try:\n        print(open(p, 'rb').read())\n    except OSError as e:\n        print('BLOCKED', e)\n",
      "ok", "", None),
     ("own_environment", "import os\nprint(sorted(os.environ))\n", "ok",
-     "['HOME', 'LANG', 'LC_ALL', 'PATH', 'PWD', 'PYTHONHASHSEED']", None),
+     "['HOME', 'LANG', 'LC_ALL', 'PATH', 'PWD', 'PYTHONHASHSEED', 'PYTHONPATH']", None),
     ("proc_self_root", ATTEMPT + "import os\nprint(sorted(os.listdir('/proc/self/root')))\n"
      "attempt(lambda: open('/proc/self/root{root}/pyproject.toml').read())\n"
      "attempt(lambda: open('/proc/1/root{secret}').read())\n", "ok", "BLOCKED", None),

@@ -1,19 +1,24 @@
-"""Full HumanEval+ verification (164 canonical solutions, every base and plus input) through the
-sandbox service versus EvalPlus's own evaluator, on the same machine in the same run.
+"""Full EvalPlus verification (HumanEval+ or MBPP+: every canonical solution on every base and
+plus input) through the sandbox service versus EvalPlus's own evaluator, on the same machine in the
+same run.
 
 EvalPlus lives in its own virtual environment (it downgrades packages lad needs):
 
     python3 -m venv /tmp/evalplus-venv && /tmp/evalplus-venv/bin/pip install evalplus==0.3.1
-    .venv/bin/python benchmarks/bench_sandbox_humanevalplus.py --evalplus-python /tmp/evalplus-venv/bin/python
+    .venv/bin/python benchmarks/bench_sandbox_evalplus.py --benchmark humanevalplus --evalplus-python /tmp/evalplus-venv/bin/python
+    .venv/bin/python benchmarks/bench_sandbox_evalplus.py --benchmark mbppplus --evalplus-python /tmp/evalplus-venv/bin/python
 
-Both sides get 2 parallel workers. "cold" includes computing the expected outputs from the
-canonical solutions (EvalPlus: its ground-truth cache is emptied first; lad: each task's solution
-is run in the sandbox to record them, then verified against them); "warm" reuses them. EvalPlus
-runs the programs without isolation; lad runs every program under bubblewrap, through the HTTP
-service. The rounds alternate between the two (``--rounds``, best of each reported), so both
-meet the same load on a shared machine; CPU seconds (EvalPlus with its worker processes; lad's
-client, service and sandboxes, counted through a cgroup of the service's own where one can be
-made) say what each costs whatever the load.
+Both sides get 2 parallel workers and the same tests: lad's are the benchmark's adapter's (MBPP+
+inputs rebuilt into tuples, sets and complex numbers as EvalPlus rebuilds them; EvalPlus's special
+oracles), and EvalPlus reads the same file with the inputs lad leaves out removed (5 of MBPP+'s,
+see lad.data.mbpp.OMITTED). "cold" includes computing the expected outputs from the canonical
+solutions (EvalPlus: its ground-truth cache is emptied first; lad: each task's solution is run in
+the sandbox to record them, then verified against them); "warm" reuses them. EvalPlus runs the
+programs without isolation; lad runs every program under bubblewrap, through the HTTP service.
+The rounds alternate between the two (``--rounds``, best of each reported), so both meet the same
+load on a shared machine; CPU seconds (EvalPlus with its worker processes; lad's client, service
+and sandboxes, counted through a cgroup of the service's own where one can be made) say what each
+costs whatever the load.
 """
 
 from __future__ import annotations
@@ -30,50 +35,72 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from rich.console import Console
 from rich.table import Table
 
+from lad.data import mbpp
+from lad.data.adapters import ADAPTERS, FieldMap
 from lad.data.public import read_text
+from lad.data.schema import Problem
 from lad.local_server import free_port, stop_process_group, wait_until_healthy
 from lad.sandbox.client import SandboxClient
 
-DATA_FILE = "humanevalplus.jsonl"  # bundled with lad (lad.data.public)
+
+class Dataset(NamedTuple):
+    file: str  # bundled with lad (lad.data.public), read by the adapter of the same name as the key
+    evalplus: str  # EvalPlus's --dataset
+    override: str  # the variable naming the file EvalPlus reads instead of downloading its release
+    title: str
 
 
-def _inputs(task: dict) -> list:
-    return task["base_input"] + task["plus_input"]
+DATASETS = {
+    "humanevalplus": Dataset("humanevalplus.jsonl", "humaneval", "HUMANEVAL_OVERRIDE_PATH", "HumanEval+"),
+    "mbppplus": Dataset("mbppplus.jsonl", "mbpp", "MBPP_OVERRIDE_PATH", "MBPP+"),
+}
 
 
-def _program(task: dict) -> str:
-    return task["prompt"] + task["canonical_solution"]
+def _evalplus_line(line: str) -> str:
+    """A line of EvalPlus's file: the row as it is, or without the inputs lad leaves out (MBPP+:
+    lad.data.mbpp.OMITTED), so that both sides run the same inputs."""
+    row = json.loads(line)
+    task = mbpp.task_number(row["task_id"]) if row["task_id"].startswith("Mbpp/") else None
+    if task not in mbpp.OMITTED:
+        return line
+    base = len(row["base_input"])
+    return json.dumps({**row, "base_input": [a for i, a in enumerate(row["base_input"]) if mbpp.kept(task, i)],
+                       "plus_input": [a for i, a in enumerate(row["plus_input"]) if mbpp.kept(task, base + i)]})
 
 
-def _checks(task: dict, outputs: list) -> list[dict]:
-    return [{"type": "call", "entry_point": task["entry_point"], "args": a, "expected": e, "atol": task["atol"]}
-            for a, e in zip(_inputs(task), outputs)]
+def _recording(problem: Problem) -> list[dict]:
+    return [{k: v for k, v in t.items() if k != "expected"} for t in problem.tests]
 
 
-def lad_cold(client: SandboxClient, tasks: list[dict], in_flight: int) -> tuple[int, dict]:
+def _checks(problem: Problem, outputs: list) -> list[dict]:
+    return [dict(t, expected=e) for t, e in zip(problem.tests, outputs)]
+
+
+def lad_cold(client: SandboxClient, problems: list[Problem], in_flight: int) -> tuple[int, list]:
     """(tasks passing all inputs, expected outputs): each task's expected outputs are recorded by
     running its canonical solution in the sandbox, then verified; ``in_flight`` tasks at a time,
     so only their outputs (some are 12 MB each) are held at once."""
-    def one(task: dict) -> tuple[bool, list]:
-        recorded = client.evaluate(_program(task), [{"type": "call", "entry_point": task["entry_point"], "args": a}
-                                                    for a in _inputs(task)], timeout_s=20)
+    def one(problem: Problem) -> tuple[bool, list]:
+        recorded = client.evaluate(problem.reference_solution, _recording(problem), timeout_s=20)
         outputs = [v.output for v in recorded.verdicts]
-        result = client.evaluate(_program(task), _checks(task, outputs), timeout_s=20)
+        result = client.evaluate(problem.reference_solution, _checks(problem, outputs), timeout_s=20)
         return recorded.passed == result.passed == result.total, outputs
 
     with ThreadPoolExecutor(in_flight) as pool:
-        done = list(pool.map(one, tasks))
-    return sum(ok for ok, _ in done), {t["task_id"]: outputs for t, (_, outputs) in zip(tasks, done)}
+        done = list(pool.map(one, problems))
+    return sum(ok for ok, _ in done), [outputs for _, outputs in done]
 
 
-def lad_warm(client: SandboxClient, tasks: list[dict], expected: dict) -> int:
+def lad_warm(client: SandboxClient, problems: list[Problem], expected: list) -> int:
     """Tasks passing all inputs, against known expected outputs (the client splits the programs
     whose expected outputs make an oversized request)."""
-    results = client.evaluate_many([(_program(t), _checks(t, expected[t["task_id"]])) for t in tasks], timeout_s=20)
+    results = client.evaluate_many([(p.reference_solution, _checks(p, e)) for p, e in zip(problems, expected)],
+                                   timeout_s=20)
     return sum(r.passed == r.total for r in results)
 
 
@@ -135,12 +162,12 @@ def _cpu_self() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def evalplus_run(python: str, samples: Path, cache: Path, data: Path) -> tuple[float, float, str]:
+def evalplus_run(python: str, dataset: Dataset, samples: Path, cache: Path, data: Path) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds of EvalPlus and its worker processes, its output); ``data``: the
-    plain HumanEval+ file, which EvalPlus reads instead of downloading its release."""
-    env = dict(os.environ, HUMANEVAL_OVERRIDE_PATH=str(data), XDG_CACHE_HOME=str(cache))
+    plain benchmark file, which EvalPlus reads instead of downloading its release."""
+    env = dict(os.environ, **{dataset.override: str(data)}, XDG_CACHE_HOME=str(cache))
     start, cpu = time.perf_counter(), _cpu_children()
-    done = subprocess.run([python, "-m", "evalplus.evaluate", "--dataset", "humaneval", "--samples", str(samples),
+    done = subprocess.run([python, "-m", "evalplus.evaluate", "--dataset", dataset.evalplus, "--samples", str(samples),
                            "--parallel", "2", "--i-just-wanna-run"], env=env, capture_output=True, text=True)
     elapsed, cpu = time.perf_counter() - start, _cpu_children() - cpu
     if done.returncode != 0:
@@ -148,48 +175,50 @@ def evalplus_run(python: str, samples: Path, cache: Path, data: Path) -> tuple[f
     return elapsed, cpu, done.stdout + done.stderr
 
 
-def _evalplus_score(output: str, tasks: int) -> str:
-    found = re.findall(r"humaneval\+ \(base \+ extra tests\)\s*\n\s*pass@1:\s*([0-9.]+)", output)
+def _evalplus_score(output: str, dataset: Dataset, tasks: int) -> str:
+    found = re.findall(re.escape(dataset.evalplus) + r"\+ \(base \+ extra tests\)\s*\n\s*pass@1:\s*([0-9.]+)", output)
     return f"{round(float(found[-1]) * tasks)}/{tasks}" if found else "?"
 
 
 Row = tuple[str, float, "float | None", str]  # name, wall seconds, CPU seconds, tasks passed
 
 
-def evalplus_round(python: str, tasks: list[dict], work: Path) -> list[Row]:
+def evalplus_round(python: str, dataset: Dataset, tasks: list[dict], work: Path) -> list[Row]:
     """Cold (its ground-truth cache emptied first) and warm."""
     samples = work / "samples.jsonl"
-    samples.write_text("".join(json.dumps({"task_id": t["task_id"], "solution": _program(t)}) + "\n" for t in tasks))
+    samples.write_text("".join(json.dumps({"task_id": t["task_id"], "solution": t["prompt"] + t["canonical_solution"]})
+                               + "\n" for t in tasks))
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)
     rows = []
     for name in ("cold (computes ground truth)", "warm (cached ground truth)"):
         for f in work.glob("*eval_results.json"):
             f.unlink()
-        seconds, cpu, out = evalplus_run(python, samples, cache, work / DATA_FILE)
-        rows.append((f"EvalPlus 0.3.1, {name}", seconds, cpu, _evalplus_score(out, len(tasks))))
+        seconds, cpu, out = evalplus_run(python, dataset, samples, cache, work / dataset.file)
+        rows.append((f"EvalPlus 0.3.1, {name}", seconds, cpu, _evalplus_score(out, dataset, len(tasks))))
     return rows
 
 
-def lad_round(client: SandboxClient, tasks: list[dict], in_flight: int, service: ServiceCpu) -> list[Row]:
+def lad_round(client: SandboxClient, problems: list[Problem], in_flight: int, service: ServiceCpu) -> list[Row]:
     """Cold and warm; CPU seconds are the client's (this process) plus the service's with its sandboxes."""
     def cpu() -> float | None:
         seconds = service.seconds()
         return None if seconds is None else seconds + _cpu_self()
 
     start, cpu0 = time.perf_counter(), cpu()
-    solved, expected = lad_cold(client, tasks, in_flight)
+    solved, expected = lad_cold(client, problems, in_flight)
     cold, cpu1 = time.perf_counter() - start, cpu()
     start = time.perf_counter()
-    warm_solved = lad_warm(client, tasks, expected)
+    warm_solved = lad_warm(client, problems, expected)
     warm, cpu2 = time.perf_counter() - start, cpu()
     spent = (None, None) if cpu0 is None else (cpu1 - cpu0, cpu2 - cpu1)
-    return [("lad sandbox, cold (records expected outputs)", cold, spent[0], f"{solved}/{len(tasks)}"),
-            ("lad sandbox, warm (expected outputs known)", warm, spent[1], f"{warm_solved}/{len(tasks)}")]
+    return [("lad sandbox, cold (records expected outputs)", cold, spent[0], f"{solved}/{len(problems)}"),
+            ("lad sandbox, warm (expected outputs known)", warm, spent[1], f"{warm_solved}/{len(problems)}")]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--benchmark", choices=sorted(DATASETS), default="humanevalplus", help="the EvalPlus set")
     ap.add_argument("--evalplus-python", default="/tmp/evalplus-venv/bin/python",
                     help="interpreter of a virtual environment with evalplus==0.3.1")
     ap.add_argument("--workers", type=int, default=2, help="service workers (EvalPlus gets --parallel 2)")
@@ -198,11 +227,14 @@ def main() -> None:
     console = Console()
     if not Path(args.evalplus_python).exists():
         sys.exit(f"no interpreter at {args.evalplus_python}; see this script's docstring to install evalplus")
-    text = read_text(DATA_FILE)
-    tasks = [json.loads(line) for line in text.splitlines()]
+    dataset = DATASETS[args.benchmark]
+    lines = read_text(dataset.file).splitlines()
+    tasks = [json.loads(line) for line in lines]
+    problems = [ADAPTERS[args.benchmark](t, FieldMap()) for t in tasks]
+    inputs = sum(len(p.tests) for p in problems)
 
-    work = Path(tempfile.mkdtemp(prefix="bench-heplus-"))
-    (work / DATA_FILE).write_text(text)
+    work = Path(tempfile.mkdtemp(prefix="bench-evalplus-"))
+    (work / dataset.file).write_text("".join(_evalplus_line(line) + "\n" for line in lines))
     service = ServiceCpu()
     port = free_port()
     proc = subprocess.Popen(service.command([sys.executable, "-m", "lad.sandbox", "serve", "--port", str(port),
@@ -218,15 +250,14 @@ def main() -> None:
         # the next request or decodes the last answer (at most `workers` programs run at once)
         with SandboxClient(url, concurrency=2 * args.workers) as client:
             for _ in range(args.rounds):  # alternating, so both sides meet the same load on a shared machine
-                rounds.append(evalplus_round(args.evalplus_python, tasks, work)
-                              + lad_round(client, tasks, 2 * args.workers, service))
+                rounds.append(evalplus_round(args.evalplus_python, dataset, tasks, work)
+                              + lad_round(client, problems, 2 * args.workers, service))
     finally:
         stop_process_group(proc)
         service.remove()
         shutil.rmtree(work, ignore_errors=True)
 
-    table = Table(title=f"HumanEval+ canonical solutions, all {sum(len(_inputs(t)) for t in tasks)} inputs, "
-                        f"2 workers each, {os.cpu_count()} CPUs")
+    table = Table(title=f"{dataset.title} canonical solutions, {inputs} inputs, 2 workers each, {os.cpu_count()} CPUs")
     for col in ("evaluator", "seconds per round", "best", "CPU seconds per round", "tasks passed"):
         table.add_column(col, justify="left" if col == "evaluator" else "right")
     best, best_cpu = [], []
