@@ -271,13 +271,16 @@ class PolicyLoss:
     norm_constant)`` with ``params`` an instance of ``params``, the model of its settings.
 
     ``advantage`` names the group advantage estimator the method is defined with; the trainer
-    uses it when ``algorithm.advantage`` is unset.
+    uses it when ``algorithm.advantage`` is unset. Likewise ``dynamic_sampling``: whether the
+    method samples until its groups carry signal (DAPO does), the trainer's
+    ``algorithm.dynamic_sampling`` when that is unset.
     """
 
     name: str
     params: type[LossParams]
     fn: LossFn
     advantage: str = "grpo"
+    dynamic_sampling: bool = False
 
     def settings(self, **params: Any) -> LossParams:
         """``params`` validated against this loss's model; the ValueError names every bad field."""
@@ -311,9 +314,11 @@ class PolicyLoss:
 POLICY_LOSSES: dict[str, PolicyLoss] = {}
 
 
-def register_policy_loss(name: str, params: type[LossParams], *, advantage: str = "grpo") -> Callable[[LossFn], PolicyLoss]:
+def register_policy_loss(name: str, params: type[LossParams], *, advantage: str = "grpo",
+                         dynamic_sampling: bool = False) -> Callable[[LossFn], PolicyLoss]:
     """Decorator: register ``fn`` as the policy loss ``name`` (``algorithm.objective``), its settings
-    validated by ``params`` (a ``LossParams`` subclass). Returns the registry entry.
+    validated by ``params`` (a ``LossParams`` subclass), with the trainer defaults of ``PolicyLoss``.
+    Returns the registry entry.
 
     From outside the package, import the registering module before loading a config that names it.
     """
@@ -324,7 +329,7 @@ def register_policy_loss(name: str, params: type[LossParams], *, advantage: str 
     def register(fn: LossFn) -> PolicyLoss:
         if name in POLICY_LOSSES:
             raise ValueError(f"policy loss {name!r} is already registered")
-        POLICY_LOSSES[name] = entry = PolicyLoss(name, params, fn, advantage)
+        POLICY_LOSSES[name] = entry = PolicyLoss(name, params, fn, advantage, dynamic_sampling)
         return entry
 
     return register
@@ -519,9 +524,9 @@ def ppo_clip_loss(
 
 
 # Dr. GRPO and DAPO change the defaults of the one surrogate, as verl configures them; Dr. GRPO is
-# also defined with mean-only advantages (no std division).
+# also defined with mean-only advantages (no std division), DAPO with dynamic sampling.
 register_policy_loss("dr_grpo", DrGRPOParams, advantage="dr_grpo")(ppo_clip_loss.fn)
-register_policy_loss("dapo", DAPOParams)(ppo_clip_loss.fn)
+register_policy_loss("dapo", DAPOParams, dynamic_sampling=True)(ppo_clip_loss.fn)
 
 
 # --------------------------------------------------------------------------------------------

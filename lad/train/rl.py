@@ -6,10 +6,14 @@ One step of the loop:
       -> old log-probs by the training engine -> update_epochs x mini-batches of optimizer steps,
          each accumulated exactly over micro-batches and ranks -> metrics -> (eval) -> (checkpoint)
 
-Everything a step does is a pure function of (config, step): the prompts come from a
-(seed, epoch) shuffle, every rollout call is seeded by (seed, step, call), and the mini-batch
-plan by (seed, step). So a resumed run repeats the uninterrupted one, and N data-parallel
-processes sample and update exactly like one process with the same global batch, provided
+With dynamic sampling (algorithm.dynamic_sampling), batches of P prompts are sampled and scored
+until P groups whose rewards are not all equal are in hand, and the step trains on those.
+
+Everything a step does is a pure function of (config, step, generation batches drawn before it):
+the prompts of generation batch b come from a (seed, epoch) shuffle, every rollout call is seeded
+by (seed, b, call), and the mini-batch plan by (seed, step); without dynamic sampling b is the
+step, and checkpoints hold the batches drawn. So a resumed run repeats the uninterrupted one, and
+N data-parallel processes sample and update exactly like one process with the same global batch, provided
 ``rollout.prompts_per_call`` is set (calls, not ranks, fix the sampling).
 
     lad train configs/train/tiny_cpu.yaml [--output-dir DIR] [--resume]
@@ -34,7 +38,7 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from lad.advantages import ADVANTAGES, get_advantage
+from lad.advantages import ADVANTAGES, get_advantage, uniform_groups
 from lad.data.records import DataError, read_records
 from lad.evaluation.heldout import HeldoutEvalConfig, evaluate_policy
 from lad.modeling import ModelRef
@@ -117,6 +121,13 @@ class AlgorithmConfig(BaseModel):
                                  "still count in their group's advantages): DAPO's overlong filtering, TRL's "
                                  "mask_truncated_completions. A rewarded answer followed by text that never ends then "
                                  "teaches nothing, so the policy cannot learn to stop emitting EOS")
+    dynamic_sampling: Optional[bool] = Field(
+        None, description="DAPO's dynamic sampling (verl's algorithm.filter_groups, OpenRLHF's --dynamic_filtering): sample "
+        "batches of P prompts, drop the groups whose rewards are all equal, and go on until P groups carry signal; the step "
+        "trains on those P. None: the objective's own (dapo: on, the others off)")
+    max_gen_batches: int = Field(
+        10, gt=0, description="with dynamic_sampling: generation batches of P prompts a step draws at most (DAPO's recipe: 10); "
+        "when they hold fewer than P groups with signal, the step trains on those it has and says so")
 
     @model_validator(mode="after")
     def _known(self) -> "AlgorithmConfig":
@@ -125,6 +136,8 @@ class AlgorithmConfig(BaseModel):
         self.loss_params = loss.settings(**self.loss_params).model_dump(exclude_unset=True)
         if self.advantage is None:
             self.advantage = loss.advantage
+        if self.dynamic_sampling is None:
+            self.dynamic_sampling = loss.dynamic_sampling
         get_advantage(self.advantage)
         return self
 
@@ -272,12 +285,13 @@ def make_scorer(cfg: RewardConfig) -> Callable[[list[str], list[dict]], list[Sco
 # --------------------------------------------------------------------------------------------
 
 
-def call_seed(seed: int, step: int, call: int) -> int:
-    return random.Random(f"lad.rl.rollout|{seed}|{step}|{call}").getrandbits(31)
+def call_seed(seed: int, batch: int, call: int) -> int:
+    return random.Random(f"lad.rl.rollout|{seed}|{batch}|{call}").getrandbits(31)
 
 
-def rollout_step(rollout, records: list[dict], cfg: RLConfig, step: int, rank: int, world: int) -> list[Sample]:
-    """This rank's share of the step's completions: seeded calls of ``prompts_per_call`` prompts, round-robin over ranks."""
+def rollout_step(rollout, records: list[dict], cfg: RLConfig, batch: int, rank: int, world: int) -> list[Sample]:
+    """This rank's share of the completions of generation batch ``batch`` (the step's, without dynamic
+    sampling): seeded calls of ``prompts_per_call`` prompts, round-robin over ranks."""
     per_call = cfg.rollout.prompts_per_call or -(-len(records) // world)
     params = SamplingParams(n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                             max_new_tokens=cfg.rollout.max_new_tokens, stop=cfg.rollout.stop, ignore_eos=cfg.rollout.ignore_eos)
@@ -286,7 +300,7 @@ def rollout_step(rollout, records: list[dict], cfg: RLConfig, step: int, rank: i
         if call % world != rank:
             continue
         chunk = records[start : start + per_call]
-        groups = rollout.generate([r["prompt"] for r in chunk], params.model_copy(update={"seed": call_seed(cfg.train.seed, step, call)}))
+        groups = rollout.generate([r["prompt"] for r in chunk], params.model_copy(update={"seed": call_seed(cfg.train.seed, batch, call)}))
         for i, (record, group) in enumerate(zip(chunk, groups)):
             for c in group:
                 samples.append(Sample(start + i, record, c.prompt_token_ids, c.token_ids, c.logprobs, c.finish_reason, c.text))
@@ -375,7 +389,7 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                        seed=cfg.train.seed, step=step, group=g if grouped else 1)
     sums = _Sums()
     device = engine.device
-    in_loss = [not (cfg.algorithm.mask_truncated and s.finish_reason == "length") for s in samples]
+    in_loss = [s.in_loss and not (cfg.algorithm.mask_truncated and s.finish_reason == "length") for s in samples]
     policy_kw = shared_prompt_kwarg(engine.module)
     ref_kw = shared_prompt_kwarg(ref_model) if ref_model is not None else None
     head = logprob_head(engine.module, cfg.memory)
@@ -489,30 +503,69 @@ def sample_rows(samples: list[Sample], n: int) -> list[dict]:
              "response_tokens": len(s.response_ids)} for s in samples[:n]]
 
 
-def rl_step(engine, rollout, score, advantage, records: list[dict], cfg: RLConfig, step: int, ref_model, pad_id: int) -> tuple[list[Sample], dict]:
-    """One step on its prompts: sample (this rank's share), score, gather, group advantages, update.
-    Returns every rank's samples (sorted by prompt) and the step's metrics."""
+def select_groups(uniform: list[bool], p: int) -> tuple[list[int], list[int]]:
+    """Dynamic sampling's choice among the groups drawn in a step, by their draw order (``uniform[i]``:
+    group i's rewards are all equal): (the first ``p`` groups with signal, the uniform groups that fill
+    the batch up to ``p`` when there are fewer). The filling groups keep the update's shape (its
+    mini- and micro-batches, hence the engine's accumulation) and are left out of the loss."""
+    signal = [i for i, u in enumerate(uniform) if not u][:p]
+    filler = [i for i, u in enumerate(uniform) if u][: p - len(signal)]
+    return signal, filler
+
+
+def rl_step(engine, rollout, score, advantage, draw: Callable[[int], list[dict]], batch: int, cfg: RLConfig, step: int,
+            ref_model, pad_id: int) -> tuple[list[Sample], dict, int]:
+    """One step from generation batch ``batch`` on (``draw(b)``: the P prompts of batch b): sample
+    (this rank's share), score, gather; with dynamic sampling the same on the next batches until P
+    groups carry signal or max_gen_batches are drawn; group advantages; update. Returns the trained
+    samples (P groups, sorted by prompt), the step's metrics and the number of batches drawn."""
+    p, g, algo = cfg.train.prompts_per_step, cfg.rollout.n, cfg.algorithm
+    groups: list[list[Sample]] = []
+    uniform: list[bool] = []
+    generate_s = reward_s = 0.0
     t0 = time.perf_counter()
     with engine.full_model() as full:
         rollout.update_weights(full)
-        local = rollout_step(rollout, records, cfg, step, engine.rank, engine.world_size)
-    t1 = time.perf_counter()
-    for s, sc in zip(local, score([s.text for s in local], [s.record for s in local])):
-        s.reward, s.reason, s.answer, s.reward_metrics = sc.value, sc.reason, sc.answer, sc.metrics
-    t2 = time.perf_counter()
-    samples = sorted(all_gather(engine, local), key=lambda s: s.prompt_index)
-    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32).view(len(records), cfg.rollout.n)
+        while True:
+            t = time.perf_counter()
+            b = batch + len(groups) // p
+            local = rollout_step(rollout, draw(b), cfg, b, engine.rank, engine.world_size)
+            generate_s += time.perf_counter() - t
+            t = time.perf_counter()
+            for s, sc in zip(local, score([s.text for s in local], [s.record for s in local])):
+                s.reward, s.reason, s.answer, s.reward_metrics = sc.value, sc.reason, sc.answer, sc.metrics
+            reward_s += time.perf_counter() - t
+            gathered = sorted(all_gather(engine, local), key=lambda s: s.prompt_index)
+            drawn = [gathered[i : i + g] for i in range(0, len(gathered), g)]
+            groups += drawn
+            uniform += uniform_groups(torch.tensor([[s.reward for s in grp] for grp in drawn])).tolist()
+            if not algo.dynamic_sampling or uniform.count(False) >= p or len(groups) == algo.max_gen_batches * p:
+                break
+    signal, filler = select_groups(uniform, p) if algo.dynamic_sampling else (list(range(p)), [])
+    samples = []
+    for index, i in enumerate(sorted(signal + filler)):
+        for s in groups[i]:
+            s.prompt_index, s.in_loss = index, i not in filler
+            samples.append(s)
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32).view(p, g)
     adv, adv_metrics = advantage(rewards)
     for s, a in zip(samples, adv.flatten().tolist()):
         s.advantage = a
-    t3 = time.perf_counter()
+    t1 = time.perf_counter()
     metrics = policy_update(engine, samples, cfg, step, pad_id, ref_model)
-    t4 = time.perf_counter()
-    tokens = sum(len(s.response_ids) for s in samples)
-    metrics.update(rollout_metrics(samples, rewards, adv_metrics))
-    metrics.update({"time/generate_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t4 - t3,
-                    "time/step_s": t4 - t0, "perf/completion_tokens_per_s": tokens / (t4 - t0), "actor/lr": engine.lr()})
-    return samples, metrics
+    t2 = time.perf_counter()
+    # What was sampled, every group drawn; the update's figures are the trained groups' own.
+    generated = [s for grp in groups for s in grp]
+    tokens = sum(len(s.response_ids) for s in generated)
+    metrics.update(rollout_metrics(generated, torch.tensor([[s.reward for s in grp] for grp in groups], dtype=torch.float32),
+                                   {"zero_adv_group_frac": fmean(uniform), "adv_abs_mean": adv_metrics["adv_abs_mean"]}))
+    if algo.dynamic_sampling:
+        metrics.update({"sampling/gen_batches": len(groups) // p, "sampling/groups_generated": len(groups),
+                        "sampling/groups_kept": len(signal), "sampling/groups_dropped": sum(uniform),
+                        "sampling/groups_surplus": len(groups) - sum(uniform) - len(signal)})
+    metrics.update({"time/generate_s": generate_s, "time/reward_s": reward_s, "time/update_s": t2 - t1,
+                    "time/step_s": t2 - t0, "perf/completion_tokens_per_s": tokens / (t2 - t0), "actor/lr": engine.lr()})
+    return samples, metrics, len(groups) // p
 
 
 def progress_postfix(metrics: dict, k: int) -> dict[str, str]:
@@ -563,6 +616,11 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
         fetch_published(engine, cfg.checkpoint.remote, root)
     state = (resume_latest(engine, root, cfg.trajectory(), total_steps=tc.max_steps) if resume else None) or {}
     step, history = state.get("step", 0), state.get("eval_history", [])
+    # The data position: generation batches of P prompts drawn so far (one per step without dynamic sampling).
+    batches = state.get("gen_batches", step)
+
+    def draw(batch: int) -> list[dict]:
+        return [train_records[i] for i in step_prompts(len(train_records), tc.prompts_per_step, batch, seed=tc.seed, shuffle=cfg.data.shuffle)]
 
     def evaluate(at_step: int) -> dict:
         metrics: dict = {}
@@ -586,13 +644,16 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
         # -- the loop: one rollout step after another, until max_steps or the time budget
         last = step >= tc.max_steps
         while not last:
-            idx = step_prompts(len(train_records), tc.prompts_per_step, step, seed=tc.seed, shuffle=cfg.data.shuffle)
-            samples, metrics = rl_step(engine, rollout, score, advantage, [train_records[i] for i in idx], cfg, step, ref_model,
-                                       tokenizer.pad_token_id)
+            samples, metrics, drawn = rl_step(engine, rollout, score, advantage, draw, batches, cfg, step, ref_model, tokenizer.pad_token_id)
             step += 1
+            batches += drawn
             over = tc.time_budget_min is not None and time.perf_counter() - started > 60 * tc.time_budget_min
             last = step == tc.max_steps or engine.all_reduce_sum(float(over)) > 0  # every rank stops at the same step
-            metrics["data/epoch"] = step * tc.prompts_per_step / len(train_records)
+            metrics["data/epoch"] = batches * tc.prompts_per_step / len(train_records)
+            if metrics.get("sampling/groups_kept", tc.prompts_per_step) < tc.prompts_per_step:
+                log.note(f"step {step}: {drawn} generation batches (algorithm.max_gen_batches) gave "
+                         f"{metrics['sampling/groups_kept']:.0f} of {tc.prompts_per_step} groups with reward variance; "
+                         "trained on those")
             if (cfg.eval.every_steps and step % cfg.eval.every_steps == 0) or (last and eval_records):
                 metrics.update(evaluate(step))
                 history.append({"step": step, **{k: v for k, v in metrics.items() if k.startswith("eval/")}})
@@ -601,7 +662,8 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
                 log.write_jsonl(f"samples/step_{step:08d}.jsonl", sample_rows(samples, tc.samples_per_dump), artifact_dir="samples")
             if step % cfg.checkpoint.every_steps == 0 and not last:
                 path = save_checkpoint(engine, root, step, {"trajectory": cfg.trajectory(), "eval_history": history,
-                                                            "mlflow_run_id": log.run_id}, keep_last=cfg.checkpoint.keep_last)
+                                                            "gen_batches": batches, "mlflow_run_id": log.run_id},
+                                       keep_last=cfg.checkpoint.keep_last)
                 if cfg.checkpoint.remote and rank == 0:
                     publish_checkpoint(path, cfg.checkpoint.remote, keep_last=cfg.checkpoint.keep_last)
             if on_step is not None:

@@ -39,6 +39,7 @@ class Sample:
     answer: Optional[str] = None
     reward_metrics: dict[str, float] = field(default_factory=dict)  # a custom reward's extra numbers
     advantage: float = 0.0
+    in_loss: bool = True  # False: it only fills the batch (dynamic sampling short of groups with signal)
     old_logprobs: Optional[list[float]] = field(default=None, repr=False)
     ref_logprobs: Optional[list[float]] = field(default=None, repr=False)
 
