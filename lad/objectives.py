@@ -271,9 +271,10 @@ class PolicyLoss:
     norm_constant)`` with ``params`` an instance of ``params``, the model of its settings.
 
     ``advantage`` names the group advantage estimator the method is defined with; the trainer
-    uses it when ``algorithm.advantage`` is unset. Likewise ``dynamic_sampling``: whether the
-    method samples until its groups carry signal (DAPO does), the trainer's
-    ``algorithm.dynamic_sampling`` when that is unset.
+    uses it when ``algorithm.advantage`` is unset. Likewise ``dynamic_sampling`` and
+    ``overlong_shaping``: whether the method samples until its groups carry signal and shapes
+    the reward of responses near the length limit (DAPO does both), the trainer's
+    ``algorithm.dynamic_sampling`` and ``reward.overlong.enabled`` when those are unset.
     """
 
     name: str
@@ -281,6 +282,7 @@ class PolicyLoss:
     fn: LossFn
     advantage: str = "grpo"
     dynamic_sampling: bool = False
+    overlong_shaping: bool = False
 
     def settings(self, **params: Any) -> LossParams:
         """``params`` validated against this loss's model; the ValueError names every bad field."""
@@ -314,8 +316,8 @@ class PolicyLoss:
 POLICY_LOSSES: dict[str, PolicyLoss] = {}
 
 
-def register_policy_loss(name: str, params: type[LossParams], *, advantage: str = "grpo",
-                         dynamic_sampling: bool = False) -> Callable[[LossFn], PolicyLoss]:
+def register_policy_loss(name: str, params: type[LossParams], *, advantage: str = "grpo", dynamic_sampling: bool = False,
+                         overlong_shaping: bool = False) -> Callable[[LossFn], PolicyLoss]:
     """Decorator: register ``fn`` as the policy loss ``name`` (``algorithm.objective``), its settings
     validated by ``params`` (a ``LossParams`` subclass), with the trainer defaults of ``PolicyLoss``.
     Returns the registry entry.
@@ -329,7 +331,7 @@ def register_policy_loss(name: str, params: type[LossParams], *, advantage: str 
     def register(fn: LossFn) -> PolicyLoss:
         if name in POLICY_LOSSES:
             raise ValueError(f"policy loss {name!r} is already registered")
-        POLICY_LOSSES[name] = entry = PolicyLoss(name, params, fn, advantage, dynamic_sampling)
+        POLICY_LOSSES[name] = entry = PolicyLoss(name, params, fn, advantage, dynamic_sampling, overlong_shaping)
         return entry
 
     return register
@@ -524,9 +526,10 @@ def ppo_clip_loss(
 
 
 # Dr. GRPO and DAPO change the defaults of the one surrogate, as verl configures them; Dr. GRPO is
-# also defined with mean-only advantages (no std division), DAPO with dynamic sampling.
+# also defined with mean-only advantages (no std division), DAPO with dynamic sampling and the soft
+# overlong punishment.
 register_policy_loss("dr_grpo", DrGRPOParams, advantage="dr_grpo")(ppo_clip_loss.fn)
-register_policy_loss("dapo", DAPOParams, dynamic_sampling=True)(ppo_clip_loss.fn)
+register_policy_loss("dapo", DAPOParams, dynamic_sampling=True, overlong_shaping=True)(ppo_clip_loss.fn)
 
 
 # --------------------------------------------------------------------------------------------

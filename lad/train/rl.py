@@ -43,7 +43,7 @@ from lad.data.records import DataError, read_records
 from lad.evaluation.heldout import HeldoutEvalConfig, evaluate_policy
 from lad.modeling import ModelRef
 from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
-from lad.rewards import RewardConfig, Score, score_batch
+from lad.rewards import RewardConfig, Score, overlong_penalty, score_batch
 from lad.rollout import SamplingParams, build_rollout
 from lad.train.checkpoint import fetch_published, publish_checkpoint, resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
@@ -209,6 +209,12 @@ class RLConfig(BaseModel):
         total = t.prompts_per_step * self.rollout.n
         if self.train.mini_batch_size is not None and total % self.train.mini_batch_size:
             raise ValueError(f"train.mini_batch_size {t.mini_batch_size} must divide prompts_per_step x rollout.n = {total}")
+        overlong = self.reward.overlong
+        if overlong.enabled is None:
+            overlong.enabled = get_policy_loss(self.algorithm.objective).overlong_shaping
+        if (overlong.buffer_len or 0) > self.rollout.max_new_tokens:
+            raise ValueError(f"reward.overlong.buffer_len {overlong.buffer_len} must be at most rollout.max_new_tokens "
+                             f"{self.rollout.max_new_tokens}")
         return self
 
     def mini_batch(self) -> int:
@@ -478,7 +484,7 @@ def rollout_metrics(samples: list[Sample], rewards: torch.Tensor, adv_metrics: d
     metrics = {
         "reward/mean": fmean(values),
         "reward/std": pstdev(values),
-        "reward/accuracy": fmean(v >= 1.0 for v in values),
+        "reward/accuracy": fmean((s.reward if s.score is None else s.score) >= 1.0 for s in samples),
         "reward/zero_variance_group_frac": adv_metrics["zero_adv_group_frac"],
         "reward/adv_abs_mean": adv_metrics["adv_abs_mean"],
         "response/length_mean": fmean(lengths),
@@ -499,8 +505,9 @@ def rollout_metrics(samples: list[Sample], rewards: torch.Tensor, adv_metrics: d
 def sample_rows(samples: list[Sample], n: int) -> list[dict]:
     """The first ``n`` samples as rows of a samples dump (prompt, completion, reward, ...)."""
     return [{"prompt_index": s.prompt_index, "prompt": s.record["prompt"], "completion": s.text, "reward": s.reward,
-             "reason": s.reason, "answer": s.answer, "advantage": s.advantage, "finish_reason": s.finish_reason,
-             "response_tokens": len(s.response_ids)} for s in samples[:n]]
+             "score": s.score, "overlong_penalty": s.overlong_penalty, "reason": s.reason, "answer": s.answer,
+             "advantage": s.advantage, "finish_reason": s.finish_reason, "response_tokens": len(s.response_ids)}
+            for s in samples[:n]]
 
 
 def select_groups(uniform: list[bool], p: int) -> tuple[list[int], list[int]]:
@@ -520,6 +527,9 @@ def rl_step(engine, rollout, score, advantage, draw: Callable[[int], list[dict]]
     groups carry signal or max_gen_batches are drawn; group advantages; update. Returns the trained
     samples (P groups, sorted by prompt), the step's metrics and the number of batches drawn."""
     p, g, algo = cfg.train.prompts_per_step, cfg.rollout.n, cfg.algorithm
+    max_len, shaping = cfg.rollout.max_new_tokens, cfg.reward.overlong
+    overlong = functools.partial(overlong_penalty, max_len=max_len, buffer_len=shaping.buffer(max_len),
+                                 penalty_factor=shaping.penalty_factor) if shaping.enabled else lambda length: 0.0
     groups: list[list[Sample]] = []
     uniform: list[bool] = []
     generate_s = reward_s = 0.0
@@ -533,7 +543,9 @@ def rl_step(engine, rollout, score, advantage, draw: Callable[[int], list[dict]]
             generate_s += time.perf_counter() - t
             t = time.perf_counter()
             for s, sc in zip(local, score([s.text for s in local], [s.record for s in local])):
-                s.reward, s.reason, s.answer, s.reward_metrics = sc.value, sc.reason, sc.answer, sc.metrics
+                s.score, s.reason, s.answer, s.reward_metrics = sc.value, sc.reason, sc.answer, sc.metrics
+                s.overlong_penalty = overlong(len(s.response_ids))
+                s.reward = sc.value + s.overlong_penalty
             reward_s += time.perf_counter() - t
             gathered = sorted(all_gather(engine, local), key=lambda s: s.prompt_index)
             drawn = [gathered[i : i + g] for i in range(0, len(gathered), g)]
@@ -559,6 +571,9 @@ def rl_step(engine, rollout, score, advantage, draw: Callable[[int], list[dict]]
     tokens = sum(len(s.response_ids) for s in generated)
     metrics.update(rollout_metrics(generated, torch.tensor([[s.reward for s in grp] for grp in groups], dtype=torch.float32),
                                    {"zero_adv_group_frac": fmean(uniform), "adv_abs_mean": adv_metrics["adv_abs_mean"]}))
+    if shaping.enabled:
+        metrics.update({"reward/overlong_penalty_mean": fmean(s.overlong_penalty for s in generated),
+                        "reward/overlong_frac": fmean(s.overlong_penalty < 0 for s in generated)})
     if algo.dynamic_sampling:
         metrics.update({"sampling/gen_batches": len(groups) // p, "sampling/groups_generated": len(groups),
                         "sampling/groups_kept": len(signal), "sampling/groups_dropped": sum(uniform),

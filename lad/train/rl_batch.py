@@ -34,7 +34,9 @@ class Sample:
     sampling_logprobs: list[float]
     finish_reason: str
     text: str
-    reward: float = 0.0
+    reward: float = 0.0  # what the advantages see: the score plus the overlong penalty
+    score: Optional[float] = None  # the reward function's value (None: the reward is the score)
+    overlong_penalty: float = 0.0
     reason: str = ""
     answer: Optional[str] = None
     reward_metrics: dict[str, float] = field(default_factory=dict)  # a custom reward's extra numbers
