@@ -42,7 +42,7 @@ from lad.advantages import ADVANTAGES, get_advantage, uniform_groups
 from lad.data.records import DataError, read_records
 from lad.evaluation.heldout import HeldoutEvalConfig, evaluate_policy
 from lad.modeling import ModelRef
-from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
+from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty, rollout_is_weights
 from lad.rewards import RewardConfig, Score, overlong_penalty, score_batch
 from lad.rollout import SamplingParams, build_rollout
 from lad.train.checkpoint import fetch_published, publish_checkpoint, resume_latest, save_checkpoint
@@ -128,6 +128,12 @@ class AlgorithmConfig(BaseModel):
     max_gen_batches: int = Field(
         10, gt=0, description="with dynamic_sampling: generation batches of P prompts a step draws at most (DAPO's recipe: 10); "
         "when they hold fewer than P groups with signal, the step trains on those it has and says so")
+    rollout_correction: Literal["none", "token_tis", "sequence_tis"] = Field(
+        "none", description="truncated importance sampling for the gap between the rollout engine's and the trainer's "
+        "probabilities (verl's rollout_correction.rollout_is, TRL's vllm_importance_sampling_correction): the policy loss of "
+        "each token (token_tis) or response (sequence_tis) weighted by min(pi_old / pi_rollout, rollout_correction_cap); "
+        "none: no weights")
+    rollout_correction_cap: float = Field(2.0, ge=1, description="C, the cap of the importance weights (verl's and TRL's default)")
 
     @model_validator(mode="after")
     def _known(self) -> "AlgorithmConfig":
@@ -138,6 +144,13 @@ class AlgorithmConfig(BaseModel):
             self.advantage = loss.advantage
         if self.dynamic_sampling is None:
             self.dynamic_sampling = loss.dynamic_sampling
+        if self.rollout_correction != "none":
+            if not loss.takes_weights():
+                raise ValueError(f"rollout_correction {self.rollout_correction}: the policy loss {self.objective!r} takes no "
+                                 "weights argument (see lad.objectives)")
+            if self.rollout_correction == "token_tis" and self.loss_params.get("ratio_level") == "sequence":
+                raise ValueError("rollout_correction token_tis weighs tokens, but ratio_level 'sequence' has one loss per "
+                                 "response: use sequence_tis")
         get_advantage(self.advantage)
         return self
 
@@ -382,9 +395,11 @@ class _Sums:
 
 
 def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_id: int, ref_model) -> dict[str, float]:
-    """Old (and reference) log-probs, then update_epochs x mini-batches of exact-accumulation updates."""
+    """Old (and reference) log-probs, with the rollout correction's weights, then update_epochs x
+    mini-batches of exact-accumulation updates."""
     loss_fn = get_policy_loss(cfg.algorithm.objective).fn
     settings = cfg.algorithm.loss_settings()
+    correction = cfg.algorithm.rollout_correction
     # seq-mean-token-sum-norm's constant: the max response length, the same for every batch.
     norm_constant = float(cfg.rollout.max_new_tokens)
     temp = cfg.rollout.temperature
@@ -412,15 +427,32 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
         diff = ((old - sampled) * mask).abs()
         sums.add({"rollout/logprob_diff_abs_mean": float(diff.sum() / mask.sum()),
                   "rollout/logprob_diff_abs_max": float(diff.max())}, float(mask.sum()))
+        weights = None
+        if correction != "none":
+            level = correction.removesuffix("_tis")
+            weights, is_metrics = rollout_is_weights(old, sampled, mask, level, cfg.algorithm.rollout_correction_cap)
+            sums.add({f"rollout/{k}": v for k, v in is_metrics.items()}, float(mask.sum()) if level == "token" else float(len(micro)))
         for row, i in enumerate(micro):
             n = len(samples[i].response_ids)
             samples[i].old_logprobs = old[row, :n].tolist()
+            if weights is not None:
+                samples[i].rollout_weights = weights[row, :n].tolist() if weights.dim() == 2 else [float(weights[row])]
             if ref is not None:
                 samples[i].ref_logprobs = ref[row, :n].tolist()
 
+    def rollout_weights(micro: list[int], width: int) -> dict[str, torch.Tensor]:
+        """The loss's ``weights`` keyword for a micro-batch: [B, T] or [B] (none without correction)."""
+        if correction == "none":
+            return {}
+        rows = [samples[i].rollout_weights for i in micro]
+        if correction == "token_tis":
+            return {"weights": pad_values(rows, width, device)}
+        return {"weights": torch.tensor([w for w, in rows], dtype=torch.float32, device=device)}
+
     # pi_old: the training engine's log-probs before any update of this step (the sampling
-    # engine's own log-probs are only compared with them). The first mini-batch is trained before
-    # any update, so its own forward gives them exactly; the others need a pass now.
+    # engine's own log-probs are compared with them, and weigh the loss under a rollout
+    # correction). The first mini-batch is trained before any update, so its own forward gives
+    # them exactly; the others need a pass now.
     with torch.no_grad():
         for micro in (mb for _, micros in plan[1:] for mb in micros):
             batch = micro_batch(micro)
@@ -448,7 +480,8 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                         keep_old(micro, logp.detach(), ref_logprobs(batch), mask)
                 old = pad_values([samples[i].old_logprobs for i in micro], width, device)
                 mask = mask * torch.tensor([in_loss[i] for i in micro], dtype=mask.dtype, device=device).unsqueeze(1)
-                loss, metrics = loss_fn(logp, old, adv, mask, settings, norm=norm, norm_constant=norm_constant)
+                loss, metrics = loss_fn(logp, old, adv, mask, settings, norm=norm, norm_constant=norm_constant,
+                                        **rollout_weights(micro, width))
                 if ref_model is not None:
                     ref = pad_values([samples[i].ref_logprobs for i in micro], width, device)
                     kl, kl_metrics = kl_penalty(logp, ref, mask, settings, norm=norm, norm_constant=norm_constant)

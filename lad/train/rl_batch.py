@@ -44,6 +44,8 @@ class Sample:
     in_loss: bool = True  # False: it only fills the batch (dynamic sampling short of groups with signal)
     old_logprobs: Optional[list[float]] = field(default=None, repr=False)
     ref_logprobs: Optional[list[float]] = field(default=None, repr=False)
+    # the rollout correction's weights: one per response token (token_tis) or one (sequence_tis)
+    rollout_weights: Optional[list[float]] = field(default=None, repr=False)
 
 
 def collate(samples: list[Sample], pad_id: int, device: torch.device, *, share_prompts: bool = False) -> dict[str, torch.Tensor]:
