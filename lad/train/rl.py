@@ -19,9 +19,9 @@ N data-parallel processes sample and update exactly like one process with the sa
     lad train configs/train/tiny_cpu.yaml [--output-dir DIR] [--resume]
     torchrun --nproc_per_node N -m lad.cli train CONFIG          # data-parallel
 
-writes DIR/model (Hugging Face format with a card), DIR/metrics.json, DIR/steps.jsonl (every
-step's metrics), DIR/eval/step_*.json,
-DIR/samples/step_*.jsonl and checkpoints under DIR/checkpoints.
+writes DIR/model (Hugging Face format with a card; with ``lora``, the adapters merged in and
+DIR/adapter beside it), DIR/metrics.json, DIR/steps.jsonl (every step's metrics),
+DIR/eval/step_*.json, DIR/samples/step_*.jsonl and checkpoints under DIR/checkpoints.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from lad.rewards import RewardConfig, Score, overlong_penalty, score_batch
 from lad.rollout import SamplingParams, build_rollout
 from lad.train.checkpoint import fetch_published, publish_checkpoint, resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
+from lad.train.lora import LoraSettings, add_adapters, is_adapted, save_adapted
 from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
 from lad.train.run_log import RunLogger
@@ -213,6 +214,9 @@ class RLConfig(BaseModel):
     eval: HeldoutEvalConfig = HeldoutEvalConfig()
     checkpoint: RLCheckpointConfig = RLCheckpointConfig(every_steps=20)
     tracking: RLTracking = RLTracking()
+    lora: Optional[LoraSettings] = Field(
+        None, description="train low-rank adapters (peft LoRA) instead of the model's weights; the output is the merged "
+        "model, with the adapters beside it in adapter/. None: full fine-tuning")
 
     model_config = {"extra": "forbid"}
 
@@ -222,6 +226,8 @@ class RLConfig(BaseModel):
         total = t.prompts_per_step * self.rollout.n
         if self.train.mini_batch_size is not None and total % self.train.mini_batch_size:
             raise ValueError(f"train.mini_batch_size {t.mini_batch_size} must divide prompts_per_step x rollout.n = {total}")
+        if self.lora is not None and self.rollout.engine == "vllm":
+            raise ValueError("lora: the vllm rollout engine loads plain weights, not adapters; use rollout.engine native or hf")
         overlong = self.reward.overlong
         if overlong.enabled is None:
             overlong.enabled = get_policy_loss(self.algorithm.objective).overlong_shaping
@@ -239,7 +245,7 @@ class RLConfig(BaseModel):
 
     def trajectory(self) -> dict:
         """Settings that determine the trajectory; a resume must not change them."""
-        return json.loads(json.dumps(self.model_dump(include={"model", "data", "rollout", "algorithm", "reward", "optim", "engine"})
+        return json.loads(json.dumps(self.model_dump(include={"model", "data", "rollout", "algorithm", "reward", "optim", "engine", "lora"})
                                      | {"train": self.train.model_dump(exclude={"log_every", "samples_every", "samples_per_dump", "time_budget_min"})}))
 
 
@@ -419,7 +425,15 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
     def micro_batch(micro: list[int]) -> dict[str, torch.Tensor]:
         return collate([samples[i] for i in micro], pad_id, device, share_prompts=policy_kw is not None or ref_kw is not None)
 
+    # The reference policy: a frozen copy, or for an adapted (LoRA) policy under kl_coef the policy
+    # itself with its adapters off.
+    base_ref = ref_model is None and cfg.algorithm.kl_coef > 0 and is_adapted(engine.module)
+    use_ref = ref_model is not None or base_ref
+
     def ref_logprobs(batch: dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        if base_ref:
+            with engine.module.disable_adapter():
+                return token_logprobs(engine.forward, batch, temp, cache_kwarg=policy_kw, head=head)[0]
         return token_logprobs(ref_model, batch, temp, cache_kwarg=ref_kw, head=ref_head)[0] if ref_model is not None else None
 
     def keep_old(micro: list[int], old: torch.Tensor, ref: Optional[torch.Tensor], mask: torch.Tensor) -> None:
@@ -482,7 +496,7 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                 mask = mask * torch.tensor([in_loss[i] for i in micro], dtype=mask.dtype, device=device).unsqueeze(1)
                 loss, metrics = loss_fn(logp, old, adv, mask, settings, norm=norm, norm_constant=norm_constant,
                                         **rollout_weights(micro, width))
-                if ref_model is not None:
+                if use_ref:
                     ref = pad_values([samples[i].ref_logprobs for i in micro], width, device)
                     kl, kl_metrics = kl_penalty(logp, ref, mask, settings, norm=norm, norm_constant=norm_constant)
                     loss = loss + cfg.algorithm.kl_coef * kl
@@ -647,7 +661,10 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
     train_records, dropped = load_prompts(cfg.data.train, tokenizer, cfg.data.max_prompt_len, "data.train")
     eval_records = load_prompts(cfg.data.eval, tokenizer, cfg.data.max_prompt_len, "data.eval")[0] if cfg.data.eval else []
     step_prompts(len(train_records), tc.prompts_per_step, 0, seed=tc.seed, shuffle=False)  # fails early on too few prompts
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.algorithm.kl_coef > 0 else None
+    # An adapted policy's reference is itself with the adapters off (policy_update): no copy.
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.algorithm.kl_coef > 0 and cfg.lora is None else None
+    if cfg.lora is not None:
+        model = add_adapters(model, cfg.lora)
     apply_checkpointing(model, cfg.memory)
     grad_accum = cfg.mini_batch() // (world * tc.micro_batch_size)
     engine = build_engine(model, cfg.optim, cfg.engine, total_steps=tc.max_steps * cfg.optimizer_steps(), grad_accum=grad_accum,
@@ -723,7 +740,10 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
         with engine.full_model() as full:
             if rank == 0:
                 card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(), "metrics": history[-1] if history else {}}
-                save_model(full, tokenizer, out_dir / "model", card)
+                if cfg.lora is not None:
+                    save_adapted(full, tokenizer, out_dir, card)
+                else:
+                    save_model(full, tokenizer, out_dir / "model", card)
                 log.write_json("metrics.json", results, artifact_dir="")
             engine.barrier()
         return results
