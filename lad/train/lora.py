@@ -6,6 +6,8 @@ and the optimizer without the base), and the stage's output is a normal Hugging 
 the adapters merged in, the adapters themselves saved beside it (``adapter/``, peft's format, to
 load over the base with ``PeftModel.from_pretrained``). The RL stage's reference policy for
 ``kl_coef`` is the same module with its adapters off, so no second copy of the model is kept.
+The native rollout engine samples an adapted model through its generic decoder; the vLLM engine,
+which loads plain weights, is refused with adapters (RLConfig).
 
 Everything here takes the module as the stage holds it (a ``PeftModel`` when adapted).
 """
