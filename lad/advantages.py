@@ -19,13 +19,13 @@ def _check_groups(rewards: torch.Tensor, min_group: int) -> None:
         raise ValueError(f"group size G must be at least {min_group}; got {rewards.shape[1]}")
 
 
-def _degenerate(rewards: torch.Tensor) -> torch.Tensor:
-    """[P] bool: groups whose rewards are all equal."""
+def uniform_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """[P] bool: groups whose rewards [P, G] are all equal (exactly: no estimator gives them signal)."""
     return (rewards == rewards[:, :1]).all(dim=1)
 
 
 def _finish(adv: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    flat = _degenerate(rewards)
+    flat = uniform_groups(rewards)
     # Exact zeros for degenerate groups, whatever rounding the formula did.
     adv = torch.where(flat.unsqueeze(1), torch.zeros_like(adv), adv)
     return adv, {

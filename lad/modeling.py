@@ -181,7 +181,9 @@ def cache_kwarg(model: torch.nn.Module) -> Optional[str]:
     transformers renamed past_key_values to cache (5.2x; the old name still works but warns)."""
     import inspect
 
-    params = inspect.signature(type(model).forward).parameters
+    # A peft model passes its keywords on to the model it wraps: that model's forward names the cache.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(base).forward).parameters
     return next((name for name in ("cache", "past_key_values") if name in params), None)
 
 

@@ -3,14 +3,16 @@
 Every entry of ``POLICY_LOSSES`` is a ``PolicyLoss``: a pure function of tensors and the pydantic
 model of its settings (``algorithm.loss_params``). Called as
 
-    entry(log_prob, old_log_prob, advantages, response_mask, *, norm=None, norm_constant=None, **params)
-        -> (loss, metrics)
+    entry(log_prob, old_log_prob, advantages, response_mask, *, norm=None, norm_constant=None,
+          weights=None, **params) -> (loss, metrics)
 
 it validates ``params`` against that model; ``log_prob``, ``old_log_prob``, ``response_mask`` are
 [B, T], ``advantages`` is [B] (one per sequence) or [B, T], ``loss`` is a scalar tensor and
 ``metrics`` a dict of floats. ``norm`` carries the normalisers of the *whole* mini-batch, so that
 losses summed over micro-batches equal the full-batch loss exactly (gradient accumulation without
-bias). ``register_policy_loss`` adds entries, from this module or from outside the package.
+bias). ``weights`` ([B] or [B, T], constants) multiply each sequence's or token's loss before
+aggregation: the rollout correction's truncated importance weights (``rollout_is_weights``).
+``register_policy_loss`` adds entries, from this module or from outside the package.
 
 LAD (arXiv 2602.20132): with u = kappa * A, l = log pi_theta - log pi_old and x = exp(l - u), the
 per-sample loss is exp(u) * f(x) for an f-divergence generator f. Each generator is written in
@@ -19,6 +21,7 @@ log space as a function of (l, u) so nothing overflows for |l|, |u| up to the cl
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal, Optional, get_args
@@ -213,6 +216,19 @@ def _check_shapes(log_prob, old_log_prob, advantages, response_mask) -> None:
         )
 
 
+def _check_weights(weights: torch.Tensor | None, response_mask: torch.Tensor) -> None:
+    if weights is not None and weights.shape not in (response_mask.shape[:1], response_mask.shape):
+        raise ValueError(f"weights must be [B]={tuple(response_mask.shape[:1])} or [B, T]={tuple(response_mask.shape)}; "
+                         f"got {tuple(weights.shape)}")
+
+
+def _weighted(loss_mat: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """A [B, T] per-token loss times constant per-sequence [B] or per-token [B, T] weights (None: as it is)."""
+    if weights is None:
+        return loss_mat
+    return loss_mat * (weights.unsqueeze(-1) if weights.dim() == 1 else weights).detach().to(loss_mat.dtype)
+
+
 def _token_advantages(advantages: torch.Tensor, response_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[B] or [B, T] advantages as [B, T], zero (not garbage) on padding."""
     adv = advantages.unsqueeze(-1).expand(response_mask.shape) if advantages.dim() == 1 else advantages
@@ -270,14 +286,22 @@ class PolicyLoss:
     """A registry entry: ``fn(log_prob, old_log_prob, advantages, response_mask, params, *, norm,
     norm_constant)`` with ``params`` an instance of ``params``, the model of its settings.
 
+    ``fn`` takes ``weights`` (see the module docstring) where the trainer's
+    ``algorithm.rollout_correction`` is to apply to it; the built-in losses do.
+
     ``advantage`` names the group advantage estimator the method is defined with; the trainer
-    uses it when ``algorithm.advantage`` is unset.
+    uses it when ``algorithm.advantage`` is unset. Likewise ``dynamic_sampling`` and
+    ``overlong_shaping``: whether the method samples until its groups carry signal and shapes
+    the reward of responses near the length limit (DAPO does both), the trainer's
+    ``algorithm.dynamic_sampling`` and ``reward.overlong.enabled`` when those are unset.
     """
 
     name: str
     params: type[LossParams]
     fn: LossFn
     advantage: str = "grpo"
+    dynamic_sampling: bool = False
+    overlong_shaping: bool = False
 
     def settings(self, **params: Any) -> LossParams:
         """``params`` validated against this loss's model; the ValueError names every bad field."""
@@ -302,18 +326,28 @@ class PolicyLoss:
         *,
         norm: BatchNorm | None = None,
         norm_constant: float | None = None,
+        weights: torch.Tensor | None = None,
         **params: Any,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        # weights only when given: a loss registered from outside may not take them
+        extra = {} if weights is None else {"weights": weights}
         return self.fn(log_prob, old_log_prob, advantages, response_mask, self.settings(**params),
-                       norm=norm, norm_constant=norm_constant)
+                       norm=norm, norm_constant=norm_constant, **extra)
+
+    def takes_weights(self) -> bool:
+        """Whether ``fn`` accepts ``weights`` (the rollout correction's)."""
+        parameters = inspect.signature(self.fn).parameters
+        return "weights" in parameters or any(q.kind is inspect.Parameter.VAR_KEYWORD for q in parameters.values())
 
 
 POLICY_LOSSES: dict[str, PolicyLoss] = {}
 
 
-def register_policy_loss(name: str, params: type[LossParams], *, advantage: str = "grpo") -> Callable[[LossFn], PolicyLoss]:
+def register_policy_loss(name: str, params: type[LossParams], *, advantage: str = "grpo", dynamic_sampling: bool = False,
+                         overlong_shaping: bool = False) -> Callable[[LossFn], PolicyLoss]:
     """Decorator: register ``fn`` as the policy loss ``name`` (``algorithm.objective``), its settings
-    validated by ``params`` (a ``LossParams`` subclass). Returns the registry entry.
+    validated by ``params`` (a ``LossParams`` subclass), with the trainer defaults of ``PolicyLoss``.
+    Returns the registry entry.
 
     From outside the package, import the registering module before loading a config that names it.
     """
@@ -324,7 +358,7 @@ def register_policy_loss(name: str, params: type[LossParams], *, advantage: str 
     def register(fn: LossFn) -> PolicyLoss:
         if name in POLICY_LOSSES:
             raise ValueError(f"policy loss {name!r} is already registered")
-        POLICY_LOSSES[name] = entry = PolicyLoss(name, params, fn, advantage)
+        POLICY_LOSSES[name] = entry = PolicyLoss(name, params, fn, advantage, dynamic_sampling, overlong_shaping)
         return entry
 
     return register
@@ -376,9 +410,12 @@ def lad_policy_loss(
     *,
     norm: BatchNorm | None = None,
     norm_constant: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """LAD loss and its diagnostics (registry entry ``lad``); see ``lad_loss`` for the arguments."""
+    """LAD loss and its diagnostics (registry entry ``lad``); see ``lad_loss`` for the arguments and
+    the module docstring for ``weights`` (one per sequence under ratio_level="sequence")."""
     _check_shapes(log_prob, old_log_prob, advantages, response_mask)
+    _check_weights(weights, response_mask)
     div = DIVERGENCES[p.divergence]
     mask = response_mask.to(log_prob.dtype)
     token_l = _log_ratio(log_prob, old_log_prob, response_mask)
@@ -387,7 +424,7 @@ def lad_policy_loss(
     if p.ratio_level == "token":
         l = torch.clamp(token_l, -p.clamp, p.clamp)
         u = torch.clamp(p.kappa * token_adv, -p.clamp, p.clamp)
-        loss = aggregate(div.weighted(l, u), mask, p.loss_agg_mode, norm=norm, norm_constant=norm_constant)
+        loss = aggregate(_weighted(div.weighted(l, u), weights), mask, p.loss_agg_mode, norm=norm, norm_constant=norm_constant)
         metric_mask = mask
     else:
         # One advantage per sequence: the masked mean of a [B, T] input (equal to the sequence's
@@ -397,7 +434,10 @@ def lad_policy_loss(
         u = torch.clamp(p.kappa * seq_adv, -p.clamp, p.clamp)
         metric_mask = (mask.sum(dim=-1) > 0).to(log_prob.dtype)
         num_seqs = norm.num_seqs if norm and norm.num_seqs is not None else log_prob.shape[0]
-        loss = (div.weighted(l, u) * metric_mask).sum() / num_seqs
+        if weights is not None and weights.dim() != 1:
+            raise ValueError("ratio_level 'sequence' has one loss per sequence: give weights per sequence, [B]")
+        per_seq = div.weighted(l, u) if weights is None else div.weighted(l, u) * weights.detach().to(l.dtype)
+        loss = (per_seq * metric_mask).sum() / num_seqs
 
     with torch.no_grad():
         metrics = _ratio_metrics(l, metric_mask)
@@ -491,13 +531,15 @@ def ppo_clip_loss(
     *,
     norm: BatchNorm | None = None,
     norm_constant: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate, per token: max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high)).
 
     Dual clip: for A < 0 the loss is capped at -A * clip_ratio_c, so a token whose ratio has
-    exploded cannot dominate the update.
+    exploded cannot dominate the update. ``weights`` multiply the clipped per-token loss.
     """
     _check_shapes(log_prob, old_log_prob, advantages, response_mask)
+    _check_weights(weights, response_mask)
     mask = response_mask.to(log_prob.dtype)
     adv = _token_advantages(advantages, response_mask, log_prob.dtype)
     l = torch.clamp(_log_ratio(log_prob, old_log_prob, response_mask), -p.clamp, p.clamp)
@@ -510,7 +552,7 @@ def ppo_clip_loss(
         cap = -adv * p.clip_ratio_c
         dual_clipped = (adv < 0) & (per_token > cap)
         per_token = torch.where(adv < 0, torch.minimum(per_token, cap), per_token)
-    loss = aggregate(per_token, mask, p.loss_agg_mode, norm=norm, norm_constant=norm_constant)
+    loss = aggregate(_weighted(per_token, weights), mask, p.loss_agg_mode, norm=norm, norm_constant=norm_constant)
     with torch.no_grad():
         metrics = _ratio_metrics(l, mask)
         metrics["clip_frac"] = _masked_mean((clipped > unclipped).to(l.dtype), mask)
@@ -519,9 +561,10 @@ def ppo_clip_loss(
 
 
 # Dr. GRPO and DAPO change the defaults of the one surrogate, as verl configures them; Dr. GRPO is
-# also defined with mean-only advantages (no std division).
+# also defined with mean-only advantages (no std division), DAPO with dynamic sampling and the soft
+# overlong punishment.
 register_policy_loss("dr_grpo", DrGRPOParams, advantage="dr_grpo")(ppo_clip_loss.fn)
-register_policy_loss("dapo", DAPOParams)(ppo_clip_loss.fn)
+register_policy_loss("dapo", DAPOParams, dynamic_sampling=True, overlong_shaping=True)(ppo_clip_loss.fn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,3 +591,44 @@ def kl_penalty(
     penalty = aggregate(kl, response_mask, params.loss_agg_mode, norm=norm, norm_constant=norm_constant)
     with torch.no_grad():
         return penalty, {"kl_ref": _masked_mean(kl, response_mask)}
+
+
+# --------------------------------------------------------------------------------------------
+# Rollout correction: truncated importance sampling
+# --------------------------------------------------------------------------------------------
+
+ROLLOUT_CORRECTIONS = ("none", "token_tis", "sequence_tis")
+
+
+def rollout_is_weights(
+    old_log_prob: torch.Tensor,
+    rollout_log_prob: torch.Tensor,
+    response_mask: torch.Tensor,
+    level: str,
+    cap: float,
+    *,
+    clamp: float = 20.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Truncated importance weights for responses sampled by a rollout engine whose probabilities
+    differ from the trainer's: w = min(pi_old / pi_rollout, cap), per token (``level`` "token") or
+    per sequence ("sequence": the ratio of the whole response's probabilities, exp of the summed log
+    difference). They multiply the policy loss (the ``weights`` of a registry entry): verl's
+    rollout_is with rollout_is_threshold, TRL's vllm_importance_sampling_correction.
+
+    old_log_prob, rollout_log_prob, response_mask: [B, T]. Returns the weights, [B, T] (zero on
+    padding) or [B], detached, and metrics over the tokens or the sequences with a token:
+    ``is_ratio_mean`` and ``is_ratio_max`` of the untruncated ratio and ``is_capped_frac``, the share
+    truncated. The log ratio is clamped to +-``clamp`` before exp, so the ratio stays finite.
+    """
+    if level not in ("token", "sequence"):
+        raise ValueError(f"unknown importance sampling level {level!r}; expected token or sequence")
+    with torch.no_grad():
+        d = _log_ratio(old_log_prob, rollout_log_prob, response_mask)
+        mask = response_mask.to(d.dtype)
+        if level == "sequence":
+            d, mask = d.sum(dim=-1), (mask.sum(dim=-1) > 0).to(d.dtype)
+        ratio = torch.exp(torch.clamp(d, -clamp, clamp))
+        weights = torch.clamp(ratio, max=cap) * mask
+        metrics = {"is_ratio_mean": _masked_mean(ratio, mask), "is_ratio_max": _masked_max(ratio, mask),
+                   "is_capped_frac": _masked_mean((ratio > cap).to(d.dtype), mask)}
+    return weights, metrics

@@ -109,7 +109,7 @@ def test_validation_and_test_are_disjoint_held_out_sets():
 
 
 SHIPPED = {  # study config -> runs it trains (arms x seeds, shared arms once)
-    "study_countdown.yaml": 33,
+    "study_countdown.yaml": 36,
     "study_smollm2_arithmetic.yaml": 4,
     "study_smollm2_arithmetic_lr5e-6.yaml": 4,
     "study_smollm2_arithmetic_gpu.yaml": 18,

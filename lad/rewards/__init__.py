@@ -6,14 +6,15 @@ sandbox (``lad.rewards.code``: the response's program completed with the starter
 "Class.method" tests routed through a module function), math in a pool of verifier processes,
 countdown checked exactly, and a data_source named in ``reward.functions`` by the user's own
 function (``lad.rewards.custom``). It returns one ``Score`` (value, reason, judged answer, extra
-metrics) per response.
+metrics) per response. The RL trainer may add ``overlong_penalty`` of a response's length to it
+(``RewardConfig.overlong``, training only).
 """
 
 from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lad.rewards.countdown import score_countdown
 from lad.rewards.custom import RewardFunctionError, function_for, load_function, score_custom
@@ -23,6 +24,31 @@ from lad.rewards.math import MathVerifier, Score, default_verifier, score_math
 # data_source -> reward kind; anything not listed falls back on the record's ability.
 SOURCE_KINDS: dict[str, str] = {"synthetic/countdown": "countdown"}
 KINDS = ("math", "countdown", "code")
+
+
+class OverlongConfig(BaseModel):
+    """DAPO's soft overlong punishment (arXiv 2503.14476, eq. 13), added to the RL training reward
+    (see ``overlong_penalty``); held-out evaluation scores without it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: Optional[bool] = Field(None, description="None: the objective's own (dapo: on, the others off)")
+    buffer_len: Optional[int] = Field(
+        None, gt=0, description="the last tokens before rollout.max_new_tokens over which the penalty grows from 0 to "
+        "penalty_factor; None: a fifth of max_new_tokens (DAPO's 4096 of 20480)")
+    penalty_factor: float = Field(1.0, ge=0, description="the penalty of a response of max_new_tokens tokens")
+
+    def buffer(self, max_len: int) -> int:
+        """``buffer_len``, or its default for responses of at most ``max_len`` tokens."""
+        return self.buffer_len or max(1, max_len // 5)
+
+
+def overlong_penalty(length: int, max_len: int, buffer_len: int, penalty_factor: float) -> float:
+    """The soft overlong punishment of a response of ``length`` tokens, at most ``max_len``: 0 up to
+    ``max_len - buffer_len`` tokens, then falling linearly to ``-penalty_factor`` at ``max_len``
+    (and staying there past it). verl's ``overlong_buffer``, TRL's ``get_soft_overlong_punishment``."""
+    excess = min(max(0, length - (max_len - buffer_len)), buffer_len)
+    return -penalty_factor * excess / buffer_len if excess else 0.0
 
 
 class RewardConfig(BaseModel):
@@ -38,6 +64,7 @@ class RewardConfig(BaseModel):
         "'path/to/file.py:function' (local or s3://), called as verl's compute_score(data_source, solution_str, ground_truth, extra_info) "
         "and returning a number or a dict with 'score' (its other numbers are logged); over the built-in rewards")
     function_timeout_s: float = Field(10.0, gt=0, description="time limit of one custom reward call; past it the item scores 0 (timeout)")
+    overlong: OverlongConfig = Field(OverlongConfig(), description="RL training only: DAPO's soft overlong punishment")
 
     @field_validator("functions")
     @classmethod

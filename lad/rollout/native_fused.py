@@ -36,6 +36,8 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3")
 def fused_unsupported(model) -> Optional[str]:
     """Why ``model`` cannot take the fused path (None: it can)."""
     cfg = model.config
+    if getattr(model, "peft_config", None) is not None:
+        return "LoRA adapters (the fused forward reads the base layers' weights alone)"
     if cfg.model_type not in FUSED_MODEL_TYPES:
         return f"model type {cfg.model_type!r} is not one of {FUSED_MODEL_TYPES}"
     rope = (getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}).get("rope_type", "default")

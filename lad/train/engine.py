@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 
 from lad.local_server import free_port
+from lad.train.lora import frozen_names
 
 
 class OptimConfig(BaseModel):
@@ -112,7 +113,9 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Ada
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    # No empty group (LoRA trains matrices only): DeepSpeed drops those, and the scheduler would no
+    # longer match the optimizer's groups.
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -241,14 +244,20 @@ class TorchEngine(TrainEngine):
         return float(self.scheduler.get_last_lr()[0])
 
     def save_state(self, directory: Path) -> None:
-        torch.save(
-            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-            directory / "engine_state.pt",
-        )
+        # Frozen weights (a LoRA run's base) are the loaded model's: only what trains is saved.
+        frozen = frozen_names(self.model)
+        weights = self.model.state_dict() if frozen is None else {
+            name: p.detach() for name, p in self.model.named_parameters() if name not in frozen}
+        torch.save({"model": weights, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                   directory / "engine_state.pt")
 
     def load_state(self, directory: Path) -> None:
         state = torch.load(directory / "engine_state.pt", map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
+        frozen = frozen_names(self.model)
+        result = self.model.load_state_dict(state["model"], strict=frozen is None)
+        if frozen is not None and (set(result.missing_keys) - frozen or result.unexpected_keys):
+            raise ValueError(f"checkpoint {directory} does not hold this model's trained weights: missing "
+                             f"{sorted(set(result.missing_keys) - frozen)[:3]}, unexpected {result.unexpected_keys[:3]}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -309,10 +318,11 @@ class DeepSpeedEngine(TrainEngine):
         return float(self.scheduler.get_last_lr()[0])
 
     def save_state(self, directory: Path) -> None:
-        self.ds.save_checkpoint(str(directory), tag=self.TAG, save_latest=False)
+        frozen = frozen_names(self.ds.module) is not None  # a LoRA run's base: the loaded model's, not saved
+        self.ds.save_checkpoint(str(directory), tag=self.TAG, save_latest=False, exclude_frozen_parameters=frozen)
 
     def load_state(self, directory: Path) -> None:
-        path, _ = self.ds.load_checkpoint(str(directory), tag=self.TAG)
+        path, _ = self.ds.load_checkpoint(str(directory), tag=self.TAG, load_module_strict=frozen_names(self.ds.module) is None)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed engine state under {directory}/{self.TAG}")
 

@@ -6,18 +6,22 @@ One step of the loop:
       -> old log-probs by the training engine -> update_epochs x mini-batches of optimizer steps,
          each accumulated exactly over micro-batches and ranks -> metrics -> (eval) -> (checkpoint)
 
-Everything a step does is a pure function of (config, step): the prompts come from a
-(seed, epoch) shuffle, every rollout call is seeded by (seed, step, call), and the mini-batch
-plan by (seed, step). So a resumed run repeats the uninterrupted one, and N data-parallel
-processes sample and update exactly like one process with the same global batch, provided
+With dynamic sampling (algorithm.dynamic_sampling), batches of P prompts are sampled and scored
+until P groups whose rewards are not all equal are in hand, and the step trains on those.
+
+Everything a step does is a pure function of (config, step, generation batches drawn before it):
+the prompts of generation batch b come from a (seed, epoch) shuffle, every rollout call is seeded
+by (seed, b, call), and the mini-batch plan by (seed, step); without dynamic sampling b is the
+step, and checkpoints hold the batches drawn. So a resumed run repeats the uninterrupted one, and
+N data-parallel processes sample and update exactly like one process with the same global batch, provided
 ``rollout.prompts_per_call`` is set (calls, not ranks, fix the sampling).
 
     lad train configs/train/tiny_cpu.yaml [--output-dir DIR] [--resume]
     torchrun --nproc_per_node N -m lad.cli train CONFIG          # data-parallel
 
-writes DIR/model (Hugging Face format with a card), DIR/metrics.json, DIR/steps.jsonl (every
-step's metrics), DIR/eval/step_*.json,
-DIR/samples/step_*.jsonl and checkpoints under DIR/checkpoints.
+writes DIR/model (Hugging Face format with a card; with ``lora``, the adapters merged in and
+DIR/adapter beside it), DIR/metrics.json, DIR/steps.jsonl (every step's metrics),
+DIR/eval/step_*.json, DIR/samples/step_*.jsonl and checkpoints under DIR/checkpoints.
 """
 
 from __future__ import annotations
@@ -34,15 +38,16 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from lad.advantages import ADVANTAGES, get_advantage
+from lad.advantages import ADVANTAGES, get_advantage, uniform_groups
 from lad.data.records import DataError, read_records
 from lad.evaluation.heldout import HeldoutEvalConfig, evaluate_policy
 from lad.modeling import ModelRef
-from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty
-from lad.rewards import RewardConfig, Score, score_batch
+from lad.objectives import POLICY_LOSSES, BatchNorm, LossParams, get_policy_loss, kl_penalty, rollout_is_weights
+from lad.rewards import RewardConfig, Score, overlong_penalty, score_batch
 from lad.rollout import SamplingParams, build_rollout
 from lad.train.checkpoint import fetch_published, publish_checkpoint, resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
+from lad.train.lora import LoraSettings, add_adapters, is_adapted, save_adapted
 from lad.train.memory import MemoryConfig, apply_checkpointing, logprob_head
 from lad.train.rl_batch import Sample, collate, pad_values, shared_prompt_kwarg, token_logprobs
 from lad.train.run_log import RunLogger
@@ -117,6 +122,19 @@ class AlgorithmConfig(BaseModel):
                                  "still count in their group's advantages): DAPO's overlong filtering, TRL's "
                                  "mask_truncated_completions. A rewarded answer followed by text that never ends then "
                                  "teaches nothing, so the policy cannot learn to stop emitting EOS")
+    dynamic_sampling: Optional[bool] = Field(
+        None, description="DAPO's dynamic sampling (verl's algorithm.filter_groups, OpenRLHF's --dynamic_filtering): sample "
+        "batches of P prompts, drop the groups whose rewards are all equal, and go on until P groups carry signal; the step "
+        "trains on those P. None: the objective's own (dapo: on, the others off)")
+    max_gen_batches: int = Field(
+        10, gt=0, description="with dynamic_sampling: generation batches of P prompts a step draws at most (DAPO's recipe: 10); "
+        "when they hold fewer than P groups with signal, the step trains on those it has and says so")
+    rollout_correction: Literal["none", "token_tis", "sequence_tis"] = Field(
+        "none", description="truncated importance sampling for the gap between the rollout engine's and the trainer's "
+        "probabilities (verl's rollout_correction.rollout_is, TRL's vllm_importance_sampling_correction): the policy loss of "
+        "each token (token_tis) or response (sequence_tis) weighted by min(pi_old / pi_rollout, rollout_correction_cap); "
+        "none: no weights")
+    rollout_correction_cap: float = Field(2.0, ge=1, description="C, the cap of the importance weights (verl's and TRL's default)")
 
     @model_validator(mode="after")
     def _known(self) -> "AlgorithmConfig":
@@ -125,6 +143,15 @@ class AlgorithmConfig(BaseModel):
         self.loss_params = loss.settings(**self.loss_params).model_dump(exclude_unset=True)
         if self.advantage is None:
             self.advantage = loss.advantage
+        if self.dynamic_sampling is None:
+            self.dynamic_sampling = loss.dynamic_sampling
+        if self.rollout_correction != "none":
+            if not loss.takes_weights():
+                raise ValueError(f"rollout_correction {self.rollout_correction}: the policy loss {self.objective!r} takes no "
+                                 "weights argument (see lad.objectives)")
+            if self.rollout_correction == "token_tis" and self.loss_params.get("ratio_level") == "sequence":
+                raise ValueError("rollout_correction token_tis weighs tokens, but ratio_level 'sequence' has one loss per "
+                                 "response: use sequence_tis")
         get_advantage(self.advantage)
         return self
 
@@ -187,6 +214,9 @@ class RLConfig(BaseModel):
     eval: HeldoutEvalConfig = HeldoutEvalConfig()
     checkpoint: RLCheckpointConfig = RLCheckpointConfig(every_steps=20)
     tracking: RLTracking = RLTracking()
+    lora: Optional[LoraSettings] = Field(
+        None, description="train low-rank adapters (peft LoRA) instead of the model's weights; the output is the merged "
+        "model, with the adapters beside it in adapter/. None: full fine-tuning")
 
     model_config = {"extra": "forbid"}
 
@@ -196,6 +226,14 @@ class RLConfig(BaseModel):
         total = t.prompts_per_step * self.rollout.n
         if self.train.mini_batch_size is not None and total % self.train.mini_batch_size:
             raise ValueError(f"train.mini_batch_size {t.mini_batch_size} must divide prompts_per_step x rollout.n = {total}")
+        if self.lora is not None and self.rollout.engine == "vllm":
+            raise ValueError("lora: the vllm rollout engine loads plain weights, not adapters; use rollout.engine native or hf")
+        overlong = self.reward.overlong
+        if overlong.enabled is None:
+            overlong.enabled = get_policy_loss(self.algorithm.objective).overlong_shaping
+        if (overlong.buffer_len or 0) > self.rollout.max_new_tokens:
+            raise ValueError(f"reward.overlong.buffer_len {overlong.buffer_len} must be at most rollout.max_new_tokens "
+                             f"{self.rollout.max_new_tokens}")
         return self
 
     def mini_batch(self) -> int:
@@ -207,7 +245,7 @@ class RLConfig(BaseModel):
 
     def trajectory(self) -> dict:
         """Settings that determine the trajectory; a resume must not change them."""
-        return json.loads(json.dumps(self.model_dump(include={"model", "data", "rollout", "algorithm", "reward", "optim", "engine"})
+        return json.loads(json.dumps(self.model_dump(include={"model", "data", "rollout", "algorithm", "reward", "optim", "engine", "lora"})
                                      | {"train": self.train.model_dump(exclude={"log_every", "samples_every", "samples_per_dump", "time_budget_min"})}))
 
 
@@ -272,12 +310,13 @@ def make_scorer(cfg: RewardConfig) -> Callable[[list[str], list[dict]], list[Sco
 # --------------------------------------------------------------------------------------------
 
 
-def call_seed(seed: int, step: int, call: int) -> int:
-    return random.Random(f"lad.rl.rollout|{seed}|{step}|{call}").getrandbits(31)
+def call_seed(seed: int, batch: int, call: int) -> int:
+    return random.Random(f"lad.rl.rollout|{seed}|{batch}|{call}").getrandbits(31)
 
 
-def rollout_step(rollout, records: list[dict], cfg: RLConfig, step: int, rank: int, world: int) -> list[Sample]:
-    """This rank's share of the step's completions: seeded calls of ``prompts_per_call`` prompts, round-robin over ranks."""
+def rollout_step(rollout, records: list[dict], cfg: RLConfig, batch: int, rank: int, world: int) -> list[Sample]:
+    """This rank's share of the completions of generation batch ``batch`` (the step's, without dynamic
+    sampling): seeded calls of ``prompts_per_call`` prompts, round-robin over ranks."""
     per_call = cfg.rollout.prompts_per_call or -(-len(records) // world)
     params = SamplingParams(n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                             max_new_tokens=cfg.rollout.max_new_tokens, stop=cfg.rollout.stop, ignore_eos=cfg.rollout.ignore_eos)
@@ -286,7 +325,7 @@ def rollout_step(rollout, records: list[dict], cfg: RLConfig, step: int, rank: i
         if call % world != rank:
             continue
         chunk = records[start : start + per_call]
-        groups = rollout.generate([r["prompt"] for r in chunk], params.model_copy(update={"seed": call_seed(cfg.train.seed, step, call)}))
+        groups = rollout.generate([r["prompt"] for r in chunk], params.model_copy(update={"seed": call_seed(cfg.train.seed, batch, call)}))
         for i, (record, group) in enumerate(zip(chunk, groups)):
             for c in group:
                 samples.append(Sample(start + i, record, c.prompt_token_ids, c.token_ids, c.logprobs, c.finish_reason, c.text))
@@ -362,9 +401,11 @@ class _Sums:
 
 
 def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_id: int, ref_model) -> dict[str, float]:
-    """Old (and reference) log-probs, then update_epochs x mini-batches of exact-accumulation updates."""
+    """Old (and reference) log-probs, with the rollout correction's weights, then update_epochs x
+    mini-batches of exact-accumulation updates."""
     loss_fn = get_policy_loss(cfg.algorithm.objective).fn
     settings = cfg.algorithm.loss_settings()
+    correction = cfg.algorithm.rollout_correction
     # seq-mean-token-sum-norm's constant: the max response length, the same for every batch.
     norm_constant = float(cfg.rollout.max_new_tokens)
     temp = cfg.rollout.temperature
@@ -375,7 +416,7 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                        seed=cfg.train.seed, step=step, group=g if grouped else 1)
     sums = _Sums()
     device = engine.device
-    in_loss = [not (cfg.algorithm.mask_truncated and s.finish_reason == "length") for s in samples]
+    in_loss = [s.in_loss and not (cfg.algorithm.mask_truncated and s.finish_reason == "length") for s in samples]
     policy_kw = shared_prompt_kwarg(engine.module)
     ref_kw = shared_prompt_kwarg(ref_model) if ref_model is not None else None
     head = logprob_head(engine.module, cfg.memory)
@@ -384,7 +425,15 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
     def micro_batch(micro: list[int]) -> dict[str, torch.Tensor]:
         return collate([samples[i] for i in micro], pad_id, device, share_prompts=policy_kw is not None or ref_kw is not None)
 
+    # The reference policy: a frozen copy, or for an adapted (LoRA) policy under kl_coef the policy
+    # itself with its adapters off.
+    base_ref = ref_model is None and cfg.algorithm.kl_coef > 0 and is_adapted(engine.module)
+    use_ref = ref_model is not None or base_ref
+
     def ref_logprobs(batch: dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        if base_ref:
+            with engine.module.disable_adapter():
+                return token_logprobs(engine.forward, batch, temp, cache_kwarg=policy_kw, head=head)[0]
         return token_logprobs(ref_model, batch, temp, cache_kwarg=ref_kw, head=ref_head)[0] if ref_model is not None else None
 
     def keep_old(micro: list[int], old: torch.Tensor, ref: Optional[torch.Tensor], mask: torch.Tensor) -> None:
@@ -392,15 +441,32 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
         diff = ((old - sampled) * mask).abs()
         sums.add({"rollout/logprob_diff_abs_mean": float(diff.sum() / mask.sum()),
                   "rollout/logprob_diff_abs_max": float(diff.max())}, float(mask.sum()))
+        weights = None
+        if correction != "none":
+            level = correction.removesuffix("_tis")
+            weights, is_metrics = rollout_is_weights(old, sampled, mask, level, cfg.algorithm.rollout_correction_cap)
+            sums.add({f"rollout/{k}": v for k, v in is_metrics.items()}, float(mask.sum()) if level == "token" else float(len(micro)))
         for row, i in enumerate(micro):
             n = len(samples[i].response_ids)
             samples[i].old_logprobs = old[row, :n].tolist()
+            if weights is not None:
+                samples[i].rollout_weights = weights[row, :n].tolist() if weights.dim() == 2 else [float(weights[row])]
             if ref is not None:
                 samples[i].ref_logprobs = ref[row, :n].tolist()
 
+    def rollout_weights(micro: list[int], width: int) -> dict[str, torch.Tensor]:
+        """The loss's ``weights`` keyword for a micro-batch: [B, T] or [B] (none without correction)."""
+        if correction == "none":
+            return {}
+        rows = [samples[i].rollout_weights for i in micro]
+        if correction == "token_tis":
+            return {"weights": pad_values(rows, width, device)}
+        return {"weights": torch.tensor([w for w, in rows], dtype=torch.float32, device=device)}
+
     # pi_old: the training engine's log-probs before any update of this step (the sampling
-    # engine's own log-probs are only compared with them). The first mini-batch is trained before
-    # any update, so its own forward gives them exactly; the others need a pass now.
+    # engine's own log-probs are compared with them, and weigh the loss under a rollout
+    # correction). The first mini-batch is trained before any update, so its own forward gives
+    # them exactly; the others need a pass now.
     with torch.no_grad():
         for micro in (mb for _, micros in plan[1:] for mb in micros):
             batch = micro_batch(micro)
@@ -428,8 +494,9 @@ def policy_update(engine, samples: list[Sample], cfg: RLConfig, step: int, pad_i
                         keep_old(micro, logp.detach(), ref_logprobs(batch), mask)
                 old = pad_values([samples[i].old_logprobs for i in micro], width, device)
                 mask = mask * torch.tensor([in_loss[i] for i in micro], dtype=mask.dtype, device=device).unsqueeze(1)
-                loss, metrics = loss_fn(logp, old, adv, mask, settings, norm=norm, norm_constant=norm_constant)
-                if ref_model is not None:
+                loss, metrics = loss_fn(logp, old, adv, mask, settings, norm=norm, norm_constant=norm_constant,
+                                        **rollout_weights(micro, width))
+                if use_ref:
                     ref = pad_values([samples[i].ref_logprobs for i in micro], width, device)
                     kl, kl_metrics = kl_penalty(logp, ref, mask, settings, norm=norm, norm_constant=norm_constant)
                     loss = loss + cfg.algorithm.kl_coef * kl
@@ -464,7 +531,7 @@ def rollout_metrics(samples: list[Sample], rewards: torch.Tensor, adv_metrics: d
     metrics = {
         "reward/mean": fmean(values),
         "reward/std": pstdev(values),
-        "reward/accuracy": fmean(v >= 1.0 for v in values),
+        "reward/accuracy": fmean((s.reward if s.score is None else s.score) >= 1.0 for s in samples),
         "reward/zero_variance_group_frac": adv_metrics["zero_adv_group_frac"],
         "reward/adv_abs_mean": adv_metrics["adv_abs_mean"],
         "response/length_mean": fmean(lengths),
@@ -485,34 +552,82 @@ def rollout_metrics(samples: list[Sample], rewards: torch.Tensor, adv_metrics: d
 def sample_rows(samples: list[Sample], n: int) -> list[dict]:
     """The first ``n`` samples as rows of a samples dump (prompt, completion, reward, ...)."""
     return [{"prompt_index": s.prompt_index, "prompt": s.record["prompt"], "completion": s.text, "reward": s.reward,
-             "reason": s.reason, "answer": s.answer, "advantage": s.advantage, "finish_reason": s.finish_reason,
-             "response_tokens": len(s.response_ids)} for s in samples[:n]]
+             "score": s.score, "overlong_penalty": s.overlong_penalty, "reason": s.reason, "answer": s.answer,
+             "advantage": s.advantage, "finish_reason": s.finish_reason, "response_tokens": len(s.response_ids)}
+            for s in samples[:n]]
 
 
-def rl_step(engine, rollout, score, advantage, records: list[dict], cfg: RLConfig, step: int, ref_model, pad_id: int) -> tuple[list[Sample], dict]:
-    """One step on its prompts: sample (this rank's share), score, gather, group advantages, update.
-    Returns every rank's samples (sorted by prompt) and the step's metrics."""
+def select_groups(uniform: list[bool], p: int) -> tuple[list[int], list[int]]:
+    """Dynamic sampling's choice among the groups drawn in a step, by their draw order (``uniform[i]``:
+    group i's rewards are all equal): (the first ``p`` groups with signal, the uniform groups that fill
+    the batch up to ``p`` when there are fewer). The filling groups keep the update's shape (its
+    mini- and micro-batches, hence the engine's accumulation) and are left out of the loss."""
+    signal = [i for i, u in enumerate(uniform) if not u][:p]
+    filler = [i for i, u in enumerate(uniform) if u][: p - len(signal)]
+    return signal, filler
+
+
+def rl_step(engine, rollout, score, advantage, draw: Callable[[int], list[dict]], batch: int, cfg: RLConfig, step: int,
+            ref_model, pad_id: int) -> tuple[list[Sample], dict, int]:
+    """One step from generation batch ``batch`` on (``draw(b)``: the P prompts of batch b): sample
+    (this rank's share), score, gather; with dynamic sampling the same on the next batches until P
+    groups carry signal or max_gen_batches are drawn; group advantages; update. Returns the trained
+    samples (P groups, sorted by prompt), the step's metrics and the number of batches drawn."""
+    p, g, algo = cfg.train.prompts_per_step, cfg.rollout.n, cfg.algorithm
+    max_len, shaping = cfg.rollout.max_new_tokens, cfg.reward.overlong
+    overlong = functools.partial(overlong_penalty, max_len=max_len, buffer_len=shaping.buffer(max_len),
+                                 penalty_factor=shaping.penalty_factor) if shaping.enabled else lambda length: 0.0
+    groups: list[list[Sample]] = []
+    uniform: list[bool] = []
+    generate_s = reward_s = 0.0
     t0 = time.perf_counter()
     with engine.full_model() as full:
         rollout.update_weights(full)
-        local = rollout_step(rollout, records, cfg, step, engine.rank, engine.world_size)
-    t1 = time.perf_counter()
-    for s, sc in zip(local, score([s.text for s in local], [s.record for s in local])):
-        s.reward, s.reason, s.answer, s.reward_metrics = sc.value, sc.reason, sc.answer, sc.metrics
-    t2 = time.perf_counter()
-    samples = sorted(all_gather(engine, local), key=lambda s: s.prompt_index)
-    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32).view(len(records), cfg.rollout.n)
+        while True:
+            t = time.perf_counter()
+            b = batch + len(groups) // p
+            local = rollout_step(rollout, draw(b), cfg, b, engine.rank, engine.world_size)
+            generate_s += time.perf_counter() - t
+            t = time.perf_counter()
+            for s, sc in zip(local, score([s.text for s in local], [s.record for s in local])):
+                s.score, s.reason, s.answer, s.reward_metrics = sc.value, sc.reason, sc.answer, sc.metrics
+                s.overlong_penalty = overlong(len(s.response_ids))
+                s.reward = sc.value + s.overlong_penalty
+            reward_s += time.perf_counter() - t
+            gathered = sorted(all_gather(engine, local), key=lambda s: s.prompt_index)
+            drawn = [gathered[i : i + g] for i in range(0, len(gathered), g)]
+            groups += drawn
+            uniform += uniform_groups(torch.tensor([[s.reward for s in grp] for grp in drawn])).tolist()
+            if not algo.dynamic_sampling or uniform.count(False) >= p or len(groups) == algo.max_gen_batches * p:
+                break
+    signal, filler = select_groups(uniform, p) if algo.dynamic_sampling else (list(range(p)), [])
+    samples = []
+    for index, i in enumerate(sorted(signal + filler)):
+        for s in groups[i]:
+            s.prompt_index, s.in_loss = index, i not in filler
+            samples.append(s)
+    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32).view(p, g)
     adv, adv_metrics = advantage(rewards)
     for s, a in zip(samples, adv.flatten().tolist()):
         s.advantage = a
-    t3 = time.perf_counter()
+    t1 = time.perf_counter()
     metrics = policy_update(engine, samples, cfg, step, pad_id, ref_model)
-    t4 = time.perf_counter()
-    tokens = sum(len(s.response_ids) for s in samples)
-    metrics.update(rollout_metrics(samples, rewards, adv_metrics))
-    metrics.update({"time/generate_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t4 - t3,
-                    "time/step_s": t4 - t0, "perf/completion_tokens_per_s": tokens / (t4 - t0), "actor/lr": engine.lr()})
-    return samples, metrics
+    t2 = time.perf_counter()
+    # What was sampled, every group drawn; the update's figures are the trained groups' own.
+    generated = [s for grp in groups for s in grp]
+    tokens = sum(len(s.response_ids) for s in generated)
+    metrics.update(rollout_metrics(generated, torch.tensor([[s.reward for s in grp] for grp in groups], dtype=torch.float32),
+                                   {"zero_adv_group_frac": fmean(uniform), "adv_abs_mean": adv_metrics["adv_abs_mean"]}))
+    if shaping.enabled:
+        metrics.update({"reward/overlong_penalty_mean": fmean(s.overlong_penalty for s in generated),
+                        "reward/overlong_frac": fmean(s.overlong_penalty < 0 for s in generated)})
+    if algo.dynamic_sampling:
+        metrics.update({"sampling/gen_batches": len(groups) // p, "sampling/groups_generated": len(groups),
+                        "sampling/groups_kept": len(signal), "sampling/groups_dropped": sum(uniform),
+                        "sampling/groups_surplus": len(groups) - sum(uniform) - len(signal)})
+    metrics.update({"time/generate_s": generate_s, "time/reward_s": reward_s, "time/update_s": t2 - t1,
+                    "time/step_s": t2 - t0, "perf/completion_tokens_per_s": tokens / (t2 - t0), "actor/lr": engine.lr()})
+    return samples, metrics, len(groups) // p
 
 
 def progress_postfix(metrics: dict, k: int) -> dict[str, str]:
@@ -546,7 +661,10 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
     train_records, dropped = load_prompts(cfg.data.train, tokenizer, cfg.data.max_prompt_len, "data.train")
     eval_records = load_prompts(cfg.data.eval, tokenizer, cfg.data.max_prompt_len, "data.eval")[0] if cfg.data.eval else []
     step_prompts(len(train_records), tc.prompts_per_step, 0, seed=tc.seed, shuffle=False)  # fails early on too few prompts
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.algorithm.kl_coef > 0 else None
+    # An adapted policy's reference is itself with the adapters off (policy_update): no copy.
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if cfg.algorithm.kl_coef > 0 and cfg.lora is None else None
+    if cfg.lora is not None:
+        model = add_adapters(model, cfg.lora)
     apply_checkpointing(model, cfg.memory)
     grad_accum = cfg.mini_batch() // (world * tc.micro_batch_size)
     engine = build_engine(model, cfg.optim, cfg.engine, total_steps=tc.max_steps * cfg.optimizer_steps(), grad_accum=grad_accum,
@@ -563,6 +681,11 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
         fetch_published(engine, cfg.checkpoint.remote, root)
     state = (resume_latest(engine, root, cfg.trajectory(), total_steps=tc.max_steps) if resume else None) or {}
     step, history = state.get("step", 0), state.get("eval_history", [])
+    # The data position: generation batches of P prompts drawn so far (one per step without dynamic sampling).
+    batches = state.get("gen_batches", step)
+
+    def draw(batch: int) -> list[dict]:
+        return [train_records[i] for i in step_prompts(len(train_records), tc.prompts_per_step, batch, seed=tc.seed, shuffle=cfg.data.shuffle)]
 
     def evaluate(at_step: int) -> dict:
         metrics: dict = {}
@@ -586,13 +709,16 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
         # -- the loop: one rollout step after another, until max_steps or the time budget
         last = step >= tc.max_steps
         while not last:
-            idx = step_prompts(len(train_records), tc.prompts_per_step, step, seed=tc.seed, shuffle=cfg.data.shuffle)
-            samples, metrics = rl_step(engine, rollout, score, advantage, [train_records[i] for i in idx], cfg, step, ref_model,
-                                       tokenizer.pad_token_id)
+            samples, metrics, drawn = rl_step(engine, rollout, score, advantage, draw, batches, cfg, step, ref_model, tokenizer.pad_token_id)
             step += 1
+            batches += drawn
             over = tc.time_budget_min is not None and time.perf_counter() - started > 60 * tc.time_budget_min
             last = step == tc.max_steps or engine.all_reduce_sum(float(over)) > 0  # every rank stops at the same step
-            metrics["data/epoch"] = step * tc.prompts_per_step / len(train_records)
+            metrics["data/epoch"] = batches * tc.prompts_per_step / len(train_records)
+            if metrics.get("sampling/groups_kept", tc.prompts_per_step) < tc.prompts_per_step:
+                log.note(f"step {step}: {drawn} generation batches (algorithm.max_gen_batches) gave "
+                         f"{metrics['sampling/groups_kept']:.0f} of {tc.prompts_per_step} groups with reward variance; "
+                         "trained on those")
             if (cfg.eval.every_steps and step % cfg.eval.every_steps == 0) or (last and eval_records):
                 metrics.update(evaluate(step))
                 history.append({"step": step, **{k: v for k, v in metrics.items() if k.startswith("eval/")}})
@@ -601,7 +727,8 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
                 log.write_jsonl(f"samples/step_{step:08d}.jsonl", sample_rows(samples, tc.samples_per_dump), artifact_dir="samples")
             if step % cfg.checkpoint.every_steps == 0 and not last:
                 path = save_checkpoint(engine, root, step, {"trajectory": cfg.trajectory(), "eval_history": history,
-                                                            "mlflow_run_id": log.run_id}, keep_last=cfg.checkpoint.keep_last)
+                                                            "gen_batches": batches, "mlflow_run_id": log.run_id},
+                                       keep_last=cfg.checkpoint.keep_last)
                 if cfg.checkpoint.remote and rank == 0:
                     publish_checkpoint(path, cfg.checkpoint.remote, keep_last=cfg.checkpoint.keep_last)
             if on_step is not None:
@@ -613,7 +740,10 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
         with engine.full_model() as full:
             if rank == 0:
                 card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(), "metrics": history[-1] if history else {}}
-                save_model(full, tokenizer, out_dir / "model", card)
+                if cfg.lora is not None:
+                    save_adapted(full, tokenizer, out_dir, card)
+                else:
+                    save_model(full, tokenizer, out_dir / "model", card)
                 log.write_json("metrics.json", results, artifact_dir="")
             engine.barrier()
         return results

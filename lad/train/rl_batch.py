@@ -34,13 +34,18 @@ class Sample:
     sampling_logprobs: list[float]
     finish_reason: str
     text: str
-    reward: float = 0.0
+    reward: float = 0.0  # what the advantages see: the score plus the overlong penalty
+    score: Optional[float] = None  # the reward function's value (None: the reward is the score)
+    overlong_penalty: float = 0.0
     reason: str = ""
     answer: Optional[str] = None
     reward_metrics: dict[str, float] = field(default_factory=dict)  # a custom reward's extra numbers
     advantage: float = 0.0
+    in_loss: bool = True  # False: it only fills the batch (dynamic sampling short of groups with signal)
     old_logprobs: Optional[list[float]] = field(default=None, repr=False)
     ref_logprobs: Optional[list[float]] = field(default=None, repr=False)
+    # the rollout correction's weights: one per response token (token_tis) or one (sequence_tis)
+    rollout_weights: Optional[list[float]] = field(default=None, repr=False)
 
 
 def collate(samples: list[Sample], pad_id: int, device: torch.device, *, share_prompts: bool = False) -> dict[str, torch.Tensor]:

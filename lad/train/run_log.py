@@ -111,6 +111,11 @@ class RunLogger:
             with (self.out_dir / STEPS_FILE).open("a") as f:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
 
+    def note(self, message: str) -> None:
+        """A line on the console (rank 0), above the progress bar."""
+        if self.rank == 0:
+            self.bar.write(message)
+
     def write_json(self, rel: str, obj: Any, *, artifact_dir: Optional[str] = None) -> None:
         """``obj`` as indented JSON at ``out_dir/rel``; logged as an artifact under ``artifact_dir``
         ("" for the run's root) when that is given."""

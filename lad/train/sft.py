@@ -9,8 +9,9 @@ ranks add up to exactly the full-batch gradient.
     lad sft configs/sft/tiny.yaml [--output-dir DIR] [--resume]
     torchrun --nproc_per_node N -m lad.cli sft configs/sft/tiny.yaml   # data-parallel
 
-writes ``DIR/model`` (Hugging Face format with a model card), ``DIR/metrics.json`` and
-checkpoints under ``DIR/checkpoints`` (or ``checkpoint.dir``).
+writes ``DIR/model`` (Hugging Face format with a model card; with ``lora``, the adapters merged
+in and ``DIR/adapter`` beside it), ``DIR/metrics.json`` and checkpoints under
+``DIR/checkpoints`` (or ``checkpoint.dir``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lad.modeling import ModelRef
 from lad.tracking import Tracker, TrackingConfig
 from lad.train.checkpoint import resume_latest, save_checkpoint
 from lad.train.engine import EngineConfig, OptimConfig, build_engine, dist_info
+from lad.train.lora import LoraSettings, add_adapters, save_adapted
 from lad.train.run_log import RunLogger
 from lad.train.sft_data import DataError, SFTData, batch_plan, collate, completion_nll_sum, load_pairs, micro_slice, tokenize_pairs
 
@@ -70,15 +72,20 @@ class SFTConfig(BaseModel):
     checkpoint: CheckpointConfig = CheckpointConfig()
     heldout: HeldoutConfig = HeldoutConfig()
     tracking: SFTTracking = SFTTracking()
+    lora: Optional[LoraSettings] = Field(
+        None, description="train low-rank adapters (peft LoRA) instead of the model's weights; the output is the merged "
+        "model, with the adapters beside it in adapter/. None: full fine-tuning")
 
     model_config = {"extra": "forbid"}
+
     def checkpoint_root(self) -> Path:
         return Path(self.checkpoint.dir or Path(self.output_dir) / "checkpoints")
 
     def trajectory(self) -> dict:
         """The settings that determine the training trajectory; a resume must not change them."""
         return {"model": self.model, "data": self.data.model_dump(), "train": self.train.model_dump(exclude={"log_every"}),
-                "optim": self.optim.model_dump(), "engine": self.engine.model_dump()}
+                "optim": self.optim.model_dump(), "engine": self.engine.model_dump(),
+                "lora": None if self.lora is None else self.lora.model_dump()}
 
 
 def load_config(path: str | Path, **overrides) -> SFTConfig:
@@ -94,6 +101,8 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
     tc = cfg.train
     torch.manual_seed(tc.seed)
     model, tokenizer = load_model(cfg.model, seed=tc.seed)
+    if cfg.lora is not None:
+        model = add_adapters(model, cfg.lora)
     pairs = load_pairs(cfg.data)
     examples, dropped = tokenize_pairs(pairs, tokenizer, cfg.data.max_seq_len)
     global_batch = tc.micro_batch_size * tc.grad_accum * world
@@ -162,7 +171,10 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
             if rank == 0:
                 results.update(evaluate_heldout(full, tokenizer, cfg.heldout))
                 card = {"base_model": cfg.model, "data": cfg.data.model_dump(), "config": cfg.model_dump(mode="json"), "metrics": results}
-                save_model(full, tokenizer, Path(cfg.output_dir) / "model", card)
+                if cfg.lora is not None:
+                    save_adapted(full, tokenizer, cfg.output_dir, card)
+                else:
+                    save_model(full, tokenizer, Path(cfg.output_dir) / "model", card)
                 log.write_json("metrics.json", results)
                 log.metrics(results, step)
                 log.log_dict(results, "sft_metrics.json")
