@@ -418,6 +418,45 @@ def test_promotion_gate(backend, logged):
     assert not r.promoted and r.reason.startswith("refused: benchmarks differ")
 
 
+def test_a_promotion_with_a_bad_input_writes_nothing_and_a_refusal_leaves_the_champion_alone(backend, logged):
+    """Every input is checked before a tag is written; a refused challenger is the only version
+    whose tags record it."""
+    tracker = backend.tracker()
+    name = "tiny-safe"
+    register(tracker, name, logged, 0, 0.5)
+    tracker.promote(name, 1, "avg@4")
+    register(tracker, name, logged, 1, 0.4)
+
+    def state():
+        return [(str(v.version), dict(v.tags), sorted(v.aliases)) for v in tracker.list_versions(name)]
+
+    before = state()
+    bad = [
+        (dict(version=2, metric="all/avg@k"), f"promote {name} v2: no metric 'all/avg_k' on this version; its metrics: avg_4"),
+        (dict(version=1, metric="avg@k"), f"promote {name} v1: no metric 'avg_k' on this version; its metrics: avg_4"),
+        (dict(version=1, metric="avg@4"), f"promote {name} v1: it is already the champion"),
+        (dict(version=2, metric="avg@4", margin=-0.1), "promote: margin must be a number >= 0, got -0.1"),
+        (dict(version=2, metric="avg@4", margin=float("nan")), "promote: margin must be a number >= 0, got nan"),
+        (dict(version=2, metric="avg@4", min_score=-1.0), "promote: min_score must be a number >= 0, got -1.0"),
+        (dict(version=9, metric="avg@4"), f"model '{name}' version/alias '9': "),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(TrackingError) as err:
+            tracker.promote(name, kwargs.pop("version"), kwargs.pop("metric"), **kwargs)
+        assert str(err.value).startswith(message)
+        assert state() == before, kwargs
+    with pytest.raises(TrackingError, match=r"^promote: no registered model 'tiny-nope'; registered: .*tiny-safe"):
+        tracker.promote("tiny-nope", 1, "avg@4")
+
+    refused = tracker.promote(name, 2, "avg@4")
+    assert (refused.promoted, refused.champion, refused.version) == (False, "1", "2")
+    after = state()
+    assert after[1] == before[1], "the champion's tags and aliases are as they were"
+    assert after[0][1] == {**before[0][1], TAG_DECISION: "refused", TAG_REASON: refused.reason}
+    champion_tags = before[1][1]
+    assert (champion_tags[TAG_DECISION], champion_tags[TAG_REASON]) == ("promoted", "promoted: no champion yet; v1 avg_4=0.5")
+
+
 def test_models_cli(backend, logged):
     tracker = backend.tracker()
     name = "tiny-cli"
@@ -443,6 +482,13 @@ def test_models_cli(backend, logged):
 
     res = runner.invoke(app, ["models", "show", name, "champion", *uri], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "tiny-qwen2-1m" in res.output and "promotion.reason" in res.output
+
+    # a metric the versions do not hold: the names they do, exit 2, the champion's record untouched
+    champion_tags = dict(tracker.client.get_model_version(name, "1").tags)
+    res = runner.invoke(app, ["models", "promote", name, "2", "--metric", "all/avg@k", *uri], env={"COLUMNS": "200"})
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == f"error: promote {name} v2: no metric 'all/avg_k' on this version; its metrics: avg_4"
+    assert dict(tracker.client.get_model_version(name, "1").tags) == champion_tags
 
     res = runner.invoke(app, ["models", "show", name, "7", *uri], env={"COLUMNS": "200"})
     assert res.exit_code == 2 and f"model '{name}' version/alias '7'" in res.output

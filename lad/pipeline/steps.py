@@ -467,9 +467,10 @@ def compare(evaluations: list[tuple[str, str | Path]], output: str | Path) -> di
 
 
 def baseline_tags(summary: dict, baseline: dict, prefix: str = "warm_start") -> dict[str, str]:
-    """Registry tags that put a model version's numbers beside its starting point's: for each
-    benchmark's avg@k and pass@k and the mean avg@k, ``<prefix>.<metric>`` and ``gain.<metric>``
-    (trained minus starting point), in the registry's metric units."""
+    """Registry tags that put a model version's numbers beside those of the model it is measured
+    against (its starting point, ``warm_start``, or the champion): for each benchmark's avg@k and
+    pass@k and the mean avg@k, ``<prefix>.<metric>`` and ``gain.<metric>`` (this version minus
+    that one), in the registry's metric units."""
     from lad.tracking import metric_key
 
     ours, theirs = registry_metrics(summary)[0], registry_metrics(baseline)[0]
@@ -491,17 +492,22 @@ def register(
     ``min_score`` on ``metric`` and beats the current champion by ``margin`` over the same
     benchmarks (:func:`lad.tracking.decide_promotion`).
 
-    ``champion_summary``: the current champion re-evaluated in this run; its version is re-tagged
-    with those numbers first, so the gate compares two evaluations made the same way now.
-    ``baseline_summary``: the model's starting point (the SFT warm start) evaluated the same way;
-    the version is tagged with its numbers and the gain (:func:`baseline_tags`).
+    ``champion_summary``: the current champion re-evaluated in this run: the gate compares two
+    evaluations made the same way now, and the new version is tagged with the champion's numbers
+    and the gain (:func:`baseline_tags`, prefix ``champion``); the champion's own tags stay as
+    they are. ``baseline_summary``: the model's starting point (the SFT warm start) evaluated the
+    same way, tagged the same way (prefix ``warm_start``). At most one of the two: the gain is over one.
     ``registration_key`` (the pipeline run's id): a retried step gets the version it registered
     before instead of a second one. ``parent_run_id``: the model is logged by the stage
     ``register`` of that MLflow run, which ends with it (the last stage); else by a run of its own.
     """
     from lad.storage import content_hash
-    from lad.tracking import METRIC_TAG_PREFIX, TAG_BENCHMARKS, TAG_STAGE, Tracker, TrackingConfig, TrackingError, metric_key
+    from lad.tracking import (
+        CHAMPION, TAG_REASON, TAG_STAGE, PromotionResult, Tracker, TrackingConfig, TrackingError, VersionScore, metric_key,
+    )
 
+    if champion_summary is not None and baseline_summary is not None:
+        raise StepError("inputs champion_evaluation and baseline_evaluation: give at most one (the version's gain is over one of them)")
     metrics, benchmarks = registry_metrics(summary)
     if metric_key(metric) not in {metric_key(m) for m in metrics}:
         raise StepError(f"parameter promotion_metric {metric!r}: not among the evaluation's metrics {sorted(metrics)}")
@@ -522,15 +528,21 @@ def register(
             run.log_dict(summary, "evaluation/summary.json")
         mv = tracker.register_model(name, uri, metrics=metrics, benchmarks=benchmarks, data_hash=data_hash, base_model=base_model or None,
                                  idempotency_key=f"{registration_key}/{name}" if registration_key else None)
-        for key, value in (baseline_tags(summary, baseline_summary) if baseline_summary else {}).items():
-            tracker.client.set_model_version_tag(name, mv.version, key, value)
         champion = tracker.champion(name)
-        if champion_summary is not None and champion is not None and str(champion.version) != str(mv.version):
-            champ_metrics, champ_benchmarks = registry_metrics(champion_summary)
-            tracker.client.set_model_version_tag(name, champion.version, TAG_BENCHMARKS, ",".join(champ_benchmarks))
-            for key, value in champ_metrics.items():
-                tracker.client.set_model_version_tag(name, champion.version, f"{METRIC_TAG_PREFIX}{metric_key(key)}", repr(value))
-        result = tracker.promote(name, mv.version, metric, margin, min_score=min_score)
+        if CHAMPION in mv.aliases:  # a retried step whose version was promoted: the decision stands
+            result = PromotionResult(True, mv.tags[TAG_REASON], str(mv.version), str(mv.version))
+        else:
+            compared, champion_score = {}, None
+            if baseline_summary is not None:
+                compared = baseline_tags(summary, baseline_summary)
+            elif champion_summary is not None and champion is not None:
+                compared = baseline_tags(summary, champion_summary, prefix="champion")
+                champ_metrics, champ_benchmarks = registry_metrics(champion_summary)
+                champion_score = VersionScore(str(champion.version), {metric_key(k): v for k, v in champ_metrics.items()},
+                                              ",".join(champ_benchmarks))
+            for key, value in compared.items():
+                tracker.client.set_model_version_tag(name, mv.version, key, value)
+            result = tracker.promote(name, mv.version, metric, margin, min_score=min_score, champion_score=champion_score)
         if parent_run_id:
             tracker.client.set_terminated(parent_run_id)
     except TrackingError as err:
