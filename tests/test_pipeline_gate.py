@@ -123,8 +123,9 @@ def test_the_checkpoint_folder_is_logged_as_it_is_and_the_champion_comes_back_fr
     mv = tracker.get_version("served", result["version"])
     logged = tracker.client.get_logged_model(mv.source.split("/")[1])
     assert {m.key: m.value for m in logged.metrics}["all/avg_k"] == 0.75, "the metrics are the LoggedModel's too"
-    answers = mlflow.pyfunc.load_model(result["model_uri"]).predict(["1 2 3"], params={"max_new_tokens": 4})
-    assert len(answers) == 1 and isinstance(answers[0], str)
+    answer = mlflow.pyfunc.load_model(result["model_uri"]).predict({"messages": [{"role": "user", "content": "1 2 3"}],
+                                                                    "max_tokens": 4})
+    assert answer["object"] == "chat.completion" and answer["usage"]["completion_tokens"] <= 4
 
     found = champion_model("served", tmp_path / "champion", fallback="tiny:1m")
     assert found == {"version": result["version"], "source": f"models:/served/{result['version']}"}

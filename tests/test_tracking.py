@@ -175,11 +175,12 @@ def logged(backend, tiny):
     return out
 
 
-def greedy(tiny, prompt, max_new_tokens):
-    model, tok = tiny
-    ids = tok([prompt], return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+def greedy(tiny, messages, max_new_tokens):
+    """The project's own greedy rollout of one conversation (transformers generate)."""
+    from lad.rollout import SamplingParams, build_rollout
+
+    (completion,), = build_rollout("hf", *tiny).generate([messages], SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
+    return completion
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,9 +347,14 @@ def test_log_register_alias_load_generate(backend, logged, tiny):
     assert list(tracker.client.get_model_version(name, "1").aliases) == [CHAMPION]
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
-    prompts = ["2 + 3 =", "def add(a, b):"]
-    assert model.predict(prompts, params={"max_new_tokens": 6}) == [greedy(tiny, p, 6) for p in prompts]
-    assert model.predict(["2 + 3 ="])[0] == greedy(tiny, "2 + 3 =", 64)  # the logged default length
+    for messages in ([{"role": "user", "content": "2 + 3 ="}], [{"role": "system", "content": "Be brief."},
+                                                                 {"role": "user", "content": "def add(a, b):"}]):
+        answer = model.predict({"messages": messages, "max_tokens": 6})
+        ours = greedy(tiny, messages, 6)
+        assert answer["choices"] == [{"index": 0, "message": {"role": "assistant", "content": ours.text}, "finish_reason": ours.finish_reason}]
+        assert answer["usage"]["completion_tokens"] == len(ours.token_ids)
+    default = model.predict({"messages": [{"role": "user", "content": "2 + 3 ="}]})  # the logged defaults: greedy, 64 tokens
+    assert default["choices"][0]["message"]["content"] == greedy(tiny, [{"role": "user", "content": "2 + 3 ="}], 64).text
     reqs = (mlflow.artifacts.download_artifacts(f"models:/{name}@{CHAMPION}/requirements.txt"))
     lines = open(reqs).read().split()
     assert any(x.startswith("torch==") for x in lines) and not any(x.startswith("torchvision") for x in lines)

@@ -482,13 +482,27 @@ def baseline_tags(summary: dict, baseline: dict, prefix: str = "warm_start") -> 
     return tags
 
 
+def chat_settings(summary: dict, metric: str, name: str):
+    """How the registered chat model answers a request that sets nothing: as the evaluation sampled
+    the benchmark the promotion metric names (the first benchmark for an aggregate such as
+    all/avg@k), with the evaluation's rollout engine (hf where that was vllm, which needs a GPU)."""
+    from lad.tracking.chat_model import ChatSettings
+
+    settings = summary.get("settings") or {}
+    benchmark = metric.split("/", 1)[0] if metric.split("/", 1)[0] in settings else next(iter(settings), None)
+    sampling = settings[benchmark]["sampling"] if benchmark else {}
+    engine = summary.get("engine") if summary.get("engine") in ("hf", "native") else "hf"
+    return ChatSettings(model_name=name, engine=engine, **{k: sampling[k] for k in ("temperature", "top_p", "max_new_tokens", "stop")
+                                                          if k in sampling})
+
+
 def register(
     model_dir: str | Path, summary: dict, *, name: str, metric: str = GATE.metric, margin: float = GATE.margin,
     min_score: float = GATE.min_score, champion_summary: Optional[dict] = None, baseline_summary: Optional[dict] = None,
     data_dir: str | Path | None = None, base_model: str = "", experiment: str = "lad-pipeline", registration_key: str = "", parent_run_id: str = "",
 ) -> dict:
-    """Log the model to MLflow, register it as a version of ``name`` (alias challenger) with its
-    evaluation, and run the promotion gate: ``champion`` moves to it only when it reaches
+    """Log the model to MLflow as a chat model answering as it was evaluated (:func:`chat_settings`),
+    register it as a version of ``name`` (alias challenger) with its evaluation, and run the promotion gate: ``champion`` moves to it only when it reaches
     ``min_score`` on ``metric`` and beats the current champion by ``margin`` over the same
     benchmarks (:func:`lad.tracking.decide_promotion`).
 
@@ -523,7 +537,7 @@ def register(
         with (tracker.stage("register", config=settings, parent_run_id=parent_run_id) if parent_run_id
               else tracker.run(f"register-{name}", tags={TAG_STAGE: "register"})) as run:
             # The checkpoint folder as it is: the weights are copied, never loaded (memory does not grow with the model).
-            uri = run.log_model(str(model_dir), metadata={"benchmarks": benchmarks})
+            uri = run.log_model(str(model_dir), chat=chat_settings(summary, metric, name), metadata={"benchmarks": benchmarks})
             run.log_metrics(metrics, 0, model_id=uri.removeprefix("models:/"))
             run.log_dict(summary, "evaluation/summary.json")
         mv = tracker.register_model(name, uri, metrics=metrics, benchmarks=benchmarks, data_hash=data_hash, base_model=base_model or None,
@@ -567,15 +581,23 @@ def champion_model(name: str, dest: str | Path, *, fallback: str, seed: int = 0)
         materialize_model(fallback, dest, seed=seed, card={"base_model": fallback, "champion": None})
         return {"version": "", "source": fallback}
     import mlflow.artifacts
+    from mlflow.models import Model
+
+    from lad.tracking.chat_model import CHECKPOINT
 
     dest = Path(dest)
     with _workdir(dest) as work:
         logged = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}", dst_path=work))
-        folder = logged / "model"  # the transformers flavor's copy of the checkpoint
-        # A model logged from memory keeps its tokenizer apart, under components/tokenizer.
-        tokenizer = logged / "components" / "tokenizer"
-        for file in (tokenizer.iterdir() if tokenizer.is_dir() else ()):
-            if not (folder / file.name).exists():
-                shutil.copy2(file, folder / file.name)
+        artifacts = Model.load(logged / "MLmodel").flavors.get("python_function", {}).get("artifacts") or {}
+        if CHECKPOINT in artifacts:  # a chat model (lad.tracking.chat_model): the checkpoint folder as logged
+            folder = logged / artifacts[CHECKPOINT]["path"]
+        else:
+            # A version logged before with the transformers flavor: its copy of the checkpoint, and the tokenizer
+            # apart (under components/tokenizer) where the model was logged from memory.
+            folder = logged / "model"
+            tokenizer = logged / "components" / "tokenizer"
+            for file in (tokenizer.iterdir() if tokenizer.is_dir() else ()):
+                if not (folder / file.name).exists():
+                    shutil.copy2(file, folder / file.name)
         _move_into(folder, dest)
     return {"version": str(champion.version), "source": f"models:/{name}/{champion.version}"}
