@@ -188,7 +188,20 @@ class Registry(Runs):
             )
         if alias and CHAMPION not in self._aliases_of(name, mv.version):
             self.client.set_registered_model_alias(name, alias, mv.version)
+        self._link_versions(logged, name, str(mv.version))
         return self.client.get_model_version(name, mv.version)
+
+    def _link_versions(self, logged, name: str, version: str) -> None:
+        """Name the version on its logged model (the tag MLflow's own registration sets), so the
+        logged model's page shows where it is registered."""
+        import json
+
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+        linked = json.loads(logged.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        if {"name": name, "version": version} not in linked:
+            linked.append({"name": name, "version": version})
+            self.client.set_logged_model_tags(logged.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked)})
 
     def _aliases_of(self, name: str, version: str) -> list[str]:
         return list(self.client.get_model_version(name, str(version)).aliases)

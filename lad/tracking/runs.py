@@ -213,17 +213,36 @@ class RunContext:
     def log_dataset(self, uri: str | os.PathLike, *, name: str, context: str = "train") -> str:
         """Record a dataset input (a file or a published folder) with its content hash; returns the sha256."""
         from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
 
         from lad.storage import content_hash
 
         sha = content_hash(uri)
-        # MLflow stores at most 36 characters of digest; the full sha256 goes in an input tag.
-        dataset = MetaDataset(resolve_dataset_source(str(uri)), name=name, digest=sha[:16])
-        tags = [InputTag("mlflow.data.context", context), InputTag("lad.sha256", sha)]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+        self._log_input(resolve_dataset_source(str(uri)), name=name, context=context, sha=sha)
         return sha
+
+    def log_records(self, records: list[dict], *, name: str, context: str, source: Mapping[str, Any]) -> str:
+        """Record a dataset input made in memory (synthetic problems, a benchmark's problems as
+        evaluated) with the sha256 of its records as canonical JSON lines; ``source`` says how they
+        were made (a generator's spec, a file and its adapter) and is shown as the input's source.
+        Returns the sha256."""
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+
+        text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        self._log_input(CodeDatasetSource(json.loads(json.dumps(dict(source), default=str))), name=name, context=context, sha=sha,
+                        rows=len(records))
+        return sha
+
+    def _log_input(self, source, *, name: str, context: str, sha: str, rows: int | None = None) -> None:
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        # MLflow stores at most 36 characters of digest; the full sha256 goes in an input tag.
+        dataset = MetaDataset(source, name=name, digest=sha[:16])
+        tags = [InputTag("mlflow.data.context", context), InputTag("lad.sha256", sha)]
+        if rows is not None:
+            tags.append(InputTag("lad.rows", str(rows)))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
 
     def log_model(
         self, model, tokenizer=None, *, name: str = "model", chat: "ChatSettings | None" = None,
