@@ -11,7 +11,9 @@ with ``--child``): it imports the step, registers the folder in a fresh sqlite M
 the model, register the version, the promotion gate) and reports its peak resident set size, and
 the same after only the imports (the floor every variant pays: torch, transformers, MLflow). The
 step's own memory is peak - floor. The peak is ``VmHWM`` of /proc/self/status, the high-water
-mark of this process image: ``ru_maxrss`` would carry over the parent's peak across the exec.
+mark of this process image: ``ru_maxrss`` would carry over the parent's peak across the exec. It
+also reports the size of the logged model (the checkpoint's files, lad's Python sources, MLflow's
+metadata) against the checkpoint's.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def child(variant: str, model_dir: str, store: str) -> dict:
     import os
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
-    import mlflow.transformers  # noqa: F401  (the floor: what every variant imports)
+    os.chdir(store)  # the experiment's default artifact root is relative to the working directory
+    import mlflow.pyfunc  # noqa: F401  (the floor: what every variant imports)
+    import transformers  # noqa: F401
 
     from lad.pipeline import steps
 
@@ -60,7 +64,9 @@ def child(variant: str, model_dir: str, store: str) -> dict:
         tracker = Tracker(TrackingConfig())
         with tracker.run("register-bench") as run:
             run.log_model(model, tokenizer)
-    return {"peak": peak_bytes(), "floor": floor}
+    peak = peak_bytes()
+    (logged,) = {p.parent for p in Path(store).rglob("MLmodel")}
+    return {"peak": peak, "floor": floor, "logged_bytes": sum(p.stat().st_size for p in logged.rglob("*") if p.is_file())}
 
 
 def save(ref: str, model_dir: str) -> dict:
@@ -105,7 +111,8 @@ def main() -> None:
             print(f"{label}: checkpoint {size / 2**20:.0f} MiB")
             for variant, r in rows.items():
                 print(f"  {variant:6s} peak {r['peak'] / GIB:.2f} GiB (after imports {r['floor'] / GIB:.2f} GiB, "
-                      f"the step's own {(r['peak'] - r['floor']) / 2**20:.0f} MiB)")
+                      f"the step's own {(r['peak'] - r['floor']) / 2**20:.0f} MiB); logged model {r['logged_bytes'] / 2**20:.1f} MiB "
+                      f"({(r['logged_bytes'] - size) / 2**20:+.2f} MiB over the checkpoint)")
     small, large = results[MODELS["tiny:1m"]], results[MODELS["smollm2-135m-instruct"]]
     for variant in ("folder", "memory"):
         growth = (large[variant]["peak"] - large[variant]["floor"]) - (small[variant]["peak"] - small[variant]["floor"])

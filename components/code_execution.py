@@ -22,13 +22,13 @@ def code_execution(
     import json
 
     from lad.pipeline.identity import current_run
-    from lad.pipeline.steps import execute_code_answers, pipeline_step
+    from lad.pipeline.steps import code_execution as run, pipeline_step
 
-    with pipeline_step(experiment, *current_run(), "code_execution"):
-        results, totals = execute_code_answers(evaluation.path, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir,
-                                               sandbox_url=sandbox_url, timeout_s=timeout_s)
+    with pipeline_step(experiment, *current_run(), "code_execution") as parent_run_id:
+        results, totals = run(evaluation.path, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir, sandbox_url=sandbox_url,
+                              timeout_s=timeout_s, experiment=experiment, parent_run_id=parent_run_id)
     with open(verdicts.path, "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in results)
     for key, value in totals.items():
         metrics.log_metric(key, float(value))
-    verdicts.metadata.update(totals)
+    verdicts.metadata.update({k: v for k, v in totals.items() if k != "reference_samples_left_out"})

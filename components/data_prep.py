@@ -20,8 +20,9 @@ def data_prep(datasets: list, data: Output[Dataset], report: Output[Markdown], e
     from lad.pipeline.steps import pipeline_step, prep
     from lad.pipeline.reports import prep_markdown
 
-    with pipeline_step(experiment, *current_run(), "data_prep"):
-        result = prep(datasets, data.path, extra_train_uri=extra_train_uri, seed=seed)
+    with pipeline_step(experiment, *current_run(), "data_prep") as parent_run_id:
+        result = prep(datasets, data.path, extra_train_uri=extra_train_uri, seed=seed, experiment=experiment,
+                      parent_run_id=parent_run_id)
     data.metadata.update({name: rows for name, rows in result["outputs"].items()})
     with open(report.path, "w") as fh:
         fh.write(prep_markdown(result))

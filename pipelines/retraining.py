@@ -9,7 +9,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Markdown
 
 from lad.kubeflow.components import (
-    champion_model, code_execution, data_prep, evaluate, lad_train, register_model, training_pod_gpus,
+    champion_model, code_execution, compare_evaluations, data_prep, evaluate, lad_train, register_model, training_pod_gpus,
 )
 from lad.kubeflow.pipelines.k8s import apply_cluster_settings
 from lad.kubeflow.pipelines.training import CPU_STEP, DEFAULT_DATASETS, DEFAULT_TOLERATIONS, GATE, GPU_STEP, RL, SANDBOX_SERVICE
@@ -171,10 +171,13 @@ def retraining(
                          min_score=promotion_min_score, base_model=base_model,
                          experiment=mlflow_experiment).set_display_name("register + gate")
     reg.after(code)
+    compared = compare_evaluations(baseline=evals["champion"].outputs["results"], baseline_label="champion",
+                                   trained=evals["challenger"].outputs["results"], trained_label="challenger",
+                                   experiment=mlflow_experiment).set_display_name("compare")
 
     gpu_tasks = [train, evals["challenger"], evals["champion"]]
     apply_cluster_settings(
-        [champ, prep, pod_gpus, *gpu_tasks, code, reg], gpu=gpu_tasks, sandbox=[*gpu_tasks, code], models=[champ, *gpu_tasks],
+        [champ, prep, pod_gpus, *gpu_tasks, code, reg, compared], gpu=gpu_tasks, sandbox=[*gpu_tasks, code], models=[champ, *gpu_tasks],
         training=[train], training_gpus=pod_gpus.output,
         secrets={"s3": s3_secret, "mlflow": mlflow_secret, "hf": hf_secret},
         placement={"gpu_type": gpu_type, "gpus": gpus_per_node, "node_selector": gpu_node_selector, "tolerations": gpu_tolerations},

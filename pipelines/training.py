@@ -217,11 +217,11 @@ def training(
                         **common).set_display_name("baseline training")
         alt_ev = evaluate(model=alt.outputs["model"], label=compare_objective, stage="evaluate-compare",
                           **scoring).set_display_name("evaluate baseline")
-        three = compare_evaluations(warm_start=warm.outputs["results"], trained=ev.outputs["results"], trained_label=objective,
+        three = compare_evaluations(baseline=warm.outputs["results"], trained=ev.outputs["results"], trained_label=objective,
                                     other=alt_ev.outputs["results"], other_label=compare_objective,
                                     experiment=mlflow_experiment).set_display_name("compare")
     with dsl.Else(name="no-compare-objective"):
-        two = compare_evaluations(warm_start=warm.outputs["results"], trained=ev.outputs["results"], trained_label=objective,
+        two = compare_evaluations(baseline=warm.outputs["results"], trained=ev.outputs["results"], trained_label=objective,
                                   experiment=mlflow_experiment).set_display_name("compare")
     tasks += [alt, alt_ev, three, two]
     gpu_tasks += [alt, alt_ev]

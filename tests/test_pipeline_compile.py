@@ -352,8 +352,8 @@ def test_training_evaluates_the_warm_start_and_trains_a_baseline_only_when_asked
     assert producer("register-model", "baseline_evaluation") == "evaluate-2"
     assert producer("lad-train-2", "init_model") == "sft-warmup" and producer("evaluate-3", "model") == "lad-train-2"
     assert plain(tasks["lad-train-2"]["inputs"]["parameters"]["objective"]) == {"componentInputParameter": "compare_objective"}
-    assert [producer("compare-evaluations", a) for a in ("warm_start", "trained", "other")] == ["evaluate-2", "evaluate", "evaluate-3"]
-    assert sorted(tasks["compare-evaluations-2"]["inputs"]["artifacts"]) == ["trained", "warm_start"]
+    assert [producer("compare-evaluations", a) for a in ("baseline", "trained", "other")] == ["evaluate-2", "evaluate", "evaluate-3"]
+    assert sorted(tasks["compare-evaluations-2"]["inputs"]["artifacts"]) == ["baseline", "trained"]
     branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
     assert branches["condition-2"]["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--compare_objective'] != ''"
     assert branches["condition-3"]["triggerPolicy"]["condition"] == "!(inputs.parameter_values['pipelinechannel--compare_objective'] != '')"

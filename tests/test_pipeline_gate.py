@@ -1,6 +1,6 @@
-"""The retraining pipeline's register step: the challenger is registered with its evaluation,
-the champion's version is re-tagged with its evaluation from the same run, and the gate
-promotes a better challenger and refuses a worse one."""
+"""The retraining pipeline's register step: the challenger is registered with its evaluation and
+the champion's evaluation from the same run beside it, the gate compares the two and promotes a
+better challenger and refuses a worse one, and the champion's own tags never change."""
 
 from pathlib import Path
 
@@ -43,8 +43,12 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(model_dir, ml
     three_quarters = summary_of([[True, True], [True, False]])  # 0.75
     quarter = summary_of([[True, False], [False, False]])  # 0.25
 
-    first = register(model_dir, three_quarters, name="policy")
+    first = register(model_dir, three_quarters, name="policy", registration_key="run-1")
     assert (first["version"], first["promoted"], first["champion"]) == ("1", True, "1")
+    tracker = Tracker(TrackingConfig(tracking_uri=mlflow_store))
+    v1_tags = tracker.get_version("policy", "1").tags
+    again = register(model_dir, three_quarters, name="policy", registration_key="run-1")
+    assert again == first, "a retried step that promoted keeps its decision"
 
     better = register(model_dir, half, name="policy", champion_summary=quarter, margin=0.1)
     assert (better["version"], better["promoted"], better["champion"]) == ("2", True, "2")
@@ -56,11 +60,13 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(model_dir, ml
     retried = register(model_dir, quarter, name="policy", champion_summary=half, registration_key="run-3")
     assert (retried["version"], retried["promoted"]) == ("3", False), "a retried step registers no second version"
 
-    tracker = Tracker(TrackingConfig(tracking_uri=mlflow_store))
     assert str(tracker.champion("policy").version) == "2"
-    v1 = tracker.get_version("policy", "1")
-    assert float(v1.tags["metric.all/avg_k"]) == 0.25, "the champion carries the numbers it was compared with"
+    assert tracker.get_version("policy", "1").tags == v1_tags, "the replaced champion keeps its record"
+    v2 = tracker.get_version("policy", "2")
+    assert float(v2.tags["metric.all/avg_k"]) == 0.5, "the champion keeps the numbers it was registered with"
     v3 = tracker.get_version("policy", "3")
+    assert (float(v3.tags["champion.all/avg_k"]), float(v3.tags["gain.all/avg_k"])) == (0.5, -0.25), (
+        "the challenger carries the champion's numbers it was compared with")
     assert list(v3.aliases) == ["challenger"] and v3.tags["promotion.decision"] == "refused"
     assert v3.tags["benchmarks"] == "synthetic_countdown:k=2:n=2"
 
@@ -86,6 +92,14 @@ def test_a_version_below_the_floor_is_registered_but_never_promoted(model_dir, m
     assert (v1.tags["promotion.decision"], v1.tags["promotion.reason"]) == ("refused", result["reason"])
 
 
+def test_register_takes_one_baseline(model_dir, mlflow_store):
+    from lad.pipeline.steps import StepError, register
+
+    one = summary_of([[True, False]])
+    with pytest.raises(StepError, match=r"^inputs champion_evaluation and baseline_evaluation: give at most one"):
+        register(model_dir, one, name="policy", champion_summary=one, baseline_summary=one)
+
+
 def test_register_refuses_a_negative_floor(model_dir, mlflow_store):
     from lad.pipeline.steps import StepError, register
 
@@ -109,8 +123,9 @@ def test_the_checkpoint_folder_is_logged_as_it_is_and_the_champion_comes_back_fr
     mv = tracker.get_version("served", result["version"])
     logged = tracker.client.get_logged_model(mv.source.split("/")[1])
     assert {m.key: m.value for m in logged.metrics}["all/avg_k"] == 0.75, "the metrics are the LoggedModel's too"
-    answers = mlflow.pyfunc.load_model(result["model_uri"]).predict(["1 2 3"], params={"max_new_tokens": 4})
-    assert len(answers) == 1 and isinstance(answers[0], str)
+    answer = mlflow.pyfunc.load_model(result["model_uri"]).predict({"messages": [{"role": "user", "content": "1 2 3"}],
+                                                                    "max_tokens": 4})
+    assert answer["object"] == "chat.completion" and answer["usage"]["completion_tokens"] <= 4
 
     found = champion_model("served", tmp_path / "champion", fallback="tiny:1m")
     assert found == {"version": result["version"], "source": f"models:/served/{result['version']}"}

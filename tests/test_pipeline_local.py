@@ -101,9 +101,11 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert top.info.status == "FINISHED"
     assert (top.info.run_name, top.data.tags["lad.pipeline_run"]) == (run["run_name"], run["run_id"])
     stages = {r.data.tags["lad.stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == top.info.run_id}
-    assert len(runs) == 6 and sorted(stages) == ["evaluate", "evaluate-warm-start", "register", "sft", "train"]
+    assert len(runs) == 9 and sorted(stages) == ["code_execution", "compare", "data_prep", "evaluate", "evaluate-warm-start",
+                                                  "register", "sft", "train"]
     assert stages["evaluate"].data.metrics["all/avg_k"] == summary["aggregate"]["all"]["avg@k"]
     assert stages["train"].data.params["algorithm.objective"] == "lad" and champion.run_id == stages["register"].info.run_id
+    assert_the_run_tells_the_story(tracker, top, stages, champion, summary, warm, run, out)
     # the closing table: every model on every benchmark, the gain over the warm start
     table = done.stdout.split("\n\n")[1].splitlines()
     assert [line.split()[0] for line in table] == ["synthetic_countdown,", "warm", "lad", "humaneval,", "warm", "lad"]
@@ -122,12 +124,96 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert sorted(run["metrics"]) == ["challenger", "champion"]
     challenger = tracker.client.get_model_version("lad-policy", "2")
     assert run["gate"] == {"decision": challenger.tags["promotion.decision"], "reason": challenger.tags["promotion.reason"]}
+    assert tracker.client.get_model_version("lad-policy", "1").tags == champion.tags, "the champion's tags never change"
+    retraining = tracker.client.get_experiment_by_name("lad-retraining").experiment_id
+    (second,) = tracker.client.search_runs([retraining], filter_string=f"tags.`lad.pipeline_run` = '{run['run_id']}'")
+    assert second.data.params["registered_model_name"] == "lad-policy" and "new_data_uri" in second.data.params
+    assert {"challenger/synthetic_countdown/avg_k", "champion/synthetic_countdown/avg_k",
+            "gain/challenger/synthetic_countdown/avg_k"} <= set(second.data.metrics)
+    assert "| champion v1 Avg@k [95% CI] | v2 Avg@k [95% CI] | gain (points) |" in challenger.description
+    assert second.data.tags["registered_model.version"] == "2"
     assert printed(again.stdout, "registered model:") == (
         f"registered model: lad-policy v2 (alias {run['registered']['alias']}; {run['gate']['reason']})")
     # run_summary.json is the latest run's; each run's own stays under runs/
     history = {p.name: json.loads(p.read_text()) for p in (out / "runs").glob("*.json")}
     assert sorted(history) == sorted(f"{r['run_name']}.json" for r in (first, run)) and history[f"{run['run_name']}.json"] == run
     assert history[f"{first['run_name']}.json"]["pipeline"] == "lad-training"
+
+
+def assert_the_run_tells_the_story(tracker, top, stages, champion, summary, warm, run, out):
+    """Read through MLflow's client: the pipeline run holds its parameters, headline numbers, the
+    gate's decision, the report and the run summary, and a description; data prep, code execution
+    and compare are stage runs; SFT, RL and the evaluations name their datasets with digests; the
+    registered version describes itself and its logged model names it."""
+    import mlflow
+
+    from lad.kubeflow.pipelines.training import training
+    from lad.pipeline.local import pipeline_parameters
+    from lad.storage import content_hash
+
+    client = tracker.client
+    params = top.data.params
+    assert {key.split(".")[0] for key in params} == set(pipeline_parameters(training))
+    assert (params["base_model"], params["steps"], params["eval_k"], params["eval_benchmarks"]) == (
+        "tiny:1m", "1", "2", "synthetic_countdown,humaneval")
+    assert json.loads(params["datasets"])[0]["name"] == "synthetic/countdown"
+    trained, before = summary["benchmarks"]["synthetic_countdown"], warm["benchmarks"]["synthetic_countdown"]
+    metrics = top.data.metrics
+    assert metrics["lad/synthetic_countdown/avg_k"] == trained["avg@2"] and metrics["warm_start/synthetic_countdown/avg_k"] == before["avg@2"]
+    assert metrics["gain/lad/synthetic_countdown/avg_k"] == trained["avg@2"] - before["avg@2"]
+    assert (metrics["lad/synthetic_countdown/avg_k_ci95_low"], metrics["lad/synthetic_countdown/avg_k_ci95_high"]) == tuple(trained["avg@2_ci95"])
+    assert metrics["lad/humaneval/pass_k"] == summary["benchmarks"]["humaneval"]["pass@2"]
+    assert metrics["lad/all/avg_k"] == summary["aggregate"]["all"]["avg@k"]
+    assert stages["compare"].data.metrics == metrics
+    tags = top.data.tags
+    assert (tags["promotion.decision"], tags["promotion.reason"]) == ("promoted", champion.tags["promotion.reason"])
+    assert (tags["registered_model.name"], tags["registered_model.version"]) == ("lad-policy", "1")
+    files = {a.path for folder in ("", "comparison", "comparison/plots") for a in client.list_artifacts(top.info.run_id, folder or None)}
+    assert {"comparison/compare.html", "comparison/compare.md", "comparison/compare.json", "comparison/plots/compare.png",
+            "run_summary.json"} <= files
+    assert json.loads(open(mlflow.artifacts.download_artifacts(run_id=top.info.run_id, artifact_path="run_summary.json")).read()) == run
+    html = open(mlflow.artifacts.download_artifacts(run_id=top.info.run_id, artifact_path="comparison/compare.html")).read()
+    assert "data:image/png;base64," in html, "the report carries its figure"
+
+    exp, top_id = tracker.experiment_id, top.info.run_id
+    description = tags["mlflow.note.content"]
+    assert description.startswith("**lad-policy v1**: promoted to champion.")
+    lo, hi = trained["avg@2_ci95"]
+    row = (f"| synthetic_countdown | 2 | 1 | {100 * before['avg@2']:.2f}% [{100 * before['avg@2_ci95'][0]:.2f}, "
+           f"{100 * before['avg@2_ci95'][1]:.2f}] | {100 * trained['avg@2']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] | "
+           f"{100 * (trained['avg@2'] - before['avg@2']):+.2f} | {100 * before['pass@2']:.2f}% | {100 * trained['pass@2']:.2f}% |")
+    assert row in description
+    assert "- [the registered version](#/models/lad-policy/versions/1)" in description
+    assert f"- [the comparison report](#/experiments/{exp}/runs/{top_id}/artifacts/comparison/compare.html)" in description
+
+    prep = stages["data_prep"]
+    data_dir = next((out / "artifacts").glob("lad-training-*/data-prep/data"))
+    assert prep.data.params["seed"] == "0" and prep.data.metrics["rows/train.parquet"] > 0
+    assert prep.data.tags["sha256.train.parquet"] == content_hash(data_dir / "train.parquet")
+    code = stages["code_execution"].data.metrics
+    assert code["programs"] >= code["programs_passed"] and "tests_passed" in code
+
+    def inputs(stage):
+        return {d.dataset.name: (d.dataset.digest, {t.key: t.value for t in d.tags}, json.loads(d.dataset.source))
+                for d in client.get_run(stages[stage].info.run_id).inputs.dataset_inputs}
+
+    (sft,) = inputs("sft").values()
+    assert sft[1]["mlflow.data.context"] == "train" and sft[2]["tags"]["synthetic"]["tasks"] == ["countdown"]
+    train = inputs("train")["train"]
+    assert train[1]["lad.sha256"] == prep.data.tags["sha256.train.parquet"] and train[0] == train[1]["lad.sha256"][:16]
+    for stage in ("evaluate", "evaluate-warm-start"):
+        evaluated = inputs(stage)
+        assert sorted(evaluated) == ["humaneval", "synthetic_countdown"]
+        assert {e[1]["mlflow.data.context"] for e in evaluated.values()} == {"eval"} and evaluated["humaneval"][1]["lad.rows"] == "1"
+    assert inputs("evaluate") == inputs("evaluate-warm-start"), "both models were scored on the same problems"
+
+    page = champion.description
+    assert page.startswith("**lad-policy v1**: promoted to champion.") and row in page
+    assert "**Promotion gate** (synthetic_countdown/avg@k, margin 0.00 points, floor 0.00%): **promoted**" in page
+    assert "- base model: `tiny:1m`" in page and f"sha256 `{content_hash(data_dir)[:16]}`" in page
+    assert f"- [the pipeline run](#/experiments/{exp}/runs/{top_id})" in page
+    logged = client.get_logged_model(champion.source.split("/")[1])
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "lad-policy", "version": "1"}]
 
 
 def test_compare_run_trains_the_baseline_objective_from_the_same_warm_start(tmp_path):
@@ -159,7 +245,8 @@ def test_a_failed_step_leaves_the_pipeline_run_failed_in_mlflow(tmp_path):
     (top,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert (top.info.status, top.data.tags[TAG_FAILED_STAGE]) == ("FAILED", "register")
     stages = {r.data.tags["lad.stage"]: r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId") == top.info.run_id}
-    assert stages == {"sft": "FINISHED", "train": "FINISHED", "evaluate": "FINISHED", "evaluate-warm-start": "FINISHED"}
+    assert stages == {"data_prep": "FINISHED", "sft": "FINISHED", "train": "FINISHED", "evaluate": "FINISHED",
+                      "evaluate-warm-start": "FINISHED", "code_execution": "FINISHED", "compare": "FINISHED"}
     assert "✗ register failed after" in done.stdout and f"log: {tmp_path / 'out' / 'training.log'}" in done.stdout
 
 

@@ -449,10 +449,10 @@ def test_code_programs_table_from_evaluation_samples(tmp_path, capsys):
 
 
 def test_code_execution_without_a_code_benchmark_says_it_is_skipped(tmp_path, capsys):
-    from lad.pipeline.steps import execute_code_answers
+    from lad.pipeline.steps import code_execution
 
     # no samples folder and no sandbox: nothing is read or contacted
-    verdicts, totals = execute_code_answers(tmp_path, "synthetic_countdown", sandbox_url="http://127.0.0.1:9")
+    verdicts, totals = code_execution(tmp_path, "synthetic_countdown", sandbox_url="http://127.0.0.1:9")
     assert verdicts == [] and totals == {"programs": 0, "programs_passed": 0, "tests": 0, "tests_passed": 0,
                                          "reference_samples_left_out": 0}
     assert capsys.readouterr().out == "lad-figure: skipped: no code benchmark among the evaluated (synthetic_countdown)\n"

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from servers import mlflow_store  # noqa: F401
 from training_runs import final_weights, max_weight_diff, run, sigkill_at_step
 
-from lad.modeling import load_model, read_card
+from lad.modeling import load_model, load_model_tokenizer, read_card
 
 pytestmark = pytest.mark.usefixtures("release_memory")  # its in-process SFT would add to the next test's trainer
 
@@ -42,7 +42,6 @@ def test_data_prep_renders_every_prompt_with_the_models_own_chat_template(named,
 
     from lad.data.config import PrepConfig
     from lad.data.prep import run_prep
-    from lad.modeling import load_model_tokenizer
     from lad.train.rl import PromptSource, load_prompts
 
     tok = load_model_tokenizer(named)
@@ -185,23 +184,37 @@ def test_evaluation_with_native_and_hf_gives_the_same_answers(smollm2_dir, tmp_p
     assert native["avg@2"] == hf["avg@2"] and native["pass@2"] == hf["pass@2"]
 
 
-def test_register_in_mlflow_load_back_and_generate(smollm2_dir, mlflow_store):
+def test_the_registered_champion_answers_a_chat_request_as_the_projects_greedy_rollout(smollm2_dir, mlflow_store):
+    """The pipeline's register step on the real model (evaluated greedily, 12 tokens, with the native
+    engine): ``models:/...@champion`` applies the model's own chat template and answers a chat
+    request token for token as the project's greedy rollout of the same messages (transformers
+    generate), by default and with a request's own max_tokens."""
     import mlflow
 
-    from lad.tracking import Tracker, TrackingConfig
+    from lad.evaluation.summary import aggregate, benchmark_summary
+    from lad.pipeline.steps import register
+    from lad.rollout import SamplingParams, build_rollout
 
-    model, tok = load_model(smollm2_dir)
-    tracker = Tracker(TrackingConfig(experiment="real-model"))
-    with tracker.run("pipeline"), tracker.stage("train") as stage:
-        uri = stage.log_model(model, tok, max_new_tokens=16)
-    mv = tracker.register_model("smollm2-135m", uri, metrics={"avg@4": 0.1}, benchmarks=["gsm8k"], data_hash="d" * 64,
-                                config_hash="c" * 64, base_model=NAME)
-    assert str(mv.version) == "1" and mv.tags["base_model"] == NAME
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is 2+3?"}], add_generation_prompt=True, tokenize=False)
-    loaded = mlflow.pyfunc.load_model(f"models:/smollm2-135m/{mv.version}")
-    assert loaded.predict([prompt], params={"max_new_tokens": 12}) == ["2 + 3 = 5"]
-    components = mlflow.transformers.load_model(f"models:/smollm2-135m/{mv.version}", return_type="components")
-    assert components["model"].config.model_type == "llama" and components["tokenizer"].eos_token == "<|im_end|>"
+    sample = {"correct": True, "answer": "5", "response": "5", "tokens": 1, "finish_reason": "stop", "reason": "correct"}
+    bench = benchmark_summary("gsm8k", "math", 1, {0: [sample]}, {0: {"5": 0}}, dist_n=[1], resamples=10)
+    summary = {"label": "smollm2", "model": str(smollm2_dir), "engine": "native", "benchmarks": {"gsm8k": bench},
+               "aggregate": aggregate({"gsm8k": bench}),
+               "settings": {"gsm8k": {"k": 1, "sampling": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 12, "stop": []}}}}
+    result = register(smollm2_dir, summary, name="smollm2-chat", metric="gsm8k/avg@k")
+    assert result["promoted"]
+
+    messages = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is 2+3?"}]
+    model = mlflow.pyfunc.load_model("models:/smollm2-chat@champion")
+    reference = build_rollout("hf", *load_model(smollm2_dir))
+    for request, tokens in (({}, 12), ({"max_tokens": 4}, 4)):
+        ours = reference.generate([messages], SamplingParams(temperature=0, max_new_tokens=tokens))[0][0]
+        answer = model.predict({"messages": messages, **request})
+        assert answer["choices"] == [{"index": 0, "message": {"role": "assistant", "content": ours.text},
+                                      "finish_reason": ours.finish_reason}]
+        assert (answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"]) == (
+            len(ours.prompt_token_ids), len(ours.token_ids))
+        assert answer["usage"]["prompt_tokens"] == len(load_model_tokenizer(smollm2_dir)(chatml(messages), add_special_tokens=False)["input_ids"])
+    assert ours.text and len(ours.token_ids) == 4
 
 
 def test_local_pipeline_from_the_real_model_registers_a_version(smollm2_cache, tmp_path, monkeypatch):

@@ -175,11 +175,12 @@ def logged(backend, tiny):
     return out
 
 
-def greedy(tiny, prompt, max_new_tokens):
-    model, tok = tiny
-    ids = tok([prompt], return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
-    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+def greedy(tiny, messages, max_new_tokens):
+    """The project's own greedy rollout of one conversation (transformers generate)."""
+    from lad.rollout import SamplingParams, build_rollout
+
+    (completion,), = build_rollout("hf", *tiny).generate([messages], SamplingParams(temperature=0, max_new_tokens=max_new_tokens))
+    return completion
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,9 +347,14 @@ def test_log_register_alias_load_generate(backend, logged, tiny):
     assert list(tracker.client.get_model_version(name, "1").aliases) == [CHAMPION]
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
-    prompts = ["2 + 3 =", "def add(a, b):"]
-    assert model.predict(prompts, params={"max_new_tokens": 6}) == [greedy(tiny, p, 6) for p in prompts]
-    assert model.predict(["2 + 3 ="])[0] == greedy(tiny, "2 + 3 =", 64)  # the logged default length
+    for messages in ([{"role": "user", "content": "2 + 3 ="}], [{"role": "system", "content": "Be brief."},
+                                                                 {"role": "user", "content": "def add(a, b):"}]):
+        answer = model.predict({"messages": messages, "max_tokens": 6})
+        ours = greedy(tiny, messages, 6)
+        assert answer["choices"] == [{"index": 0, "message": {"role": "assistant", "content": ours.text}, "finish_reason": ours.finish_reason}]
+        assert answer["usage"]["completion_tokens"] == len(ours.token_ids)
+    default = model.predict({"messages": [{"role": "user", "content": "2 + 3 ="}]})  # the logged defaults: greedy, 64 tokens
+    assert default["choices"][0]["message"]["content"] == greedy(tiny, [{"role": "user", "content": "2 + 3 ="}], 64).text
     reqs = (mlflow.artifacts.download_artifacts(f"models:/{name}@{CHAMPION}/requirements.txt"))
     lines = open(reqs).read().split()
     assert any(x.startswith("torch==") for x in lines) and not any(x.startswith("torchvision") for x in lines)
@@ -418,6 +424,45 @@ def test_promotion_gate(backend, logged):
     assert not r.promoted and r.reason.startswith("refused: benchmarks differ")
 
 
+def test_a_promotion_with_a_bad_input_writes_nothing_and_a_refusal_leaves_the_champion_alone(backend, logged):
+    """Every input is checked before a tag is written; a refused challenger is the only version
+    whose tags record it."""
+    tracker = backend.tracker()
+    name = "tiny-safe"
+    register(tracker, name, logged, 0, 0.5)
+    tracker.promote(name, 1, "avg@4")
+    register(tracker, name, logged, 1, 0.4)
+
+    def state():
+        return [(str(v.version), dict(v.tags), sorted(v.aliases)) for v in tracker.list_versions(name)]
+
+    before = state()
+    bad = [
+        (dict(version=2, metric="all/avg@k"), f"promote {name} v2: no metric 'all/avg_k' on this version; its metrics: avg_4"),
+        (dict(version=1, metric="avg@k"), f"promote {name} v1: no metric 'avg_k' on this version; its metrics: avg_4"),
+        (dict(version=1, metric="avg@4"), f"promote {name} v1: it is already the champion"),
+        (dict(version=2, metric="avg@4", margin=-0.1), "promote: margin must be a number >= 0, got -0.1"),
+        (dict(version=2, metric="avg@4", margin=float("nan")), "promote: margin must be a number >= 0, got nan"),
+        (dict(version=2, metric="avg@4", min_score=-1.0), "promote: min_score must be a number >= 0, got -1.0"),
+        (dict(version=9, metric="avg@4"), f"model '{name}' version/alias '9': "),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(TrackingError) as err:
+            tracker.promote(name, kwargs.pop("version"), kwargs.pop("metric"), **kwargs)
+        assert str(err.value).startswith(message)
+        assert state() == before, kwargs
+    with pytest.raises(TrackingError, match=r"^promote: no registered model 'tiny-nope'; registered: .*tiny-safe"):
+        tracker.promote("tiny-nope", 1, "avg@4")
+
+    refused = tracker.promote(name, 2, "avg@4")
+    assert (refused.promoted, refused.champion, refused.version) == (False, "1", "2")
+    after = state()
+    assert after[1] == before[1], "the champion's tags and aliases are as they were"
+    assert after[0][1] == {**before[0][1], TAG_DECISION: "refused", TAG_REASON: refused.reason}
+    champion_tags = before[1][1]
+    assert (champion_tags[TAG_DECISION], champion_tags[TAG_REASON]) == ("promoted", "promoted: no champion yet; v1 avg_4=0.5")
+
+
 def test_models_cli(backend, logged):
     tracker = backend.tracker()
     name = "tiny-cli"
@@ -443,6 +488,13 @@ def test_models_cli(backend, logged):
 
     res = runner.invoke(app, ["models", "show", name, "champion", *uri], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "tiny-qwen2-1m" in res.output and "promotion.reason" in res.output
+
+    # a metric the versions do not hold: the names they do, exit 2, the champion's record untouched
+    champion_tags = dict(tracker.client.get_model_version(name, "1").tags)
+    res = runner.invoke(app, ["models", "promote", name, "2", "--metric", "all/avg@k", *uri], env={"COLUMNS": "200"})
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == f"error: promote {name} v2: no metric 'all/avg_k' on this version; its metrics: avg_4"
+    assert dict(tracker.client.get_model_version(name, "1").tags) == champion_tags
 
     res = runner.invoke(app, ["models", "show", name, "7", *uri], env={"COLUMNS": "200"})
     assert res.exit_code == 2 and f"model '{name}' version/alias '7'" in res.output

@@ -110,7 +110,8 @@ def show(
 def promote_cmd(
     name: str = typer.Argument(..., help="registered model name"),
     version: str = typer.Argument(..., help="version number (or alias, e.g. challenger) to promote"),
-    metric: str = typer.Option(..., "--metric", help="metric tag compared with the champion's"),
+    metric: str = typer.Option(..., "--metric", help="metric compared with the champion's, as tagged "
+                               "on the version (metric.<name>; e.g. all/avg_k, synthetic_countdown/avg_k)"),
     margin: float = typer.Option(GATE.margin, "--margin", min=0.0, help="required improvement over the champion "
                                  "(a tie is never promoted)"),
     min_score: Optional[float] = typer.Option(None, "--min-score", min=0.0, help="the floor: a version below it is "
@@ -121,14 +122,14 @@ def promote_cmd(
 ) -> None:
     """Make a version the champion if it reaches the floor and beats the current one by the margin.
 
-    Exit status: 0 promoted, 1 refused (the reason is printed and tagged on the version), 2 error.
+    Exit status: 0 promoted, 1 refused (the reason is printed and tagged on the version), 2 a bad input (an
+    unknown model, version or metric: nothing is written).
     """
     with _clear_errors(f"promote {name} {version}"):
-        tracker = _tracker(tracking_uri)
-        number = tracker.get_version(name, version).version
-        result = tracker.promote(name, number, metric, margin, min_score=min_score, higher_is_better=not lower_is_better)
+        result = _tracker(tracking_uri).promote(name, version, metric, margin, min_score=min_score,
+                                                higher_is_better=not lower_is_better)
     colour = "green" if result.promoted else "yellow"
-    console().print(f"[{colour}]{name} v{number}: {result.reason}[/{colour}]", soft_wrap=True)
+    console().print(f"[{colour}]{name} v{result.version}: {result.reason}[/{colour}]", soft_wrap=True)
     console().print(f"champion: v{result.champion}" if result.champion else "champion: none")
     if not result.promoted:
         raise typer.Exit(1)

@@ -175,12 +175,14 @@ def run_local(
     instead of the embedded sqlite store under ``output``. The console shows a line per stage; the
     steps' own logs go to ``output/<pipeline>.log`` (``verbose``: to the console too). Writes
     ``output/run_summary.json``: wall times, the registered version, Avg@k per model, the gate;
-    and the same as ``output/runs/<run name>.json``, which the next run leaves in place.
+    and the same as ``output/runs/<run name>.json``, which the next run leaves in place. The
+    pipeline run's MLflow run gets every parameter (defaults included) before the steps start and
+    the run summary at the end.
     """
     from kfp import local
 
     from lad.pipeline.compile import CompileError, load
-    from lad.tracking import Tracker, TrackingConfig
+    from lad.tracking import RunContext, Tracker, TrackingConfig
 
     try:
         chosen = load(pipeline)
@@ -230,6 +232,12 @@ def run_local(
     console = StageConsole(output / f"{pipeline}.log", sys.stdout, verbose=verbose, names=display_names(chosen))
     with LocalSandbox(output / "sandbox.log", isolation=isolation) as sandbox:
         params.setdefault("sandbox_url", sandbox.url)
+        # What a cluster run's parameters are in the Kubeflow UI, the pipeline run's MLflow run holds here: every
+        # parameter the pipeline runs with, its defaults included.
+        everything = {name: p.default for name, p in pipeline_parameters(chosen).items()} | params
+        parent = Tracker(TrackingConfig(tracking_uri=tracking_uri, experiment=everything["mlflow_experiment"]))
+        parent_id = parent.pipeline_run(run_id, os.environ[RUN_NAME_ENV])
+        RunContext(parent, parent_id).log_config(everything)
         with warnings.catch_warnings(), captured(console):
             # The trainer image's name does not say "python"; the subprocess runner warns about that.
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
@@ -262,6 +270,7 @@ def run_local(
     # same folder would otherwise overwrite the only record of it.
     for path in (output / RUNS_DIR / f"{summary['run_name']}.json", result.summary_path):
         put_bytes(json.dumps(summary, indent=2).encode(), str(path))
+    RunContext(parent, parent_id).log_artifact(result.summary_path)
     return result
 
 

@@ -73,10 +73,13 @@ def pipeline_step(experiment: str, run_id: str, run_name: str, step: str) -> Ite
 # --------------------------------------------------------------------------------------------
 
 
-def prep(datasets: list[dict], output: str | Path, *, extra_train_uri: str = "", seed: int = 0) -> dict:
+def prep(datasets: list[dict], output: str | Path, *, extra_train_uri: str = "", seed: int = 0, experiment: str = "lad-pipeline",
+         parent_run_id: str = "") -> dict:
     """Data prep of ``datasets`` (data prep source entries, see lad/data/config.py) into
     ``output`` (train.parquet, eval.parquet, report.json, manifest). ``extra_train_uri``: one
-    more training source read with the generic adapter (the retraining job's new data)."""
+    more training source read with the generic adapter (the retraining job's new data). Under
+    ``parent_run_id`` the MLflow stage ``data_prep`` gets the config, the row counts (totals and
+    per output file), each output's sha256 and the report."""
     from lad.data.config import PrepConfig
     from lad.data.prep import PrepError, run_prep
 
@@ -93,6 +96,16 @@ def prep(datasets: list[dict], output: str | Path, *, extra_train_uri: str = "",
         report = run_prep(cfg, progress=lambda name, n: print(f"data prep: {name}: {n} rows", flush=True) if n % 500 == 0 else None)
     except PrepError as err:
         raise StepError(f"data prep: {err}") from None
+    if parent_run_id:
+        from lad.data.prep import REPORT
+        from lad.storage import content_hash
+        from lad.tracking import Tracker, TrackingConfig
+
+        with Tracker(TrackingConfig(experiment=experiment)).stage("data_prep", config=cfg, parent_run_id=parent_run_id) as run:
+            run.log_metrics({**{f"rows/{k}": v for k, v in report["totals"].items()},
+                             **{f"rows/{name}": n for name, n in report["outputs"].items()}}, 0)
+            run.set_tags({f"sha256.{name}": content_hash(Path(output) / name) for name in report["outputs"]})
+            run.log_artifact(Path(output) / REPORT, "data_prep")
     figure(", ".join(f"{rows} {name.removesuffix('.parquet')} rows" for name, rows in report["outputs"].items()))
     return report
 
@@ -353,8 +366,13 @@ def evaluate(
     if parent_run_id:
         from lad.tracking import Tracker, TrackingConfig
 
+        from lad.evaluation.benchmarks import load_records, resolve
+
         with Tracker(TrackingConfig(experiment=experiment)).stage(stage, config=cfg, parent_run_id=parent_run_id) as run:
             run.log_metrics(registry_metrics(summary)[0], 0)
+            for over in cfg.benchmarks:  # the problems as evaluated: the benchmark's records, cut to its limit
+                bench = resolve(over, cfg)
+                run.log_records(load_records(bench, cfg), name=bench.name, context="eval", source=bench.source)
             for name in (SUMMARY_FILE, "report.md", "report.html"):
                 run.log_artifact(Path(output) / name, "evaluation")
     figure(", ".join(f"{name} Avg@{b['k']} {100 * b['avg@' + str(b['k'])]:.1f}%" for name, b in summary["benchmarks"].items()))
@@ -387,20 +405,6 @@ def code_benchmarks(benchmarks: str) -> list[str]:
     from lad.evaluation.benchmarks import BENCHMARKS
 
     return [n for n in parse_benchmarks(benchmarks) if n in BENCHMARKS and BENCHMARKS[n].ability == "code"]
-
-
-def execute_code_answers(eval_dir: str | Path, benchmarks: str, *, k: int = 0, limit: int = 0, benchmarks_dir: str = "",
-                         sandbox_url: str = "", timeout_s: float = 10.0) -> tuple[list[dict], dict]:
-    """The code-execution step: the evaluation's code answers (:func:`code_programs`) run in the
-    sandbox (:func:`execute_programs`). Per-test verdict rows and totals, with
-    ``reference_samples_left_out``; a run that evaluated no code benchmark is skipped, and says so."""
-    totals = {"programs": 0, "programs_passed": 0, "tests": 0, "tests_passed": 0, "reference_samples_left_out": 0}
-    if not code_benchmarks(benchmarks):
-        figure(f"skipped: no code benchmark among the evaluated ({benchmarks})")
-        return [], totals
-    rows, skipped = code_programs(eval_dir, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir)
-    verdicts, ran = execute_programs(rows, sandbox_url=sandbox_url, timeout_s=timeout_s)
-    return verdicts, {**ran, "reference_samples_left_out": skipped}
 
 
 def code_programs(eval_dir: str | Path, benchmarks: str, *, k: int = 0, limit: int = 0,
@@ -462,14 +466,51 @@ def execute_programs(rows: list[dict], *, sandbox_url: str = "", timeout_s: floa
     return verdicts, totals
 
 
+def code_execution(eval_dir: str | Path, benchmarks: str, *, k: int = 0, limit: int = 0, benchmarks_dir: str = "",
+                   sandbox_url: str = "", timeout_s: float = 10.0, experiment: str = "lad-pipeline",
+                   parent_run_id: str = "") -> tuple[list[dict], dict]:
+    """The evaluation's code answers run against their tests in the sandbox (:func:`code_programs`,
+    :func:`execute_programs`): per-test verdict rows and totals, with ``reference_samples_left_out``;
+    a run that evaluated no code benchmark is skipped, and says so. Under ``parent_run_id`` the
+    MLflow stage ``code_execution`` gets the settings, the totals and the verdicts (or the reason
+    it was skipped)."""
+    skipped_because = "" if code_benchmarks(benchmarks) else f"no code benchmark among the evaluated ({benchmarks})"
+    if skipped_because:
+        figure(f"skipped: {skipped_because}")
+        verdicts, totals = [], {"programs": 0, "programs_passed": 0, "tests": 0, "tests_passed": 0}
+        left_out = 0
+    else:
+        rows, left_out = code_programs(eval_dir, benchmarks, k=k, limit=limit, benchmarks_dir=benchmarks_dir)
+        verdicts, totals = execute_programs(rows, sandbox_url=sandbox_url, timeout_s=timeout_s)
+    totals = {**totals, "reference_samples_left_out": left_out}
+    if parent_run_id:
+        from lad.tracking import Tracker, TrackingConfig
+
+        settings = {"benchmarks": benchmarks, "k": k, "limit": limit, "timeout_s": timeout_s, "sandbox_url": sandbox_url or "in-process"}
+        with Tracker(TrackingConfig(experiment=experiment)).stage("code_execution", config=settings, parent_run_id=parent_run_id) as run:
+            if skipped_because:
+                run.set_tags({"skipped": skipped_because})
+            run.log_metrics(totals, 0)
+            run.log_text("".join(json.dumps(v) + "\n" for v in verdicts), "code_execution/verdicts.jsonl")
+    return verdicts, totals
+
+
 # --------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------
 
 
-def compare(evaluations: list[tuple[str, str | Path]], output: str | Path) -> dict:
+COMPARISON_DIR = "comparison"  # the comparison report's folder among the pipeline run's artifacts
+
+
+def compare(evaluations: list[tuple[str, str | Path]], output: str | Path, *, experiment: str = "lad-pipeline",
+            parent_run_id: str = "") -> dict:
     """The evaluations ``(label, folder holding summary.json)`` side by side in ``output``:
-    compare.md/.html/.json and one Pass@k plot with every run's curve; returns compare.json's data."""
+    compare.md/.html/.json and one Pass@k plot with every run's curve; returns compare.json's data.
+
+    Under ``parent_run_id`` (the pipeline run's MLflow run) the report goes among that run's
+    artifacts (``comparison/``, the HTML with its figure inside) and its headline numbers
+    (:func:`headline_metrics`) among its metrics, and the MLflow stage ``compare`` records them too."""
     from lad.evaluation.report import comparison, write_comparison
 
     runs = []
@@ -483,14 +524,50 @@ def compare(evaluations: list[tuple[str, str | Path]], output: str | Path) -> di
     except ValueError as err:
         raise StepError(f"comparison: {err}") from None
     data = comparison(runs)
+    if parent_run_id:
+        from lad.tracking import RunContext, Tracker, TrackingConfig
+
+        tracker = Tracker(TrackingConfig(experiment=experiment))
+        headline = headline_metrics(data)
+        settings = {"runs": [label for label, _ in runs], "models": {label: s["model"] for label, s in runs}}
+        with tracker.stage("compare", config=settings, parent_run_id=parent_run_id) as run:
+            run.log_metrics(headline, 0)
+        parent = RunContext(tracker, parent_run_id)
+        parent.log_metrics(headline, 0)
+        for name in ("compare.html", "compare.md", "compare.json", "plots"):
+            parent.log_artifact(Path(output) / name, f"{COMPARISON_DIR}/plots" if name == "plots" else COMPARISON_DIR)
     figure("mean Avg@k " + ", ".join(f"{label} {100 * data['mean'][label]['avg@k']:.1f}%" for label, _ in runs))
     return data
 
 
+def headline_metrics(compared: dict) -> dict[str, float]:
+    """The numbers a pipeline run is read by, from a comparison (:func:`lad.evaluation.report.comparison`),
+    as fractions like every evaluation metric: per model (its label, spaces as ``_``) and benchmark
+    ``<model>/<benchmark>/avg@k`` with ``avg@k_ci95_low``/``_high`` and ``pass@k``, its mean
+    ``<model>/all/avg@k``, and for each model after the first (the warm start, or the champion)
+    ``gain/<model>/<benchmark>/avg@k``, its Avg@k minus the first's."""
+    first = compared["runs"][0]
+    out: dict[str, float] = {}
+    for label in compared["runs"]:
+        slug = label.replace(" ", "_")
+        for bench, per_run in compared["benchmarks"].items():
+            if label not in per_run:
+                continue
+            v = per_run[label]
+            out[f"{slug}/{bench}/avg@k"] = v["avg@k"]
+            out[f"{slug}/{bench}/avg@k_ci95_low"], out[f"{slug}/{bench}/avg@k_ci95_high"] = v["avg@k_ci95"]
+            out[f"{slug}/{bench}/pass@k"] = v["pass@k"]
+            if label != first and first in per_run:
+                out[f"gain/{slug}/{bench}/avg@k"] = v["avg@k"] - per_run[first]["avg@k"]
+        out[f"{slug}/all/avg@k"] = compared["mean"][label]["avg@k"]
+    return out
+
+
 def baseline_tags(summary: dict, baseline: dict, prefix: str = "warm_start") -> dict[str, str]:
-    """Registry tags that put a model version's numbers beside its starting point's: for each
-    benchmark's avg@k and pass@k and the mean avg@k, ``<prefix>.<metric>`` and ``gain.<metric>``
-    (trained minus starting point), in the registry's metric units."""
+    """Registry tags that put a model version's numbers beside those of the model it is measured
+    against (its starting point, ``warm_start``, or the champion): for each benchmark's avg@k and
+    pass@k and the mean avg@k, ``<prefix>.<metric>`` and ``gain.<metric>`` (this version minus
+    that one), in the registry's metric units."""
     from lad.tracking import metric_key
 
     ours, theirs = registry_metrics(summary)[0], registry_metrics(baseline)[0]
@@ -502,27 +579,46 @@ def baseline_tags(summary: dict, baseline: dict, prefix: str = "warm_start") -> 
     return tags
 
 
+def chat_settings(summary: dict, metric: str, name: str):
+    """How the registered chat model answers a request that sets nothing: as the evaluation sampled
+    the benchmark the promotion metric names (the first benchmark for an aggregate such as
+    all/avg@k), with the evaluation's rollout engine (hf where that was vllm, which needs a GPU)."""
+    from lad.tracking.chat_model import ChatSettings
+
+    settings = summary.get("settings") or {}
+    benchmark = metric.split("/", 1)[0] if metric.split("/", 1)[0] in settings else next(iter(settings), None)
+    sampling = settings[benchmark]["sampling"] if benchmark else {}
+    engine = summary.get("engine") if summary.get("engine") in ("hf", "native") else "hf"
+    return ChatSettings(model_name=name, engine=engine, **{k: sampling[k] for k in ("temperature", "top_p", "max_new_tokens", "stop")
+                                                          if k in sampling})
+
+
 def register(
     model_dir: str | Path, summary: dict, *, name: str, metric: str = GATE.metric, margin: float = GATE.margin,
     min_score: float = GATE.min_score, champion_summary: Optional[dict] = None, baseline_summary: Optional[dict] = None,
     data_dir: str | Path | None = None, base_model: str = "", experiment: str = "lad-pipeline", registration_key: str = "", parent_run_id: str = "",
 ) -> dict:
-    """Log the model to MLflow, register it as a version of ``name`` (alias challenger) with its
-    evaluation, and run the promotion gate: ``champion`` moves to it only when it reaches
+    """Log the model to MLflow as a chat model answering as it was evaluated (:func:`chat_settings`),
+    register it as a version of ``name`` (alias challenger) with its evaluation, and run the promotion gate: ``champion`` moves to it only when it reaches
     ``min_score`` on ``metric`` and beats the current champion by ``margin`` over the same
     benchmarks (:func:`lad.tracking.decide_promotion`).
 
-    ``champion_summary``: the current champion re-evaluated in this run; its version is re-tagged
-    with those numbers first, so the gate compares two evaluations made the same way now.
-    ``baseline_summary``: the model's starting point (the SFT warm start) evaluated the same way;
-    the version is tagged with its numbers and the gain (:func:`baseline_tags`).
+    ``champion_summary``: the current champion re-evaluated in this run: the gate compares two
+    evaluations made the same way now, and the new version is tagged with the champion's numbers
+    and the gain (:func:`baseline_tags`, prefix ``champion``); the champion's own tags stay as
+    they are. ``baseline_summary``: the model's starting point (the SFT warm start) evaluated the
+    same way, tagged the same way (prefix ``warm_start``). At most one of the two: the gain is over one.
     ``registration_key`` (the pipeline run's id): a retried step gets the version it registered
     before instead of a second one. ``parent_run_id``: the model is logged by the stage
     ``register`` of that MLflow run, which ends with it (the last stage); else by a run of its own.
     """
     from lad.storage import content_hash
-    from lad.tracking import METRIC_TAG_PREFIX, TAG_BENCHMARKS, TAG_STAGE, Tracker, TrackingConfig, TrackingError, metric_key
+    from lad.tracking import (
+        CHAMPION, TAG_REASON, TAG_STAGE, PromotionResult, Tracker, TrackingConfig, TrackingError, VersionScore, metric_key,
+    )
 
+    if champion_summary is not None and baseline_summary is not None:
+        raise StepError("inputs champion_evaluation and baseline_evaluation: give at most one (the version's gain is over one of them)")
     metrics, benchmarks = registry_metrics(summary)
     if metric_key(metric) not in {metric_key(m) for m in metrics}:
         raise StepError(f"parameter promotion_metric {metric!r}: not among the evaluation's metrics {sorted(metrics)}")
@@ -538,30 +634,79 @@ def register(
         with (tracker.stage("register", config=settings, parent_run_id=parent_run_id) if parent_run_id
               else tracker.run(f"register-{name}", tags={TAG_STAGE: "register"})) as run:
             # The checkpoint folder as it is: the weights are copied, never loaded (memory does not grow with the model).
-            uri = run.log_model(str(model_dir), metadata={"benchmarks": benchmarks})
+            uri = run.log_model(str(model_dir), chat=chat_settings(summary, metric, name), metadata={"benchmarks": benchmarks})
             run.log_metrics(metrics, 0, model_id=uri.removeprefix("models:/"))
             run.log_dict(summary, "evaluation/summary.json")
         mv = tracker.register_model(name, uri, metrics=metrics, benchmarks=benchmarks, data_hash=data_hash, base_model=base_model or None,
                                  idempotency_key=f"{registration_key}/{name}" if registration_key else None)
-        for key, value in (baseline_tags(summary, baseline_summary) if baseline_summary else {}).items():
-            tracker.client.set_model_version_tag(name, mv.version, key, value)
         champion = tracker.champion(name)
-        if champion_summary is not None and champion is not None and str(champion.version) != str(mv.version):
-            champ_metrics, champ_benchmarks = registry_metrics(champion_summary)
-            tracker.client.set_model_version_tag(name, champion.version, TAG_BENCHMARKS, ",".join(champ_benchmarks))
-            for key, value in champ_metrics.items():
-                tracker.client.set_model_version_tag(name, champion.version, f"{METRIC_TAG_PREFIX}{metric_key(key)}", repr(value))
-        result = tracker.promote(name, mv.version, metric, margin, min_score=min_score)
+        if CHAMPION in mv.aliases:  # a retried step whose version was promoted: the decision stands
+            result = PromotionResult(True, mv.tags[TAG_REASON], str(mv.version), str(mv.version))
+        else:
+            compared, champion_score = {}, None
+            if baseline_summary is not None:
+                compared = baseline_tags(summary, baseline_summary)
+            elif champion_summary is not None and champion is not None:
+                compared = baseline_tags(summary, champion_summary, prefix="champion")
+                champ_metrics, champ_benchmarks = registry_metrics(champion_summary)
+                champion_score = VersionScore(str(champion.version), {metric_key(k): v for k, v in champ_metrics.items()},
+                                              ",".join(champ_benchmarks))
+            for key, value in compared.items():
+                tracker.client.set_model_version_tag(name, mv.version, key, value)
+            result = tracker.promote(name, mv.version, metric, margin, min_score=min_score, champion_score=champion_score)
+        out = {
+            "name": name, "version": str(mv.version), "promoted": result.promoted, "reason": result.reason,
+            "champion": result.champion, "model_uri": f"models:/{name}/{mv.version}", "tracking_uri": tracker.tracking_uri,
+            "metric": metric, "value": metrics[next(m for m in metrics if metric_key(m) == metric_key(metric))],
+        }
+        before = None if champion is None or str(champion.version) == str(mv.version) else champion
+        _tell_the_story(tracker, out, summary, parent_run_id or run.run_id, bool(parent_run_id), margin=margin, min_score=min_score,
+                        base_model=base_model, data_hash=data_hash,
+                        baseline=("warm start", baseline_summary) if baseline_summary is not None else
+                        (f"champion v{before.version}", champion_summary) if champion_summary is not None and before else None,
+                        compared=_compared(before, champion_summary, metric))
         if parent_run_id:
             tracker.client.set_terminated(parent_run_id)
     except TrackingError as err:
         raise StepError(f"registry: {err}") from None
     figure(f"{name} v{mv.version}: {'promoted to champion' if result.promoted else 'not promoted'} ({result.reason})")
-    return {
-        "name": name, "version": str(mv.version), "promoted": result.promoted, "reason": result.reason,
-        "champion": result.champion, "model_uri": f"models:/{name}/{mv.version}", "tracking_uri": tracker.tracking_uri,
-        "metric": metric, "value": metrics[next(m for m in metrics if metric_key(m) == metric_key(metric))],
-    }
+    return out
+
+
+def _compared(champion, champion_summary: Optional[dict], metric: str) -> Optional[tuple[str, float]]:
+    """What the gate compared the new version with: the champion's number on ``metric`` from its
+    evaluation in this run, else from its version's tags; None without a champion."""
+    from lad.tracking import metric_key, version_score
+
+    if champion is None:
+        return None
+    held = ({metric_key(k): v for k, v in registry_metrics(champion_summary)[0].items()} if champion_summary is not None
+            else version_score(champion).metrics)
+    return (f"champion v{champion.version}", held[metric_key(metric)]) if metric_key(metric) in held else None
+
+
+def _tell_the_story(tracker, result: dict, summary: dict, run_id: str, pipeline: bool, *, baseline, compared, margin: float,
+                    min_score: float, base_model: str, data_hash: Optional[str]) -> None:
+    """The registered version's description (scores, gate, base model, data, links) on its page, and,
+    for a pipeline run (``pipeline``: ``run_id`` is the pipeline run's), the same as that run's
+    description with the gate's decision as its tags."""
+    from lad.pipeline.reports import model_markdown
+    from lad.tracking import TAG_DECISION, TAG_REASON
+
+    name, version = result["name"], result["version"]
+    run = f"#/experiments/{tracker.experiment_id}/runs/{run_id}"
+    story = dict(baseline=baseline, compared=compared, margin=margin, min_score=min_score, base_model=base_model, data_hash=data_hash)
+    links = [("the pipeline run" if pipeline else "the run that registered it", run)]
+    if pipeline:
+        links.append(("the comparison report", f"{run}/artifacts/{COMPARISON_DIR}/compare.html"))
+    tracker.client.update_model_version(name, version, description=model_markdown(result, summary, links=links, **story))
+    if pipeline:
+        text = model_markdown(result, summary, links=[("the registered version", f"#/models/{name}/versions/{version}"), *links[1:]],
+                              **story)
+        tags = {TAG_DECISION: "promoted" if result["promoted"] else "refused", TAG_REASON: result["reason"],
+                "registered_model.name": name, "registered_model.version": version, "mlflow.note.content": text}
+        for key, value in tags.items():
+            tracker.client.set_tag(run_id, key, value)
 
 
 def champion_model(name: str, dest: str | Path, *, fallback: str, seed: int = 0) -> dict:
@@ -576,15 +721,23 @@ def champion_model(name: str, dest: str | Path, *, fallback: str, seed: int = 0)
         materialize_model(fallback, dest, seed=seed, card={"base_model": fallback, "champion": None})
         return {"version": "", "source": fallback}
     import mlflow.artifacts
+    from mlflow.models import Model
+
+    from lad.tracking.chat_model import CHECKPOINT
 
     dest = Path(dest)
     with _workdir(dest) as work:
         logged = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}", dst_path=work))
-        folder = logged / "model"  # the transformers flavor's copy of the checkpoint
-        # A model logged from memory keeps its tokenizer apart, under components/tokenizer.
-        tokenizer = logged / "components" / "tokenizer"
-        for file in (tokenizer.iterdir() if tokenizer.is_dir() else ()):
-            if not (folder / file.name).exists():
-                shutil.copy2(file, folder / file.name)
+        artifacts = Model.load(logged / "MLmodel").flavors.get("python_function", {}).get("artifacts") or {}
+        if CHECKPOINT in artifacts:  # a chat model (lad.tracking.chat_model): the checkpoint folder as logged
+            folder = logged / artifacts[CHECKPOINT]["path"]
+        else:
+            # A version logged before with the transformers flavor: its copy of the checkpoint, and the tokenizer
+            # apart (under components/tokenizer) where the model was logged from memory.
+            folder = logged / "model"
+            tokenizer = logged / "components" / "tokenizer"
+            for file in (tokenizer.iterdir() if tokenizer.is_dir() else ()):
+                if not (folder / file.name).exists():
+                    shutil.copy2(file, folder / file.name)
         _move_into(folder, dest)
     return {"version": str(champion.version), "source": f"models:/{name}/{champion.version}"}

@@ -107,6 +107,7 @@ class PromotionResult:
     promoted: bool
     reason: str
     champion: str | None  # the champion's version after the decision
+    version: str  # the candidate's version
 
 
 class Registry(Runs):
@@ -187,7 +188,20 @@ class Registry(Runs):
             )
         if alias and CHAMPION not in self._aliases_of(name, mv.version):
             self.client.set_registered_model_alias(name, alias, mv.version)
+        self._link_versions(logged, name, str(mv.version))
         return self.client.get_model_version(name, mv.version)
+
+    def _link_versions(self, logged, name: str, version: str) -> None:
+        """Name the version on its logged model (the tag MLflow's own registration sets), so the
+        logged model's page shows where it is registered."""
+        import json
+
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+        linked = json.loads(logged.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        if {"name": name, "version": version} not in linked:
+            linked.append({"name": name, "version": version})
+            self.client.set_logged_model_tags(logged.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked)})
 
     def _aliases_of(self, name: str, version: str) -> list[str]:
         return list(self.client.get_model_version(name, str(version)).aliases)
@@ -222,19 +236,60 @@ class Registry(Runs):
         versions = [self.client.get_model_version(v.name, str(v.version)) for v in found]
         return sorted(versions, key=lambda v: (v.name, -int(v.version)))
 
+    def _promotable(self, name: str, version: str | int, metric: str, margin: float, min_score: float | None):
+        """The candidate version and the champion, once every input of a promotion has been
+        checked; TrackingError names the first bad one, and nothing has been written."""
+        import math
+
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+            raise TrackingError(f"promote: margin must be a number >= 0, got {margin!r}")
+        if min_score is not None and (not isinstance(min_score, (int, float)) or not math.isfinite(min_score) or min_score < 0):
+            raise TrackingError(f"promote: min_score must be a number >= 0, got {min_score!r}")
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise TrackingError(f"promote {name}: {err.message}") from err
+            known = sorted(m.name for m in self.client.search_registered_models())
+            raise TrackingError(f"promote: no registered model {name!r}; registered: {', '.join(known) or 'none'}") from None
+        candidate = self.get_version(name, str(version))
+        held = sorted(version_score(candidate).metrics)
+        if metric_key(metric) not in held:
+            raise TrackingError(
+                f"promote {name} v{candidate.version}: no metric {metric_key(metric)!r} on this version; "
+                f"its metrics: {', '.join(held) or 'none'}"
+            )
+        champ = self.champion(name)
+        if champ is not None and str(champ.version) == str(candidate.version):
+            raise TrackingError(f"promote {name} v{candidate.version}: it is already the champion")
+        return candidate, champ
+
     def promote(self, name: str, version: str | int, metric: str, margin: float = GATE.margin, *,
-                min_score: float | None = None, higher_is_better: bool = True) -> PromotionResult:
+                min_score: float | None = None, higher_is_better: bool = True,
+                champion_score: VersionScore | None = None) -> PromotionResult:
         """Make ``version`` the champion if it reaches ``min_score`` and beats the current one by
         ``margin`` on ``metric`` (same benchmarks; see :func:`decide_promotion`). Otherwise nothing
-        moves. The decision and its reason are written on the version as tags
-        ``promotion.decision`` and ``promotion.reason``."""
-        if margin < 0:
-            raise TrackingError(f"promote: margin must be >= 0, got {margin}")
-        candidate = self.get_version(name, str(version))
-        champ = self.champion(name)
+        moves.
+
+        Every input is checked first: an unknown model or version, a metric the version does not
+        hold (the error lists the ones it does), a bad margin or floor, or a version that already is
+        the champion raise TrackingError with nothing written. The decision and its reason are
+        written on the candidate only, as tags ``promotion.decision`` and ``promotion.reason``: the
+        champion's tags are the record of its own promotion and stay as they are, also when it is
+        replaced (it only loses the alias).
+
+        ``champion_score``: the champion's numbers from an evaluation made beside the candidate's
+        (the retraining run's), compared instead of those on its version; its ``version`` must be
+        the champion's."""
+        candidate, champ = self._promotable(name, version, metric, margin, min_score)
+        if champion_score is not None and (champ is None or champion_score.version != str(champ.version)):
+            raise TrackingError(f"promote {name}: the champion score given is v{champion_score.version}'s, "
+                                f"the champion is {f'v{champ.version}' if champ else 'none'}")
         promoted, reason = decide_promotion(
-            version_score(candidate), version_score(champ) if champ else None, metric, margin, higher_is_better,
-            min_score=min_score,
+            version_score(candidate), champion_score or (version_score(champ) if champ else None), metric, margin,
+            higher_is_better, min_score=min_score,
         )
         v = str(candidate.version)
         if promoted:
@@ -244,4 +299,4 @@ class Registry(Runs):
         self.client.set_model_version_tag(name, v, TAG_DECISION, "promoted" if promoted else "refused")
         self.client.set_model_version_tag(name, v, TAG_REASON, reason)
         after = self.champion(name)
-        return PromotionResult(promoted, reason, str(after.version) if after else None)
+        return PromotionResult(promoted, reason, str(after.version) if after else None, v)

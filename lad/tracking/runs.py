@@ -1,6 +1,6 @@
 """Runs on MLflow: one run per pipeline run, one nested run per stage. A stage logs its full
 typed config as params, per-step metrics, artifacts (reports, plots, rollout samples), its dataset
-inputs with their content hashes, and its trained model with the transformers flavor.
+inputs with their content hashes, and its trained model as a chat model (lad.tracking.chat_model).
 
 Where MLflow lives is configuration: by default the embedded sqlite store ``mlflow.db`` in the
 working directory (no server); any tracking URI otherwise (``http://mlflow:5000``), with
@@ -16,9 +16,12 @@ import re
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from lad.tracking.chat_model import ChatSettings
 
 METRIC_TAG_PREFIX = "metric."
 TAG_BENCHMARKS = "benchmarks"
@@ -132,7 +135,8 @@ def code_version() -> str:
 
 
 def model_requirements() -> list[str]:
-    """pip requirements of a logged transformers model, pinned to what is installed here.
+    """pip requirements of a logged chat model (what the lad code it carries imports to load and
+    run it), pinned to what is installed here.
 
     Passed explicitly because MLflow's inference of requirements pulls in torchvision, which does
     not install next to this torch. Local version tags (``+cpu``) are dropped: the same
@@ -140,7 +144,8 @@ def model_requirements() -> list[str]:
     """
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in ("torch", "transformers", "tokenizers", "safetensors")]
+    packages = ("torch", "transformers", "tokenizers", "safetensors", "pydantic", "jinja2")
+    return [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in packages]
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,33 +222,55 @@ class RunContext:
     def log_dataset(self, uri: str | os.PathLike, *, name: str, context: str = "train") -> str:
         """Record a dataset input (a file or a published folder) with its content hash; returns the sha256."""
         from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
 
         from lad.storage import content_hash
 
         sha = content_hash(uri)
-        # MLflow stores at most 36 characters of digest; the full sha256 goes in an input tag.
-        dataset = MetaDataset(resolve_dataset_source(str(uri)), name=name, digest=sha[:16])
-        tags = [InputTag("mlflow.data.context", context), InputTag("lad.sha256", sha)]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+        self._log_input(resolve_dataset_source(str(uri)), name=name, context=context, sha=sha)
         return sha
 
-    def log_model(
-        self, model, tokenizer=None, *, name: str = "model", max_new_tokens: int = 64, metadata: Mapping[str, Any] | None = None
-    ) -> str:
-        """Log a causal LM with the transformers flavor (text-generation); returns its ``models:/`` URI.
+    def log_records(self, records: list[dict], *, name: str, context: str, source: Mapping[str, Any]) -> str:
+        """Record a dataset input made in memory (synthetic problems, a benchmark's problems as
+        evaluated) with the sha256 of its records as canonical JSON lines; ``source`` says how they
+        were made (a generator's spec, a file and its adapter) and is shown as the input's source.
+        Returns the sha256."""
+        from mlflow.data.code_dataset_source import CodeDatasetSource
 
-        ``model`` is the model object with its ``tokenizer``, or the path of a Hugging Face
-        checkpoint folder (config, weights and tokenizer files), which is copied as it is without
-        loading the weights: logging costs the same memory for any model size. Loading it back with
-        ``mlflow.pyfunc.load_model`` gives a model whose ``predict`` takes a list of prompts and
-        returns the generated continuations (greedy by default; the params ``max_new_tokens`` and
-        ``do_sample`` may be passed at predict time).
+        text = "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in records)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        self._log_input(CodeDatasetSource(json.loads(json.dumps(dict(source), default=str))), name=name, context=context, sha=sha,
+                        rows=len(records))
+        return sha
+
+    def _log_input(self, source, *, name: str, context: str, sha: str, rows: int | None = None) -> None:
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        # MLflow stores at most 36 characters of digest; the full sha256 goes in an input tag.
+        dataset = MetaDataset(source, name=name, digest=sha[:16])
+        tags = [InputTag("mlflow.data.context", context), InputTag("lad.sha256", sha)]
+        if rows is not None:
+            tags.append(InputTag("lad.rows", str(rows)))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
+
+    def log_model(
+        self, model, tokenizer=None, *, name: str = "model", chat: "ChatSettings | None" = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Log a causal LM as a chat model (:mod:`lad.tracking.chat_model`); returns its ``models:/`` URI.
+
+        ``model`` is the path of a Hugging Face checkpoint folder (config, weights and tokenizer
+        files), whose files are copied as they are without loading the weights, so logging costs
+        the same memory for any model size; or a model object with its ``tokenizer``, saved to
+        such a folder first. ``chat``: the generation settings a request that sets none gets
+        (default: :class:`ChatSettings`'s, greedy). Loaded back with ``mlflow.pyfunc.load_model``,
+        ``predict({"messages": [...]})`` answers with an OpenAI-style chat completion.
         """
+        import tempfile
+
         import mlflow
-        import mlflow.transformers
-        from mlflow.models import infer_signature
+
+        from lad.tracking.chat_model import ChatSettings, log_chat_model
 
         active = mlflow.active_run()
         if active is None or active.info.run_id != self.run_id:
@@ -251,46 +278,11 @@ class RunContext:
         if isinstance(model, (str, os.PathLike)):
             if not (Path(model) / "config.json").is_file():
                 raise TrackingError(f"log_model: {model} is not a Hugging Face checkpoint folder (no config.json)")
-            source = str(model)
-        else:
-            source = {"model": model, "tokenizer": tokenizer}
-        signature = infer_signature(["a prompt"], ["a continuation"], params={"max_new_tokens": max_new_tokens, "do_sample": False})
-        with _pipeline_classes_resolved():
-            info = mlflow.transformers.log_model(
-                source,
-                name=name,
-                task="text-generation",
-                signature=signature,
-                pip_requirements=model_requirements(),
-                model_config={"return_full_text": False},
-                metadata=dict(metadata or {}),
-            )
-        return info.model_uri
+            return log_chat_model(name, str(model), chat or ChatSettings(), metadata)
+        from lad.modeling import save_model
 
-
-@contextmanager
-def _pipeline_classes_resolved() -> Iterator[None]:
-    """MLflow 3.17 logs a checkpoint folder by reading ``check_task(task)[1]["impl"].__name__``,
-    where transformers 5 gives the pipeline class by its dotted name: for the block, check_task
-    answers with the class itself."""
-    import importlib
-
-    from transformers import pipelines
-
-    original = pipelines.check_task
-
-    def check_task(task, *args, **kwargs):
-        name, meta, options = original(task, *args, **kwargs)
-        if isinstance(meta.get("impl"), str):
-            module, _, cls = meta["impl"].rpartition(".")
-            meta = {**meta, "impl": getattr(importlib.import_module(module), cls)}
-        return name, meta, options
-
-    pipelines.check_task = check_task
-    try:
-        yield
-    finally:
-        pipelines.check_task = original
+        with tempfile.TemporaryDirectory(prefix="lad-log-model-") as tmp:
+            return log_chat_model(name, save_model(model, tokenizer, Path(tmp) / "checkpoint", {}), chat or ChatSettings(), metadata)
 
 
 class Runs:

@@ -701,6 +701,10 @@ def train_rl(cfg: RLConfig, *, resume: bool = False, on_step: Optional[Callable[
                    config=cfg, rank=rank, total=tc.max_steps, initial=step, desc=f"rl[{cfg.algorithm.objective}]",
                    run_id=state.get("mlflow_run_id"), parent_run_id=cfg.tracking.parent_run_id, log_every=tc.log_every) as log:
         log.set_tags({"world_size": world, "dropped_long_prompts": dropped})
+        if log.fresh:
+            log.log_prompts(cfg.data.train, train_records, name="train", context="train")
+            if cfg.data.eval:
+                log.log_prompts(cfg.data.eval, eval_records, name="eval", context="eval")
         started = time.perf_counter()
         if step == 0 and cfg.eval.at_start and eval_records:
             history.append({"step": 0, **evaluate(0)})

@@ -91,6 +91,20 @@ class RunLogger:
         if self.run is not None:
             self.run.log_dataset(path, **kwargs)
 
+    def log_records(self, records: list[dict], **kwargs) -> None:
+        if self.run is not None:
+            self.run.log_records(records, **kwargs)
+
+    def log_prompts(self, source, records: list[dict], *, name: str, context: str) -> None:
+        """The dataset input of a prompt source (lad.train.rl.PromptSource): its files, with their
+        content hashes, or the records a synthetic spec made."""
+        if source.synthetic is not None:
+            self.log_records(records, name=name, context=context, source={"synthetic": source.synthetic.model_dump()})
+            return
+        paths = [source.path] if isinstance(source.path, str) else source.path
+        for i, path in enumerate(paths):
+            self.log_dataset(path, name=name if len(paths) == 1 else f"{name}-{i}", context=context)
+
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         if self.run is not None:
             self.run.log_dict(obj, artifact_file)

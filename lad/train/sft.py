@@ -125,6 +125,9 @@ def train_sft(cfg: SFTConfig, *, resume: bool = False, on_step: Optional[Callabl
                    log_every=tc.log_every, step_log=False) as log:
         if log.fresh and cfg.data.path is not None:
             log.log_dataset(cfg.data.path, name="sft", context="train")
+        elif log.fresh:
+            log.log_records([{"prompt": p.messages, "response": p.response} for p in pairs], name="sft", context="train",
+                            source={"synthetic": cfg.data.synthetic.model_dump()})
         log.set_tags({"sft.examples": len(examples), "sft.dropped_over_max_len": dropped, "sft.global_batch": global_batch,
                       "sft.world_size": world, "sft.total_steps": total_steps})
         plan, plan_epoch = None, -1
