@@ -69,8 +69,10 @@ def test_one_parent_run_with_a_nested_run_per_stage_and_retries_add_none(tmp_pat
     assert ev.data.metrics["all/avg_k"] == done["summary"]["aggregate"]["all"]["avg@k"]
     assert sorted(a.path for a in tracker.client.list_artifacts(ev.info.run_id, "evaluation")) == [
         "evaluation/report.html", "evaluation/report.md", "evaluation/summary.json"]
+    # the chat model's defaults (logged by MLflow with the model): the settings the model was evaluated with
     assert stages["register"].data.params == {"name": "policy", "metric": "all/avg@k", "margin": "0.0", "min_score": "0.01",
-                                              "base_model": "", "return_full_text": "False"}  # the last: logged by MLflow with the model
+                                              "base_model": "", "temperature": "0.6", "top_p": "0.95", "max_new_tokens": "8",
+                                              "stop": "[]", "engine": "hf", "model_name": "policy"}
     version = tracker.get_version("policy", done["registration"]["version"])
     assert str(version.version) == "1" and version.run_id == stages["register"].info.run_id
 
