@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from lad.local_server import free_port, stop_process_group, wait_until_healthy  # noqa: E402
 
-WIDTH, HEIGHT = 1440, 1600
+WIDTH, HEIGHT = 1800, 1500
 # The MLflow UI is a single-page app: Chromium's virtual clock runs this long for it to fetch and draw.
 RENDER_MS = 20000
 

@@ -67,6 +67,15 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(model_dir, ml
     v3 = tracker.get_version("policy", "3")
     assert (float(v3.tags["champion.all/avg_k"]), float(v3.tags["gain.all/avg_k"])) == (0.5, -0.25), (
         "the challenger carries the champion's numbers it was compared with")
+    page = v3.description
+    lo, hi = (100 * x for x in half["benchmarks"]["synthetic_countdown"]["avg@2_ci95"])
+    qlo, qhi = (100 * x for x in quarter["benchmarks"]["synthetic_countdown"]["avg@2_ci95"])
+    assert page.startswith("**policy v3**: not promoted.\n\n| benchmark | champion v2 Avg@k [95% CI] | v3 Avg@k [95% CI] | gain (points) |")
+    assert (f"| synthetic_countdown (k = 2, 2 problems) | 50.00% [{lo:.2f}, {hi:.2f}] | 25.00% [{qlo:.2f}, {qhi:.2f}] | -25.00 | "
+            f"100.00% | 50.00% |") in page
+    assert ("**Promotion gate** (all/avg@k, margin 0.00 points, floor 1.00%): **refused**: all/avg@k 25.00% vs champion v2 "
+            f"50.00%. Gate's reason: `{worse['reason']}`") in page
+    assert "- [the run that registered it](#/experiments/" in page
     assert list(v3.aliases) == ["challenger"] and v3.tags["promotion.decision"] == "refused"
     assert v3.tags["benchmarks"] == "synthetic_countdown:k=2:n=2"
 

@@ -130,7 +130,7 @@ def test_local_run_registers_a_champion_and_writes_the_report(tmp_path):
     assert second.data.params["registered_model_name"] == "lad-policy" and "new_data_uri" in second.data.params
     assert {"challenger/synthetic_countdown/avg_k", "champion/synthetic_countdown/avg_k",
             "gain/challenger/synthetic_countdown/avg_k"} <= set(second.data.metrics)
-    assert "| champion v1 Avg@k [95% CI] | v2 Avg@k [95% CI] | gain (points) |" in challenger.description
+    assert "| benchmark | champion v1 Avg@k [95% CI] | v2 Avg@k [95% CI] | gain (points) |" in challenger.description
     assert second.data.tags["registered_model.version"] == "2"
     assert printed(again.stdout, "registered model:") == (
         f"registered model: lad-policy v2 (alias {run['registered']['alias']}; {run['gate']['reason']})")
@@ -179,7 +179,7 @@ def assert_the_run_tells_the_story(tracker, top, stages, champion, summary, warm
     description = tags["mlflow.note.content"]
     assert description.startswith("**lad-policy v1**: promoted to champion.")
     lo, hi = trained["avg@2_ci95"]
-    row = (f"| synthetic_countdown | 2 | 1 | {100 * before['avg@2']:.2f}% [{100 * before['avg@2_ci95'][0]:.2f}, "
+    row = (f"| synthetic_countdown (k = 2, 1 problem) | {100 * before['avg@2']:.2f}% [{100 * before['avg@2_ci95'][0]:.2f}, "
            f"{100 * before['avg@2_ci95'][1]:.2f}] | {100 * trained['avg@2']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] | "
            f"{100 * (trained['avg@2'] - before['avg@2']):+.2f} | {100 * before['pass@2']:.2f}% | {100 * trained['pass@2']:.2f}% |")
     assert row in description

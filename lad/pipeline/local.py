@@ -157,7 +157,10 @@ class LocalResult:
             f"ran on: {one_line(self.environment)}",
             f"promotion decision: {self.decision}",
             f"registered model: {reg['name']} v{reg['version']} (alias {alias}; {reg['reason']})",
-            f"  load it: mlflow.pyfunc.load_model('models:/{reg['name']}@{alias}') with MLFLOW_TRACKING_URI={self.tracking_uri}",
+            f"  chat with it: mlflow.pyfunc.load_model('models:/{reg['name']}@{alias}').predict({{'messages': [...]}}) "
+            f"with MLFLOW_TRACKING_URI={self.tracking_uri}",
+            f"  serve it: MLFLOW_TRACKING_URI={self.tracking_uri} mlflow models serve -m models:/{reg['name']}@{alias} "
+            "--env-manager local --port 5001",
             f"MLflow UI: open {self.tracking_uri}" if self.tracking_uri.startswith("http") else
             f"MLflow UI: mlflow ui --backend-store-uri {self.tracking_uri} --port 5000, then open http://127.0.0.1:5000",
         ])

@@ -41,12 +41,12 @@ def scores_markdown(summary: dict, label: str, baseline: Optional[tuple[str, dic
     beside ``baseline`` (label, summary: the warm start or the champion, evaluated the same way)
     with the gain in points."""
     other, base = baseline if baseline else ("", {"benchmarks": {}})
-    columns = ["benchmark", "k", "problems"]
+    columns = ["benchmark"]
     if baseline:
         columns += [f"{other} Avg@k [95% CI]", f"{label} Avg@k [95% CI]", "gain (points)", f"{other} Pass@k", f"{label} Pass@k"]
     else:
         columns += [f"{label} Avg@k [95% CI]", f"{label} Pass@k"]
-    lines = ["| " + " | ".join(columns) + " |", "|---|---:|---:|" + "---:|" * (len(columns) - 3)]
+    lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
 
     def avg(b: dict) -> str:
         k = b["k"]
@@ -55,7 +55,7 @@ def scores_markdown(summary: dict, label: str, baseline: Optional[tuple[str, dic
 
     for name, b in summary["benchmarks"].items():
         k, theirs = b["k"], base["benchmarks"].get(name)
-        cells = [name, str(k), str(b["problems"])]
+        cells = [f"{name} (k = {k}, {b['problems']} problem{'' if b['problems'] == 1 else 's'})"]
         if baseline and theirs is not None and theirs["k"] == k:
             cells += [avg(theirs), avg(b), f"{100 * (b[f'avg@{k}'] - theirs[f'avg@{k}']):+.2f}", _pct(theirs[f"pass@{k}"]),
                       _pct(b[f"pass@{k}"])]

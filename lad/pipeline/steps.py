@@ -660,11 +660,12 @@ def register(
             "metric": metric, "value": metrics[next(m for m in metrics if metric_key(m) == metric_key(metric))],
         }
         before = None if champion is None or str(champion.version) == str(mv.version) else champion
-        _tell_the_story(tracker, out, summary, parent_run_id or run.run_id, bool(parent_run_id), margin=margin, min_score=min_score,
-                        base_model=base_model, data_hash=data_hash,
-                        baseline=("warm start", baseline_summary) if baseline_summary is not None else
-                        (f"champion v{before.version}", champion_summary) if champion_summary is not None and before else None,
-                        compared=_compared(before, champion_summary, metric))
+        if before is not None or not mv.description:  # a retry after the promotion keeps the description written then
+            baseline = (("warm start", baseline_summary) if baseline_summary is not None else
+                        (f"champion v{before.version}", champion_summary) if champion_summary is not None and before else None)
+            _describe_version_and_run(tracker, out, summary, parent_run_id or run.run_id, bool(parent_run_id), baseline=baseline,
+                                      compared=_compared(before, champion_summary, metric), margin=margin, min_score=min_score,
+                                      base_model=base_model, data_hash=data_hash)
         if parent_run_id:
             tracker.client.set_terminated(parent_run_id)
     except TrackingError as err:
@@ -685,8 +686,8 @@ def _compared(champion, champion_summary: Optional[dict], metric: str) -> Option
     return (f"champion v{champion.version}", held[metric_key(metric)]) if metric_key(metric) in held else None
 
 
-def _tell_the_story(tracker, result: dict, summary: dict, run_id: str, pipeline: bool, *, baseline, compared, margin: float,
-                    min_score: float, base_model: str, data_hash: Optional[str]) -> None:
+def _describe_version_and_run(tracker, result: dict, summary: dict, run_id: str, pipeline: bool, *, baseline, compared,
+                              margin: float, min_score: float, base_model: str, data_hash: Optional[str]) -> None:
     """The registered version's description (scores, gate, base model, data, links) on its page, and,
     for a pipeline run (``pipeline``: ``run_id`` is the pipeline run's), the same as that run's
     description with the gate's decision as its tags."""

@@ -59,7 +59,8 @@ def request_sampling(request: dict, settings: ChatSettings):
     from lad.rollout.base import SamplingParams
 
     for key in _UNSUPPORTED:
-        if _given(request.get(key)) and request.get(key) not in ({}, []):
+        value = request.get(key)
+        if _given(value) and not (hasattr(value, "__len__") and len(value) == 0):
             raise ValueError(f"chat request field {key!r}: not supported by this model; leave it out")
     if _given(request.get("stream")) and request["stream"]:
         raise ValueError("chat request field 'stream': streaming is not supported; leave it out or set it to false")
