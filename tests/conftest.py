@@ -39,6 +39,16 @@ def tiny():
     return build_tiny_model("1m", seed=0)
 
 
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny):
+    """The tiny model saved as a Hugging Face folder, for stages that load their model by path."""
+    model, tok = tiny
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def smollm2_cache(tmp_path_factory):
     """A storage cache (the value for LAD_CACHE_DIR) in which the packaged SmolLM2-135M-Instruct

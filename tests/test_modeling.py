@@ -86,7 +86,8 @@ def test_save_replaces_an_existing_model(tiny, tmp_path):
     out = tmp_path / "m"
     save_model(model, tok, out, {"metrics": {"v": 1}})
     save_model(model, tok, out, {"metrics": {"v": 2}})
-    assert json.loads((out / CARD_FILE).read_text()) == {"metrics": {"v": 2}}
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["metrics"] == {"v": 2} and set(card) == {"metrics", "environment"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 

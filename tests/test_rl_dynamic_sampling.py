@@ -43,17 +43,6 @@ def test_dynamic_sampling_is_the_dapo_objectives_default_and_can_be_set_either_w
         algo(max_gen_batches=0)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from lad.modeling import build_tiny_model
-
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    model, tok = build_tiny_model("1m", seed=0)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def _config(tmp, name, model, **algorithm):
     cfg = {
         "model": str(model),

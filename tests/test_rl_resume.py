@@ -14,17 +14,6 @@ from training_runs import final_weights, max_weight_diff, run, sigkill_at_step
 STEPS, EVERY = 4, 2
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from lad.modeling import build_tiny_model
-
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    model, tok = build_tiny_model("1m", seed=0)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 def _config(tmp, name, model, **train):
     cfg = {
         "model": str(model),
